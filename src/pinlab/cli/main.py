@@ -1,0 +1,44 @@
+"""The `pinlab` command: assembles the sub-command groups and maps bad input to exit 2."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+class BadInput(click.ClickException):
+    """Input the user can fix: printed as one line, exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file: object = None) -> None:
+        """Print the one-line error on stderr."""
+        click.echo(f"pinlab: error: {self.format_message()}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def app() -> None:
+    """An executable model of Linux page pinning: kernel model, race explorer, real-kernel check."""
+
+
+@app.command()
+def version() -> None:
+    """Print pinlab's version."""
+    from pinlab import __version__
+
+    click.echo(__version__)
+
+
+def main() -> None:
+    """Entry point: usage errors and BadInput print one line and exit 2; Ctrl-C exits 130."""
+    try:
+        app.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("pinlab: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        click.echo(f"pinlab: error: {err.format_message()}", err=True)
+        sys.exit(2)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)

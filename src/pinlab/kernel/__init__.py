@@ -1,0 +1,1 @@
+"""The model of the Linux kernel's memory management, laid out like the kernel tree."""

@@ -1,0 +1,1 @@
+"""The model of the kernel's fs/ directory."""

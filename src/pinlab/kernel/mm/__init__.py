@@ -1,0 +1,1 @@
+"""The model of the kernel's mm/ directory."""
