@@ -30,6 +30,18 @@ def version() -> None:
     click.echo(__version__)
 
 
+def _register() -> None:
+    """Attach the sub-command groups (imported here: they import BadInput from this module)."""
+    from pinlab.cli.explore import anchor
+    from pinlab.cli.kernel import kernel_group
+
+    app.add_command(anchor)
+    app.add_command(kernel_group)
+
+
+_register()
+
+
 def main() -> None:
     """Entry point: usage errors and BadInput print one line and exit 2; Ctrl-C exits 130."""
     try:

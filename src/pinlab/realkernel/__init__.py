@@ -1,0 +1,1 @@
+"""The real-kernel referee: boot a Linux kernel under QEMU, run the probes, compare."""
