@@ -1,0 +1,146 @@
+"""pinlab's explorer and SPIN side by side on the anchor models (issue 3 benchmark).
+
+Both are timed end to end: pinlab as a fresh ``python -m pinlab.cli.explore`` process
+(interpreter start-up included), SPIN as ``spin -a`` + ``gcc -O2 -DSAFETY`` + ``./pan``
+in its default build (depth-first, partial-order reduction).  pinlab runs without
+partial-order reduction; with K >= 2 interchangeable get/put threads it uses symmetry
+reduction (reported as orbits).  State counts are checked against pan ``-DNOREDUCE``.
+Ends with one JSON line.  ``--quick`` leaves out pinbias BIAS=R=16 (about a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pinlab.anchors.spin import missing_tools, run_spin
+
+FIRST_CX = [
+    ("hillf", {"K": 0, "ORDER": 0}),
+    ("hillf", {"K": 1, "ORDER": 0}),
+    ("hillf", {"K": 2, "ORDER": 0}),
+    ("pinbias", {"K": 1, "R": 4, "BIAS": 4, "PROP": 1, "MUT": 1}),
+    ("pinbias", {"K": 4, "R": 4, "BIAS": 4, "PROP": 2}),
+]
+EXHAUSTIVE = [
+    ("hillf", {"K": 0, "ORDER": 1}),
+    ("hillf", {"K": 1, "ORDER": 1}),
+    ("hillf", {"K": 2, "ORDER": 1}),
+    ("pinbias", {"K": 1, "R": 4, "BIAS": 4, "PROP": 1}),
+    ("pinbias", {"K": 2, "R": 4, "BIAS": 4, "PROP": 1}),
+    ("pinbias", {"K": 3, "R": 4, "BIAS": 4, "PROP": 1}),
+    ("pinbias", {"K": 4, "R": 4, "BIAS": 4, "PROP": 1}),
+    ("pinbias", {"K": 4, "R": 8, "BIAS": 8, "PROP": 1}),
+    ("pinbias", {"K": 4, "R": 16, "BIAS": 16, "PROP": 1}),
+]
+
+
+def _name(model: str, params: dict[str, int]) -> str:
+    return model + "".join(f" {k}={v}" for k, v in params.items())
+
+
+def run_pinlab(model: str, params: dict[str, int], *extra: str) -> tuple[float, dict[str, Any]]:
+    """Wall time of a fresh pinlab process, and its JSON result."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [
+            sys.executable,
+            "-m",
+            "pinlab.cli.explore",
+            model,
+            "--quiet",
+            "--no-progress",
+            "--json",
+            str(out),
+            *extra,
+        ]
+        for k, v in params.items():
+            cmd += ["-D", f"{k}={v}"]
+        started = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        if proc.returncode not in (0, 1):
+            raise RuntimeError(f"pinlab failed: {proc.stderr}")
+        return seconds, json.loads(out.read_text())
+
+
+def measure(model: str, params: dict[str, int], exhaustive: bool) -> dict[str, Any]:
+    """One model: pinlab and SPIN timings, verdicts and state counts."""
+    symmetric = params.get("K", 0) >= 2 and exhaustive
+    extra = ["--symmetry"] if symmetric else []
+    p_sec, res = run_pinlab(model, params, *extra)
+    spin = run_spin(model, params)
+    full = run_spin(model, params, noreduce=True, count_all=exhaustive)
+    row = {
+        "model": _name(model, params),
+        "mode": "exhaustive" if exhaustive else "first counterexample",
+        "pinlab_seconds": round(p_sec, 3),
+        "spin_seconds": round(spin.seconds, 3),
+        "ratio": round(p_sec / spin.seconds, 3),
+        "pinlab_violated": res["violated"],
+        "spin_errors": spin.errors,
+        "verdicts_agree": res["violated"] == (spin.errors > 0),
+        "pinlab_states": res["states"],
+        "pinlab_orbits": res["orbits"],
+        "pinlab_complete": res["complete"],
+        "spin_stored_default": spin.stored,
+        "spin_depth_limited": spin.depth_limited,
+        "spin_stored_noreduce": full.stored,
+        "counterexample_steps": [c["steps"] for c in res["counterexamples"]],
+    }
+    # only a complete pinlab search saw every state
+    row["states_agree"] = (not exhaustive) or res["states"] == full.stored
+    return row
+
+
+def main() -> None:
+    """Run everything, print the table, end with one JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="skip pinbias BIAS=R=16")
+    args = parser.parse_args()
+    if (why := missing_tools()) is not None:
+        sys.exit(f"cannot benchmark against SPIN: {why}")
+    rows = [measure(m, p, exhaustive=False) for m, p in FIRST_CX]
+    for m, p in EXHAUSTIVE:
+        if args.quick and p.get("BIAS") == 16:
+            continue
+        rows.append(measure(m, p, exhaustive=True))
+    head = f"{'model':<42}{'mode':<22}{'pinlab s':>9}{'SPIN s':>8}{'ratio':>7}  verdicts  states"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        states = f"{r['pinlab_states']:,}"
+        if r["pinlab_orbits"] is not None:
+            states += f" ({r['pinlab_orbits']:,} orbits)"
+        if r["mode"] == "exhaustive":
+            states += f" / SPIN noreduce {r['spin_stored_noreduce']:,}"
+        verdict = "violated" if r["pinlab_violated"] else "holds"
+        agree = "agree" if r["verdicts_agree"] else "DIFFER"
+        print(
+            f"{r['model']:<42}{r['mode']:<22}{r['pinlab_seconds']:>9.2f}"
+            f"{r['spin_seconds']:>8.2f}{r['ratio']:>7.2f}  {verdict} ({agree})  {states}"
+        )
+    first = [r["ratio"] for r in rows if r["mode"] == "first counterexample"]
+    exhaustive = [r["ratio"] for r in rows if r["mode"] == "exhaustive"]
+    print(
+        json.dumps(
+            {
+                "verdicts_agree": all(r["verdicts_agree"] for r in rows),
+                "states_agree": all(r["states_agree"] for r in rows),
+                "first_counterexample_ratio": max(first),
+                "exhaustive_ratio": max(exhaustive),
+                "models": rows,
+            },
+            separators=(",", ":"),
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

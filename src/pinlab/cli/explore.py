@@ -1,0 +1,203 @@
+"""``pinlab anchor``: run the race explorer on the SPIN-equivalent anchor programs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pinlab.cli.main import BadInput
+
+
+def _defines(values: tuple[str, ...]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise BadInput(f"-D wants NAME=VALUE, got {item!r}")
+        try:
+            out[name] = int(value)
+        except ValueError:
+            raise BadInput(f"-D {name}: {value!r} is not an integer") from None
+    return out
+
+
+def _write_atomic(path: str, text: str) -> None:
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, target)
+
+
+class _Progress:
+    """A rich status line for long searches, on stderr."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self.task = self.bar.add_task("exploring", total=None)
+
+    def __call__(self, states: int, transitions: int, depth: int) -> None:
+        self.bar.update(
+            self.task,
+            description=f"{states:,} states  {transitions:,} transitions  "
+            f"depth {depth}  (Ctrl-C stops)",
+        )
+
+
+@click.command("anchor")
+@click.argument("model")
+@click.option(
+    "-D",
+    "defines",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="model parameter, as for spin -D (K, ORDER, PRIVREF / K, R, BIAS, PROP, MUT)",
+)
+@click.option(
+    "--strategy",
+    type=click.Choice(["dfs", "bfs", "random", "pct"]),
+    default="dfs",
+    show_default=True,
+)
+@click.option("--por/--no-por", default=False, help="sleep-set partial-order reduction (dfs)")
+@click.option(
+    "--symmetry/--no-symmetry",
+    default=False,
+    help="treat the K get/put threads as interchangeable; report orbits",
+)
+@click.option("--cache/--no-cache", default=True, help="visited-state cache")
+@click.option("--count-all", is_flag=True, help="expand past violations, count violating states")
+@click.option("--preemption-bound", type=int, default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--pct-depth", type=int, default=3, show_default=True)
+@click.option("--max-schedules", type=int, default=None)
+@click.option("--max-steps", type=int, default=None, help="steps per schedule")
+@click.option("--max-states", type=int, default=None)
+@click.option("--max-time", type=float, default=None, help="seconds")
+@click.option("--shrink/--no-shrink", default=True)
+@click.option("--replay", "schedule", default=None, help="replay this schedule and print its trace")
+@click.option("--json", "json_file", default=None, help="write the result as JSON to this file")
+@click.option("--progress/--no-progress", default=None, help="default: when stderr is a terminal")
+@click.option("--quiet", is_flag=True, help="print only the verdict line")
+def anchor(
+    model: str,
+    defines: tuple[str, ...],
+    strategy: str,
+    por: bool,
+    symmetry: bool,
+    cache: bool,
+    count_all: bool,
+    preemption_bound: int | None,
+    seed: int,
+    pct_depth: int,
+    max_schedules: int | None,
+    max_steps: int | None,
+    max_states: int | None,
+    max_time: float | None,
+    shrink: bool,
+    schedule: str | None,
+    json_file: str | None,
+    progress: bool | None,
+    quiet: bool,
+) -> None:
+    """Explore MODEL (hillf or pinbias); exit 0 holds, 1 violated, 2 bad input."""
+    from pinlab.anchors import build
+    from pinlab.explore import Options, ScheduleError, explore, replay
+
+    try:
+        program = build(model, _defines(defines))
+        opts = Options(
+            strategy=strategy,
+            por=por,
+            symmetry=symmetry,
+            cache=cache,
+            count_all=count_all,
+            preemption_bound=preemption_bound,
+            seed=seed,
+            pct_depth=pct_depth,
+            max_schedules=max_schedules,
+            max_steps=max_steps,
+            max_states=max_states,
+            max_time=max_time,
+            shrink=shrink,
+        )
+        opts.validate()
+    except ValueError as err:
+        raise BadInput(str(err)) from None
+    if schedule is not None:
+        try:
+            rep = replay(program, schedule)
+        except ScheduleError as err:
+            raise BadInput(str(err)) from None
+        click.echo(rep.render())
+        if json_file:
+            _write_atomic(
+                json_file,
+                json.dumps(
+                    {
+                        "schedule": rep.schedule,
+                        "violations": rep.violations,
+                        "memory_model": "sequential consistency",
+                    },
+                    indent=2,
+                ),
+            )
+        sys.exit(1 if rep.violations else 0)
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = _Progress() if show else None
+    if bar is not None:
+        with bar.bar:
+            result = explore(program, opts, bar)
+    else:
+        result = explore(program, opts)
+    data: dict[str, Any] = result.to_dict()
+    if not quiet:
+        orbits = f" in {result.orbits:,} orbits" if result.orbits is not None else ""
+        click.echo(
+            f"{result.program}: {result.strategy}, {result.states:,} states{orbits}, "
+            f"{result.transitions:,} transitions, {result.schedules:,} schedules, "
+            f"{'complete' if result.complete else 'incomplete'}, {result.elapsed:.2f}s"
+        )
+        if count_all:
+            click.echo(f"violating states: {result.violating_states:,}")
+        traces = []
+        for cx in result.counterexamples:
+            rendered = replay(program, cx.schedule).render()
+            traces.append(rendered)
+            click.echo(rendered)
+        data["traces"] = traces
+    click.echo(result.verdict)
+    if json_file:
+        _write_atomic(json_file, json.dumps(data, indent=2, sort_keys=True))
+    sys.exit(1 if result.violated else 0)
+
+
+def main() -> None:
+    """``python -m pinlab.cli.explore``: the anchor command on its own (used by the bench)."""
+    try:
+        anchor.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("pinlab: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        click.echo(f"pinlab: error: {err.format_message()}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

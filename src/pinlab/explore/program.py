@@ -1,0 +1,191 @@
+"""What the explorer explores: threads, the shared start state, properties, and a fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Generator, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pinlab.interleave import Footprint, Yield
+
+Guard = Callable[[Any, Any], bool]
+Action = Callable[[Any, Any], tuple[Any, Any]]
+Params = tuple[tuple[str, int | str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Invariant:
+    """Checked after every step; ``reads`` is its footprint (``None``: reads everything)."""
+
+    name: str
+    check: Callable[[Any], bool]
+    reads: Footprint = None
+
+
+@dataclass(frozen=True, slots=True)
+class FinalCheck:
+    """Checked once every thread has finished."""
+
+    name: str
+    check: Callable[[Any], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One atomic step of a state-machine thread, from position ``src`` to ``dst``.
+
+    ``guard(shared, locals)`` says whether the step can run; ``act(shared, locals)``
+    returns the new ``(shared, locals)`` and may raise ``Violation``.  ``reads`` and
+    ``writes`` name the shared variables the guard and action touch (``None``: unknown).
+    """
+
+    src: str
+    dst: str
+    label: str
+    guard: Guard | None = None
+    act: Action | None = None
+    reads: Footprint = None
+    writes: Footprint = None
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Machine:
+    """A thread as an explicit state machine: its local state is ``(position, locals)``.
+
+    A position with no transitions is the end; ``ends`` lists further positions where
+    the thread may validly stop (a server loop), so that stopping there is no deadlock.
+    """
+
+    name: str
+    start: str
+    transitions: tuple[Transition, ...]
+    locals: Hashable = ()
+    ends: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class GenThread:
+    """A thread as a generator over the world, yielding the pinlab.interleave vocabulary.
+
+    ``reads``/``writes`` are the footprint of its first step (from the start to the first
+    yield); later steps take theirs from the ``Point``/``Await`` they resume from.
+    """
+
+    name: str
+    body: Callable[[Any], Generator[Yield, None, object]]
+    reads: Footprint = None
+    writes: Footprint = None
+
+
+@dataclass(frozen=True, slots=True)
+class MachineProgram:
+    """A program of state-machine threads over plain hashable shared data.
+
+    A state is the tuple ``(shared, local_0, ..., local_n-1)``; invariants and final
+    checks receive that tuple.  ``symmetric`` lists half-open ranges of thread indices
+    whose threads are interchangeable (same machine, nothing depends on their index).
+    """
+
+    name: str
+    shared: Hashable
+    threads: tuple[Machine, ...]
+    invariants: tuple[Invariant, ...] = ()
+    finals: tuple[FinalCheck, ...] = ()
+    symmetric: tuple[tuple[int, int], ...] = ()
+    params: Params = ()
+    source: str = ""
+    render: Callable[[Any], str] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class WorldProgram:
+    """A program of generator threads over a mutable world built fresh by ``make_world``.
+
+    ``world_key(world)`` must capture every part of the world a thread or a property can
+    observe; invariants and final checks receive the world.
+    """
+
+    name: str
+    make_world: Callable[[], Any]
+    threads: tuple[GenThread, ...]
+    world_key: Callable[[Any], Hashable]
+    invariants: tuple[Invariant, ...] = ()
+    finals: tuple[FinalCheck, ...] = ()
+    symmetric: tuple[tuple[int, int], ...] = ()
+    params: Params = ()
+    render: Callable[[Any], str] | None = field(default=None, compare=False)
+
+
+Program = MachineProgram | WorldProgram
+
+
+def program_id(program: Program) -> str:
+    """The readable name of a program and its parameters, e.g. ``hillf-K1-ORDER0``."""
+    return program.name + "".join(f"-{k}{v}" for k, v in program.params)
+
+
+def _code_identity(fn: object) -> str:
+    """A process-independent identity for a function: module, qualname and bytecode."""
+    code = getattr(fn, "__code__", None)
+    digest = hashlib.sha256(code.co_code).hexdigest()[:16] if code is not None else ""
+    module = getattr(fn, "__module__", "?")
+    return f"{module}.{getattr(fn, '__qualname__', type(fn).__qualname__)}#{digest}"
+
+
+def fingerprint(program: Program) -> str:
+    """Eight hex digits identifying the program's structure and parameters.
+
+    Built from a canonical JSON encoding and SHA-256, never from ``hash()``, so that it
+    is the same in every process whatever PYTHONHASHSEED is.
+    """
+    desc: dict[str, object] = {
+        "name": program.name,
+        "params": [[k, str(v)] for k, v in program.params],
+        "invariants": [inv.name for inv in program.invariants],
+        "finals": [f.name for f in program.finals],
+        "symmetric": [list(g) for g in program.symmetric],
+    }
+    if isinstance(program, MachineProgram):
+        desc["shared"] = repr(program.shared)
+        desc["threads"] = [
+            [
+                m.name,
+                m.start,
+                repr(m.locals),
+                sorted(m.ends),
+                [[t.src, t.dst, t.label, t.line] for t in m.transitions],
+            ]
+            for m in program.threads
+        ]
+    else:
+        desc["threads"] = [[t.name, _code_identity(t.body)] for t in program.threads]
+    blob = json.dumps(desc, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def validate(program: Program) -> None:
+    """Reject malformed programs early with a clear message."""
+    n = len(program.threads)
+    if n == 0:
+        raise ValueError(f"program {program.name!r} has no threads")
+    claimed: set[int] = set()
+    for a, b in program.symmetric:
+        if not 0 <= a < b <= n:
+            raise ValueError(f"symmetric range [{a}, {b}) is outside threads 0..{n - 1}")
+        if claimed & set(range(a, b)):
+            raise ValueError(f"symmetric range [{a}, {b}) overlaps another range")
+        claimed |= set(range(a, b))
+        if isinstance(program, MachineProgram):
+            first = program.threads[a]
+            if any(program.threads[i] is not first for i in range(a, b)):
+                raise ValueError(f"threads in symmetric range [{a}, {b}) are not one machine")
+    if isinstance(program, MachineProgram):
+        for m in program.threads:
+            pcs = {t.src for t in m.transitions} | {t.dst for t in m.transitions} | {m.start}
+            if m.ends - pcs:
+                raise ValueError(
+                    f"machine {m.name!r}: unknown end positions {sorted(m.ends - pcs)}"
+                )

@@ -1,0 +1,68 @@
+"""Collects what a search finds: state counts, orbits, counterexamples, limits hit."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+from pinlab.explore.program import Program
+from pinlab.explore.result import Counterexample, Result
+from pinlab.explore.schedule import Move, encode
+from pinlab.explore.system import System, orbit_size
+
+
+class Recorder:
+    """The mutable side of a search: its result, and whether to stop."""
+
+    def __init__(self, program: Program, system: System, result: Result, count_all: bool) -> None:
+        self.program, self.system, self.result = program, system, result
+        self.count_all = count_all
+        self.stop = False
+        self.bounded = False
+        self._seen: set[tuple[str, str]] = set()
+        self._symmetric = program.symmetric if system.symmetry else ()
+        if self._symmetric:
+            result.orbits = 0
+            result.violating_orbits = 0
+
+    def limit(self, what: str) -> None:
+        """Note that a limit cut the search short."""
+        if what not in self.result.limits_hit:
+            self.result.limits_hit.append(what)
+
+    def weight(self, key: Hashable) -> int:
+        """How many concrete states a (canonical) state stands for."""
+        if not self._symmetric:
+            return 1
+        return orbit_size(key, self._symmetric)  # type: ignore[arg-type]
+
+    def add_state(self, system: System, key: Hashable) -> None:
+        """Count a newly reached distinct state (and its orbit, under symmetry)."""
+        if self._symmetric:
+            self.result.states += orbit_size(key, self._symmetric)  # type: ignore[arg-type]
+            self.result.orbits = (self.result.orbits or 0) + 1
+        else:
+            self.result.states += 1
+
+    def found(
+        self,
+        kind: str,
+        name: str,
+        detail: str,
+        path: list[Move],
+        positions: tuple[str, ...],
+        weight: int,
+    ) -> None:
+        """Record a violation; the first of each property keeps its schedule."""
+        self.result.violating_states += weight
+        if self._symmetric:
+            self.result.violating_orbits = (self.result.violating_orbits or 0) + 1
+        if (kind, name) not in self._seen:
+            self._seen.add((kind, name))
+            moves = self.system.concretise(list(path))
+            self.result.counterexamples.append(
+                Counterexample(
+                    kind, name, detail, encode(self.program, moves), len(moves), positions
+                )
+            )
+        if not self.count_all:
+            self.stop = True

@@ -1,0 +1,111 @@
+"""Replay a schedule step by step: a readable trace and the verdict it reaches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pinlab.explore.machine import MachineSystem
+from pinlab.explore.program import MachineProgram, Program
+from pinlab.explore.schedule import Move, ScheduleError, decode_for, encode
+from pinlab.explore.system import System
+from pinlab.explore.world import WorldSystem
+
+
+def make_system(program: Program, symmetry: bool = False) -> System:
+    """The backend for a program."""
+    if isinstance(program, MachineProgram):
+        return MachineSystem(program, symmetry)
+    return WorldSystem(program, symmetry)
+
+
+@dataclass(frozen=True, slots=True)
+class TraceStep:
+    """One line of a trace."""
+
+    index: int
+    thread: str
+    where: str
+    changed: str
+
+
+@dataclass(slots=True)
+class Replay:
+    """What a schedule does: its steps and the violation at its end (if any)."""
+
+    schedule: str
+    steps: list[TraceStep] = field(default_factory=list)
+    # (kind, name, detail, positions) of each property violated where the schedule ends
+    violations: list[tuple[str, str, str, tuple[str, ...]]] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> tuple[str, str] | None:
+        """(kind, name) of the first violation the schedule ends in, or None."""
+        return (self.violations[0][0], self.violations[0][1]) if self.violations else None
+
+    def reaches(self, kind: str, name: str) -> bool:
+        """Whether the schedule ends in a violation of this property."""
+        return any(v[0] == kind and v[1] == name for v in self.violations)
+
+    def render(self) -> str:
+        """The trace as text, one step a line, then the verdict."""
+        lines = [f"schedule {self.schedule}"]
+        for s in self.steps:
+            changed = f"  | {s.changed}" if s.changed else ""
+            lines.append(f"{s.index:4d}  {s.thread:<12} {s.where}{changed}")
+        if not self.violations:
+            lines.append("no violation at the end of this schedule")
+        for kind, name, detail, positions in self.violations:
+            lines.append(f"VIOLATION {kind} {name}: {detail}")
+            lines += [f"      {p}" for p in positions]
+        lines.append("(assuming sequential consistency)")
+        return "\n".join(lines)
+
+
+def run_moves(program: Program, moves: list[Move], trace: bool = True) -> Replay:
+    """Run ``moves`` on the unreduced program; ScheduleError names the step that does not fit."""
+    system = make_system(program)
+    out = Replay(encode(program, moves))
+    node: Any = system.root()
+    for i, (tid, choice) in enumerate(moves):
+        if out.violations:
+            raise ScheduleError(
+                f"position {i}: schedule too long: the run already ended with "
+                f"{out.violations[0][0]} {out.violations[0][1]} at step {i - 1}"
+            )
+        if not 0 <= tid < system.n:
+            raise ScheduleError(
+                f"position {i}: unknown thread {tid} (the program has threads 0..{system.n - 1})"
+            )
+        count, where = system.status(node, tid)
+        if count == 0:
+            raise ScheduleError(f"position {i}: thread {tid} cannot run here: {where}")
+        if choice >= count:
+            raise ScheduleError(
+                f"position {i}: thread {tid} has {count} choice(s), not choice {choice}: {where}"
+            )
+        at = system.where(node, (tid, choice)) if trace else ""
+        child, err = system.step(node, (tid, choice))
+        if err is not None:
+            out.violations.append(("assertion", err.name, err.detail, ()))
+            if trace:
+                out.steps.append(TraceStep(i, system.names[tid], at, "raised " + str(err)))
+            continue
+        if trace:
+            out.steps.append(TraceStep(i, system.names[tid], at, system.changes(node, child)))
+        node = child
+    if out.violations:
+        return out
+    bad = system.invariant(node)
+    if bad is not None:
+        out.violations.append(("invariant", bad[0], bad[1], ()))
+    if not system.expand(node):
+        term = system.terminal(node)
+        if term is not None:
+            out.violations.append(term)
+    return out
+
+
+def replay(program: Program, schedule: str, trace: bool = True) -> Replay:
+    """Replay a schedule string made for ``program`` (refused if made for another)."""
+    return run_moves(program, decode_for(program, schedule), trace)

@@ -1,0 +1,253 @@
+"""Determinism of seeded strategies, schedule fitting errors, bad bounds, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pinlab.explore import (
+    Machine,
+    MachineProgram,
+    Options,
+    ScheduleError,
+    Transition,
+    encode,
+    explore,
+    replay,
+)
+from pinlab.explore.program import fingerprint, program_id
+from pinlab.interleave import Violation
+from tests.explore.programs import (
+    X,
+    build_machine,
+    fs,
+    long_dfs_machine,
+    lost_update_machine,
+    lost_update_world,
+    peterson_machine,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("strategy", ["random", "pct"])
+@pytest.mark.parametrize(
+    "make", [lost_update_machine, lost_update_world, lambda: peterson_machine(False, broken=True)]
+)
+def test_same_seed_same_schedules_and_verdict(strategy, make):  # type: ignore[no-untyped-def]
+    def run(seed: int) -> dict[str, object]:
+        d = explore(
+            make(), Options(strategy=strategy, seed=seed, max_schedules=50, count_all=True)
+        ).to_dict()
+        d.pop("elapsed")
+        return d
+
+    first = run(11)
+    assert first == run(11)
+    assert first["violated"]
+
+
+def test_pct_depth_one_runs_threads_by_priority_without_switching():  # type: ignore[no-untyped-def]
+    # max_steps gives PCT its k up front, so even the first run follows priorities
+    result = explore(
+        long_dfs_machine(3),
+        Options(strategy="pct", pct_depth=1, max_schedules=30, max_steps=10, shrink=False),
+    )
+    # with no change point a thread runs to its end before the other starts
+    assert result.violated
+    body = result.counterexamples[0].schedule.rpartition(":")[2]
+    assert body in ("0001", "1110")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_steps", 0),
+        ("max_states", -1),
+        ("max_schedules", 0),
+        ("max_time", 0.0),
+        ("preemption_bound", 0),
+        ("pct_depth", 0),
+    ],
+)
+def test_non_positive_bounds_are_refused(field, value):  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="must be positive"):
+        explore(lost_update_machine(), Options(**{field: value}))
+
+
+@pytest.mark.parametrize(
+    ("opts", "message"),
+    [
+        (Options(strategy="sideways"), "unknown strategy"),
+        (Options(strategy="bfs", por=True), "needs --strategy dfs"),
+        (Options(por=True, preemption_bound=2), "cannot be combined"),
+    ],
+)
+def test_inconsistent_options_are_refused(opts, message):  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=message):
+        explore(lost_update_machine(), opts)
+
+
+def _sched(body: str) -> str:
+    p = lost_update_machine()
+    return f"{program_id(p)}@{fingerprint(p)}:{body}"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("0120", "position 2: unknown thread 2"),
+        ("0000", "position 2: thread 0 cannot run here: incr at done (finished)"),
+        ("01/1", "position 1: thread 1 has 1 choice"),
+        ("01x!", "position 3: cannot parse"),
+    ],
+)
+def test_schedules_that_do_not_fit_name_the_position(body, message):  # type: ignore[no-untyped-def]
+    with pytest.raises(ScheduleError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        replay(lost_update_machine(), _sched(body))
+
+
+def test_schedule_too_long_after_an_assertion():  # type: ignore[no-untyped-def]
+    spec = {
+        "id": 1,
+        "vars": 2,
+        "threads": [[["assert_ne", 0, 0]], [["inc", 1], ["inc", 1]]],
+        "loop": [False, False],
+        "sym": False,
+        "invs": [],
+        "finals": [],
+    }
+    program = build_machine(spec)
+    assert replay(program, encode(program, [(0, 0)])).verdict == (
+        "assertion",
+        "t0 assert v0 != 0 at op 0",
+    )
+    with pytest.raises(ScheduleError, match="position 1: schedule too long"):
+        replay(program, encode(program, [(0, 0), (1, 0)]))
+
+
+def test_schedule_of_another_program_is_refused():  # type: ignore[no-untyped-def]
+    cx = explore(lost_update_machine()).counterexamples[0]
+    with pytest.raises(ScheduleError, match="schedule is for program lost-update@"):
+        replay(lost_update_world(), cx.schedule)
+    with pytest.raises(ScheduleError, match="not a schedule"):
+        replay(lost_update_machine(), "0110")
+    with pytest.raises(ScheduleError, match="bad fingerprint"):
+        replay(lost_update_machine(), "lost-update@xyz:0110")
+
+
+def test_result_serialises_to_json():  # type: ignore[no-untyped-def]
+    d = json.loads(explore(lost_update_machine(), Options(strategy="bfs")).to_json())
+    assert d["violated"] and d["memory_model"] == "sequential consistency"
+    assert d["counterexamples"][0]["schedule"].endswith(":0110")
+    assert d["verdict"].startswith("violated (final x == 2)")
+
+
+def test_preemption_bound_reports_holds_within_bound():  # type: ignore[no-untyped-def]
+    result = explore(peterson_machine(False), Options(preemption_bound=1))
+    assert result.complete and not result.violated
+    assert "holds within preemption bound 1" in result.verdict
+    # B must see x == 1 and then x == 2: A is preempted after x = 1 and after x = 2, and
+    # B after its first look, so three preemptions
+    program = three_preemptions()
+    for bound in (1, 2):
+        result = explore(program, Options(preemption_bound=bound))
+        assert not result.violated and f"within preemption bound {bound}" in result.verdict
+    (cx,) = explore(program, Options(preemption_bound=3)).counterexamples
+    assert cx.schedule.endswith(":0101")
+    assert explore(program).counterexamples[0].schedule.endswith(":0101")
+
+
+def three_preemptions() -> MachineProgram:
+    def setx(v: int) -> Transition:
+        return Transition(
+            f"a{v}",
+            f"a{v + 1}",
+            f"x = {v}",
+            act=lambda g, loc: (X(v % 3), loc),
+            reads=fs(),
+            writes=fs("x"),
+        )
+
+    a = Machine("A", "a1", (setx(1), setx(2), setx(3)))
+    b = Machine(
+        "B",
+        "b1",
+        (
+            Transition(
+                "b1",
+                "b2",
+                "seen = x == 1",
+                act=lambda g, _l: (g, g.x == 1),
+                reads=fs("x"),
+                writes=fs(),
+            ),
+            Transition(
+                "b2",
+                "b3",
+                "assert not (seen and x == 2)",
+                act=lambda g, loc: (g, loc) if not (loc and g.x == 2) else _fail(),
+                reads=fs("x"),
+                writes=fs(),
+            ),
+        ),
+        locals=False,
+    )
+    return MachineProgram("three-preemptions", X(0), (a, b))
+
+
+def _fail() -> tuple[object, object]:
+    raise Violation("saw 1 then 2")
+
+
+def test_interrupt_returns_partial_result(monkeypatch):  # type: ignore[no-untyped-def]
+    from pinlab.explore import exhaustive
+
+    calls = {"n": 0}
+    real = exhaustive.Exhaustive._tick
+
+    def tick(self, depth):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self, depth)
+
+    monkeypatch.setattr(exhaustive.Exhaustive, "_tick", tick)
+    result = explore(peterson_machine(True))
+    assert result.interrupted and not result.complete and result.states > 0
+    assert "interrupted" in result.verdict
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pinlab.cli.explore", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+def test_cli_exit_codes_json_and_replay(tmp_path):  # type: ignore[no-untyped-def]
+    out = tmp_path / "r.json"
+    bad = _cli("hillf", "-D", "K=1", "--json", str(out), "--strategy", "bfs")
+    assert bad.returncode == 1
+    data = json.loads(out.read_text())
+    schedule = data["counterexamples"][0]["schedule"]
+    assert data["counterexamples"][0]["steps"] == 16
+    rep = _cli("hillf", "-D", "K=1", "--replay", schedule)
+    assert rep.returncode == 1 and "VIOLATION invariant no DMA under writeback" in rep.stdout
+    assert "hillf.pml:89  dma = 1" in rep.stdout
+    good = _cli("hillf", "-D", "K=1", "-D", "ORDER=1")
+    assert good.returncode == 0 and "holds, assuming sequential consistency" in good.stdout
+    for args, msg in [
+        (("hillf", "-D", "K=x"), "not an integer"),
+        (("hillf", "--max-states", "0"), "must be positive"),
+        (("hillf", "-D", "K=2", "--replay", schedule), "schedule is for program"),
+        (("nosuch",), "unknown model"),
+    ]:
+        proc = _cli(*args)
+        assert proc.returncode == 2 and msg in proc.stderr and "Traceback" not in proc.stderr
