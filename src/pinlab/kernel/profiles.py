@@ -6,11 +6,12 @@ cited per field; ../shared/reference/kernel-facts.md collects them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # v6.1 include/linux/page-flags.h enum pageflags, x86-64 with Debian's config
-# (CONFIG_MMU, ARCH_USES_PG_UNCACHED via X86_PAT, MEMORY_FAILURE, PAGE_IDLE_FLAG,
-# 64BIT; no KASAN_HW_TAGS).  PG_anon_exclusive aliases PG_mappedtodisk.
+# config-6.1.0-56-amd64 (MMU, ARCH_USES_PG_UNCACHED via X86_PAT, MEMORY_FAILURE,
+# 64BIT; PAGE_IDLE_FLAG and KASAN_HW_TAGS not set, so no PG_young/PG_idle:
+# PG_arch_2 is bit 24).  PG_anon_exclusive aliases PG_mappedtodisk.
 PAGEFLAGS_6_1 = (
     "PG_locked",
     "PG_referenced",
@@ -36,12 +37,70 @@ PAGEFLAGS_6_1 = (
     "PG_mlocked",
     "PG_uncached",
     "PG_hwpoison",
-    "PG_young",
-    "PG_idle",
     "PG_arch_2",
 )
 
+# v5.7 include/linux/page-flags.h enum pageflags (x86-64, no idle tracking): 6.1's
+# order without PG_arch_2 (added v5.10 for arm64 MTE, 64BIT only).
+PAGEFLAGS_5_7 = PAGEFLAGS_6_1[:-1]
+
+# v4.4 include/linux/page-flags.h enum pageflags (x86-64, THP, no idle tracking):
+# PG_error is bit 1, PG_swapcache a real bit, PG_compound_lock under
+# CONFIG_TRANSPARENT_HUGEPAGE; no PG_waiters (v4.10) or PG_workingset (v4.20).
+PAGEFLAGS_4_4 = (
+    "PG_locked",
+    "PG_error",
+    "PG_referenced",
+    "PG_uptodate",
+    "PG_dirty",
+    "PG_lru",
+    "PG_active",
+    "PG_slab",
+    "PG_owner_priv_1",
+    "PG_arch_1",
+    "PG_reserved",
+    "PG_private",
+    "PG_private_2",
+    "PG_writeback",
+    "PG_head",
+    "PG_swapcache",
+    "PG_mappedtodisk",
+    "PG_reclaim",
+    "PG_swapbacked",
+    "PG_unevictable",
+    "PG_mlocked",
+    "PG_uncached",
+    "PG_hwpoison",
+    "PG_compound_lock",
+)
+
 ALIASES_6_1 = {"PG_anon_exclusive": "PG_mappedtodisk"}
+
+# The get_user_pages family every modelled kernel has (v4.4 mm/gup.c; the 4.4
+# signatures take write/force ints that map onto FOLL_WRITE/FOLL_FORCE).
+GUP_APIS_4_4 = frozenset(
+    {"get_user_pages", "get_user_pages_unlocked", "get_user_pages_fast", "put_page"}
+)
+# v5.7 mm/gup.c: + get_user_pages_remote (v4.6), the pin_user_pages* family (v5.6)
+# and unpin_user_page(s)/unpin_user_pages_dirty_lock (v5.6 rename of put_user_page*).
+GUP_APIS_5_7 = GUP_APIS_4_4 | {
+    "get_user_pages_remote",
+    "pin_user_pages",
+    "pin_user_pages_remote",
+    "pin_user_pages_fast",
+    "unpin_user_page",
+    "unpin_user_pages",
+    "unpin_user_pages_dirty_lock",
+}
+# v6.1 mm/gup.c: + pin_user_pages_unlocked (v5.8), get_user_pages_fast_only (v5.9
+# rename of __get_user_pages_fast), pin_user_pages_fast_only (v5.9),
+# unpin_user_page_range_dirty_lock (v5.12).
+GUP_APIS_6_1 = GUP_APIS_5_7 | {
+    "pin_user_pages_unlocked",
+    "get_user_pages_fast_only",
+    "pin_user_pages_fast_only",
+    "unpin_user_page_range_dirty_lock",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +123,29 @@ class Profile:
     zero_page_pin_noop: bool
     page_maybe_dma_pinned: bool
     folio_maybe_dma_pinned: bool
+    page_needs_cow_for_dma: bool
     vmstat_foll_pin: bool
     longterm_migrates_cma: bool
     longterm_migrates_movable: bool
     dump_page_style: str
+    gup_apis: frozenset[str]
+    has_foll_longterm: bool
+    longterm_requires_pin: bool
+    fsdax_check_after_pin: bool
+    hugetlb_grab_batched: bool
     pseudo: bool = False
+    # do_wp_page reuse of a non-exclusive anon page: by refcount (v5.9 09854ba94c6a,
+    # v6.1 mm/memory.c do_wp_page) or by mapcount through reuse_swap_page (v4.4, v5.7).
+    wp_reuse_by_refcount: bool = True
+    # per-CPU LRU-add batch capacity: v6.1 include/linux/pagevec.h PAGEVEC_SIZE 15
+    # (15 since Willy's Dec 2017 change); v4.4 include/linux/pagevec.h 14.
+    pagevec_size: int = 15
+    # v4.4 mm/swap.c __lru_cache_add: flush a full pagevec before adding, compound pages
+    # queue like others; v5.7 / v6.1 add, then flush when full or the folio is large.
+    lru_add_flush_first: bool = False
+    # PageDoubleMap (a THP mapped by PMD and PTEs at once) is a page[1] flag aliasing
+    # v6.1 include/linux/page-flags.h PG_workingset / v5.7 PG_private_2; not in v4.4.
+    double_map_flag: str | None = "PG_workingset"
 
     def flag_bit(self, name: str) -> int:
         """Bit number of page flag `name` (aliases resolved) in this kernel."""
@@ -101,24 +178,165 @@ P6_1 = Profile(
     pincount_page=1,
     # v5.1 8fde12ca79af; v6.1 mm/gup.c try_grab_page: WARN_ON_ONCE(page_ref_count <= 0)
     refcount_guard=True,
-    # v5.19 include/linux/page-flags.h PG_anon_exclusive
+    # v5.19 include/linux/page-flags.h PG_anon_exclusive; mm.h gup_must_unshare
     page_anon_exclusive=True,
     # v5.14 a458b76a4171 MMF_HAS_PINNED, include/linux/sched/coredump.h bit 27
     mmf_has_pinned=True,
     # v5.9 70e806e4e645; v6.1 mm/memory.c copy_present_pte -> page_try_dup_anon_rmap
     fork_cow_pinned=True,
     longterm_file_write_refused=False,
-    # v6.5 "mm: Don't pin ZERO_PAGE in pin_user_pages()", backported to 6.1.192 mm/gup.c
+    # v6.5 c8070b787519 "mm: Don't pin ZERO_PAGE in pin_user_pages()", backported to
+    # 6.1.192 mm/gup.c try_grab_page/try_grab_folio/gup_put_folio (6.1.0 pinned it).
     zero_page_pin_noop=True,
+    # v6.1 include/linux/mm.h folio_maybe_dma_pinned / page_needs_cow_for_dma
     page_maybe_dma_pinned=True,
     folio_maybe_dma_pinned=True,
+    page_needs_cow_for_dma=True,
+    # v6.1 include/linux/mmzone.h NR_FOLL_PIN_ACQUIRED/RELEASED, unconditional
     vmstat_foll_pin=True,
+    # v6.1 include/linux/mm.h is_longterm_pinnable_page: not MIGRATE_CMA, not ZONE_MOVABLE
     longterm_migrates_cma=True,
     longterm_migrates_movable=True,
     dump_page_style="6.1",
+    gup_apis=GUP_APIS_6_1,
+    has_foll_longterm=True,
+    # v6.1 mm/gup.c is_valid_gup_flags / __gup_longterm_locked: LONGTERM needs PIN
+    longterm_requires_pin=True,
+    # v6.1 mm/gup.c check_vma_flags refuses fsdax before pinning
+    fsdax_check_after_pin=False,
+    # v5.12 0fa5bc4023c1; v6.1 mm/hugetlb.c follow_hugetlb_page: one try_grab_folio(refs)
+    hugetlb_grab_batched=True,
 )
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (P6_1,)}
+P6_5 = replace(
+    P6_1,
+    name="6.5",
+    release="6.5 (mainline)",
+    # v6.5 mm/gup.c check_vma_flags -> writable_file_mapping_allowed (Lorenzo Stoakes)
+    longterm_file_write_refused=True,
+    dump_page_style="6.5",
+    # v6.2 removed PG_double_map: subpage _mapcount counts PTE maps only (v6.5 mm/rmap.c)
+    double_map_flag=None,
+)
+
+P5_7 = Profile(
+    name="5.7",
+    release="5.7 (mainline)",
+    pageflags=PAGEFLAGS_5_7,
+    flag_aliases={},
+    # v5.7 3faa52c03f44 "mm/gup: track FOLL_PIN pages": a pin adds GUP_PIN_COUNTING_BIAS
+    has_foll_pin=True,
+    pin_bias=1024,
+    # v5.7 47e29d32afba: hpage_pinned_refcount in page[2], only for order > 1
+    exact_pincount_min_order=2,
+    pincount_page=2,
+    # v5.7 mm/gup.c try_grab_page: WARN_ON_ONCE(page_ref_count(head) <= 0)
+    refcount_guard=True,
+    page_anon_exclusive=False,
+    mmf_has_pinned=False,
+    # early COW of pinned pages at fork came in v5.9 (70e806e4e645)
+    fork_cow_pinned=False,
+    longterm_file_write_refused=False,
+    zero_page_pin_noop=False,
+    # v5.7 include/linux/mm.h page_maybe_dma_pinned; folio_* came in v5.18,
+    # page_needs_cow_for_dma in v5.12 (97a7e4733b9b)
+    page_maybe_dma_pinned=True,
+    folio_maybe_dma_pinned=False,
+    page_needs_cow_for_dma=False,
+    # v5.7 mm/vmstat.c "nr_foll_pin_acquired"/"nr_foll_pin_released"
+    vmstat_foll_pin=True,
+    # v5.7 mm/gup.c check_and_migrate_cma_pages: CMA only (ZONE_MOVABLE from v5.13)
+    longterm_migrates_cma=True,
+    longterm_migrates_movable=False,
+    dump_page_style="5.7",
+    gup_apis=GUP_APIS_5_7,
+    has_foll_longterm=True,
+    # v5.7 mm/gup.c: get_user_pages accepts FOLL_LONGTERM (FOLL_GET long-term refs)
+    longterm_requires_pin=False,
+    # v5.7 mm/gup.c __gup_longterm_locked: check_dax_vmas after pinning, then release
+    fsdax_check_after_pin=True,
+    # v5.7 mm/hugetlb.c follow_hugetlb_page: try_grab_page per subpage
+    hugetlb_grab_batched=False,
+    # v5.7 mm/memory.c do_wp_page -> reuse_swap_page(page, &total_map_swapcount)
+    wp_reuse_by_refcount=False,
+    double_map_flag="PG_private_2",
+)
+
+P4_4 = Profile(
+    name="4.4",
+    release="4.4 (mainline; the 4.4.y stable try_get_page backport is not modelled)",
+    pageflags=PAGEFLAGS_4_4,
+    flag_aliases={},
+    # v4.4 mm/gup.c: FOLL_GET only, get_page() per page
+    has_foll_pin=False,
+    pin_bias=1,
+    exact_pincount_min_order=None,
+    pincount_page=0,
+    # the refcount-overflow refusal is v5.1 8fde12ca79af
+    refcount_guard=False,
+    page_anon_exclusive=False,
+    mmf_has_pinned=False,
+    fork_cow_pinned=False,
+    longterm_file_write_refused=False,
+    zero_page_pin_noop=False,
+    page_maybe_dma_pinned=False,
+    folio_maybe_dma_pinned=False,
+    page_needs_cow_for_dma=False,
+    vmstat_foll_pin=False,
+    longterm_migrates_cma=False,
+    longterm_migrates_movable=False,
+    dump_page_style="4.4",
+    gup_apis=GUP_APIS_4_4,
+    # FOLL_LONGTERM: v5.2 932f4a630a69
+    has_foll_longterm=False,
+    longterm_requires_pin=False,
+    fsdax_check_after_pin=False,
+    hugetlb_grab_batched=False,
+    # v4.4 mm/memory.c do_wp_page -> reuse_swap_page(page): mapcount
+    wp_reuse_by_refcount=False,
+    pagevec_size=14,
+    lru_add_flush_first=True,
+    double_map_flag=None,
+)
+
+# Not a released kernel: "[PATCH v4 07/12] mm/gup: track FOLL_PIN pages"
+# (https://lore.kernel.org/r/20200204234117.2974687-8-jhubbard@nvidia.com) on its
+# own, before 08/12 added exact huge-page counts: every pin adds the bias to the
+# head's _refcount whatever the folio's size, try_grab_page refuses a head whose
+# count is <= 0, and /proc/vmstat has no pin counters yet (v5 10/12 added them).
+PFOLL_PIN_BIAS_V4 = replace(
+    P5_7,
+    name="foll-pin-bias-v4",
+    release="pseudo: v4 of the 2020 FOLL_PIN series, patch 07/12 (never released)",
+    exact_pincount_min_order=None,
+    pincount_page=0,
+    vmstat_foll_pin=False,
+    pseudo=True,
+)
+
+PROFILES: dict[str, Profile] = {
+    p.name: p for p in (P4_4, P5_7, P6_1, P6_5, PFOLL_PIN_BIAS_V4)
+}
+
+
+class NotInKernel(Exception):
+    """A kernel function or flag used under a profile whose kernel did not have it."""
+
+    def __init__(self, what: str, profile: Profile) -> None:
+        super().__init__(f"{what} does not exist in kernel {profile.name} ({profile.release})")
+        self.what = what
+        self.profile = profile
+
+
+def require_api(profile: Profile, present: bool, func: str) -> None:
+    """Raise NotInKernel unless `present` (the profile's fact that function `func` exists)."""
+    if not present:
+        raise NotInKernel(f"{func}()", profile)
+
+
+def require_gup_api(profile: Profile, func: str) -> None:
+    """Raise NotInKernel unless the profile's kernel exports gup-family function `func`."""
+    require_api(profile, func in profile.gup_apis, func)
 
 
 def get_profile(name: str) -> Profile:

@@ -49,6 +49,13 @@ class Kernel:
     warned: list[str] = field(default_factory=list)
     hooks: Hooks = field(default_factory=Hooks)
     next_id: int = 1
+    # /sys/kernel/mm/transparent_hugepage/enabled: Debian sets
+    # CONFIG_TRANSPARENT_HUGEPAGE_ALWAYS=y (v6.1 mm/huge_memory.c transparent_hugepage_flags).
+    thp_enabled: str = "always"
+    # .../use_zero_page defaults on (v6.1 mm/huge_memory.c TRANSPARENT_HUGEPAGE_USE_ZERO_PAGE_FLAG).
+    thp_use_zero_page: bool = True
+    # The huge zero folio once allocated (v6.1 mm/huge_memory.c get_huge_zero_page), else -1.
+    huge_zero_pfn: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,14 +141,20 @@ def kernel_copy(k: Kernel) -> Kernel:
         fine_grained=k.fine_grained,
         mms={i: _mm_copy(mm) for i, mm in k.mms.items()},
         mappings={
-            i: AddressSpace(a.id, a.fs, a.i_size, dict(a.i_pages)) for i, a in k.mappings.items()
+            i: AddressSpace(
+                a.id, a.fs, a.i_size, dict(a.i_pages), dict(a.store), a.seals, a.huge_order
+            )
+            for i, a in k.mappings.items()
         },
-        tasks={pid: Task(t.pid, t.mm, t.parent) for pid, t in k.tasks.items()},
+        tasks={pid: Task(t.pid, t.mm, t.parent, t.cpu) for pid, t in k.tasks.items()},
         ptl=set(k.ptl),
         lru_add=[list(b) for b in k.lru_add],
         warned=list(k.warned),
         hooks=k.hooks,
         next_id=k.next_id,
+        thp_enabled=k.thp_enabled,
+        thp_use_zero_page=k.thp_use_zero_page,
+        huge_zero_pfn=k.huge_zero_pfn,
     )
 
 
@@ -184,16 +197,31 @@ def kernel_digest(k: Kernel) -> bytes:
             h.update(part)
     for a_id in sorted(k.mappings):
         a = k.mappings[a_id]
-        h.update(repr((a_id, a.fs.value, a.i_size, sorted(a.i_pages.items()))).encode())
+        h.update(
+            repr(
+                (
+                    a_id,
+                    a.fs.value,
+                    a.i_size,
+                    sorted(a.i_pages.items()),
+                    sorted(a.store.items()),
+                    a.seals,
+                    a.huge_order,
+                )
+            ).encode()
+        )
     h.update(
         repr(
             (
                 sorted(k.vmstat.counters.items()),
-                sorted((t.pid, t.mm, t.parent) for t in k.tasks.values()),
+                sorted((t.pid, t.mm, t.parent, t.cpu) for t in k.tasks.values()),
                 sorted(k.ptl),
                 k.lru_add,
                 k.warned,
                 k.next_id,
+                k.thp_enabled,
+                k.thp_use_zero_page,
+                k.huge_zero_pfn,
             )
         ).encode()
     )

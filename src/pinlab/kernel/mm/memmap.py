@@ -43,6 +43,9 @@ class Memmap:
     mapping: NDArray[np.int64]
     index: NDArray[np.int64]
     private: NDArray[np.int64]
+    # The page's contents, one token standing for its 4096 bytes (0 = zeroes):
+    # enough to tell which frame a write landed in.
+    data: NDArray[np.int64]
 
     @property
     def nr_pages(self) -> int:
@@ -64,6 +67,7 @@ def memmap_alloc(nr_pages: int) -> Memmap:
         mapping=np.zeros(nr_pages, np.int64),
         index=np.zeros(nr_pages, np.int64),
         private=np.zeros(nr_pages, np.int64),
+        data=np.zeros(nr_pages, np.int64),
     )
 
 

@@ -136,6 +136,7 @@ def _reset_pages(k: Kernel, pfn: int, nr: int) -> None:
     m.mapping[sl] = 0
     m.index[sl] = 0
     m.private[sl] = 0
+    m.data[sl] = 0
 
 
 def free_pages(k: Kernel, pfn: int, order: int) -> None:

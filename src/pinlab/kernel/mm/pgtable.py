@@ -33,7 +33,9 @@ _PAGE_USER = 1 << 2
 _PAGE_ACCESSED = 1 << 5
 _PAGE_DIRTY = 1 << 6
 _PAGE_PSE = 1 << 7
+_PAGE_PROTNONE = 1 << 8
 _PAGE_SPECIAL = 1 << 9
+_PAGE_DEVMAP = 1 << 58
 PTE_PFN_MASK = ((1 << 52) - 1) & ~(PAGE_SIZE - 1)
 
 
@@ -48,8 +50,18 @@ def pte_pfn(pte: int) -> int:
 
 
 def pte_present(pte: int) -> bool:
-    """v6.1 arch/x86/include/asm/pgtable.h pte_present."""
-    return bool(pte & _PAGE_PRESENT)
+    """v6.1 arch/x86/include/asm/pgtable.h pte_present: present or PROT_NONE."""
+    return bool(pte & (_PAGE_PRESENT | _PAGE_PROTNONE))
+
+
+def pte_protnone(pte: int) -> bool:
+    """v6.1 arch/x86/include/asm/pgtable.h pte_protnone: PROTNONE without PRESENT."""
+    return pte & (_PAGE_PROTNONE | _PAGE_PRESENT) == _PAGE_PROTNONE
+
+
+def pte_devmap(pte: int) -> bool:
+    """v6.1 arch/x86/include/asm/pgtable.h pte_devmap (fsdax mappings)."""
+    return bool(pte & _PAGE_DEVMAP)
 
 
 def pte_write(pte: int) -> bool:
@@ -70,6 +82,55 @@ def pte_young(pte: int) -> bool:
 def pte_special(pte: int) -> bool:
     """v6.1 arch/x86/include/asm/pgtable.h pte_special (the zero page is mapped special)."""
     return bool(pte & _PAGE_SPECIAL)
+
+
+def pte_wrprotect(pte: int) -> int:
+    """v6.1 arch/x86/include/asm/pgtable.h pte_wrprotect."""
+    return pte & ~_PAGE_RW
+
+
+def pte_mkyoung(pte: int) -> int:
+    """v6.1 arch/x86/include/asm/pgtable.h pte_mkyoung."""
+    return pte | _PAGE_ACCESSED
+
+
+def pte_mkdirty(pte: int) -> int:
+    """v6.1 arch/x86/include/asm/pgtable.h pte_mkdirty."""
+    return pte | _PAGE_DIRTY
+
+
+def pte_mkold(pte: int) -> int:
+    """v6.1 arch/x86/include/asm/pgtable.h pte_mkold."""
+    return pte & ~_PAGE_ACCESSED
+
+
+def pte_mkclean(pte: int) -> int:
+    """v6.1 arch/x86/include/asm/pgtable.h pte_mkclean."""
+    return pte & ~_PAGE_DIRTY
+
+
+def pte_modify(pte: int, newprot: int) -> int:
+    """v6.1 arch/x86/include/asm/pgtable.h pte_modify: new protections, PFN/dirty/young kept."""
+    keep = PTE_PFN_MASK | _PAGE_DIRTY | _PAGE_ACCESSED | _PAGE_PSE | _PAGE_SPECIAL | _PAGE_DEVMAP
+    return (pte & keep) | newprot
+
+
+# v6.1 arch/x86/include/asm/pgtable_types.h PAGE_NONE / PAGE_READONLY / PAGE_COPY /
+# PAGE_SHARED: every user protection carries _PAGE_ACCESSED; only shared-writable RW.
+PAGE_NONE = _PAGE_PROTNONE | _PAGE_ACCESSED
+PAGE_READONLY = _PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED
+PAGE_SHARED = _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED
+
+
+def vm_get_page_prot(vm_flags: int) -> int:
+    """v6.1 arch/x86/mm/pgprot.c protection_map: private never RW, shared writable RW."""
+    read_write_exec = 0x7
+    if not vm_flags & read_write_exec:
+        return PAGE_NONE
+    shared_write = 0x8 | 0x2
+    if vm_flags & shared_write == shared_write:
+        return PAGE_SHARED
+    return PAGE_READONLY
 
 
 def pmd_trans_huge(pmd: int) -> bool:

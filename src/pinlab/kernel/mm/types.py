@@ -25,8 +25,12 @@ VM_LOCKED = 0x00002000
 VM_IO = 0x00004000
 VM_DONTCOPY = 0x00020000
 VM_DONTEXPAND = 0x00040000
+VM_LOCKONFAULT = 0x00080000
+VM_ACCOUNT = 0x00100000
+VM_NORESERVE = 0x00200000
 VM_HUGETLB = 0x00400000
 VM_WIPEONFORK = 0x02000000
+VM_SOFTDIRTY = 0x08000000
 VM_MIXEDMAP = 0x10000000
 VM_HUGEPAGE = 0x20000000
 VM_NOHUGEPAGE = 0x40000000
@@ -67,18 +71,31 @@ class FsType(enum.Enum):
 
     @property
     def has_page_mkwrite(self) -> bool:
-        """Whether the fs's vm_ops has ->page_mkwrite (v6.1 fs/ext4/file.c ext4_file_vm_ops)."""
-        return self in (FsType.EXT4, FsType.EXT4_DAX)
+        """Whether the fs's vm_ops has ->page_mkwrite.
+
+        ext4: v6.1 fs/ext4/file.c ext4_file_vm_ops / ext4_dax_vm_ops; ramfs:
+        generic_file_mmap installs generic_file_vm_ops with filemap_page_mkwrite
+        (v6.1 fs/ramfs/file-mmu.c, mm/filemap.c); shmem_vm_ops and hugetlb_vm_ops have none.
+        """
+        return self in (FsType.EXT4, FsType.EXT4_DAX, FsType.RAMFS)
 
 
 @dataclass(slots=True)
 class AddressSpace:
-    """An inode's page cache (v6.1 include/linux/fs.h struct address_space)."""
+    """An inode's page cache (v6.1 include/linux/fs.h struct address_space) and its inode.
+
+    `store` holds the file's contents on its backing device, one token per
+    page index (ext4-like files; absent indices read as zeroes); `seals` are
+    memfd seals (v6.1 mm/memfd.c); `huge_order` is the hugetlbfs page order.
+    """
 
     id: int
     fs: FsType
     i_size: int
     i_pages: dict[int, int] = field(default_factory=dict)
+    store: dict[int, int] = field(default_factory=dict)
+    seals: int = 0
+    huge_order: int = 0
 
 
 @dataclass(slots=True)
@@ -113,6 +130,7 @@ class Task:
     pid: int
     mm: int
     parent: int | None = None
+    cpu: int = 0
 
 
 def find_vma(mm: MmStruct, addr: int) -> VmArea | None:

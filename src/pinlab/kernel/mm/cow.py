@@ -1,0 +1,247 @@
+"""Write-protect faults: do_wp_page, reuse, COW copy, shared-page mkwrite (v6.1 mm/memory.c).
+
+The reuse rule for a non-exclusive anon page is the profile's: by refcount
+(v5.9+, profile.wp_reuse_by_refcount) or by mapcount through reuse_swap_page
+(v4.4, v5.7); PageAnonExclusive short-circuits it where the kernel has it (v5.19+).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+from pinlab.interleave import Point, Yield
+from pinlab.kernel.mm.locking import folio_lock, folio_unlock, pte_lock, pte_unlock
+from pinlab.kernel.mm.memmap import compound_head, folio_nr_pages, folio_test_large
+from pinlab.kernel.mm.memory import (
+    FAULT_FLAG_UNSHARE,
+    VM_FAULT_ERROR,
+    VM_FAULT_NOPAGE,
+    VM_FAULT_OOM,
+    VM_FAULT_WRITE,
+    alloc_zeroed_user_highpage_movable,
+    anon_vma_prepare,
+    maybe_mkwrite,
+    mk_pte,
+    pte_key,
+    vm_normal_page,
+)
+from pinlab.kernel.mm.page_alloc import GFP_HIGHUSER_MOVABLE, alloc_pages
+from pinlab.kernel.mm.page_ref import folio_put, get_page, put_page
+from pinlab.kernel.mm.pgtable import get_pte, pte_mkdirty, pte_mkyoung, set_pte_at
+from pinlab.kernel.mm.rmap import (
+    PageAnon,
+    PageAnonExclusive,
+    PageDoubleMap,
+    page_add_new_anon_rmap,
+    page_move_anon_rmap,
+    page_remove_rmap,
+)
+from pinlab.kernel.mm.swap import folio_add_lru, lru_add_drain
+from pinlab.kernel.mm.types import VM_SHARED, VM_WRITE, MmStruct, VmArea
+
+if TYPE_CHECKING:
+    from pinlab.kernel.state import Kernel
+
+
+def _ref(k: Kernel, folio: int) -> int:
+    return int(k.mem.refcount[folio])
+
+
+def wp_page_reuse(k: Kernel, mm: MmStruct, vma: VmArea, address: int, orig: int) -> None:
+    """v6.1 mm/memory.c wp_page_reuse: same page, now young, dirty and writable; unlocks."""
+    set_pte_at(mm.pgtable, address, maybe_mkwrite(pte_mkdirty(pte_mkyoung(orig)), vma))
+    pte_unlock(k, mm, address)
+
+
+def reuse_swap_page(k: Kernel, page: int) -> tuple[bool, int]:
+    """v5.7 mm/swapfile.c reuse_swap_page (v4.4 likewise): reusable iff mapped at most once.
+
+    Returns (reusable, total mapcount).  Swap is not modelled, so the swap
+    counts are 0; a PTE-mapped THP counts its busiest subpage plus the PMD
+    mappings (v5.7 page_trans_huge_map_swapcount).
+    """
+    m = k.mem
+    head = compound_head(m, page)
+    if not folio_test_large(m, head):
+        count = int(m.mapcount[page]) + 1
+        return count <= 1, count
+    nr = folio_nr_pages(m, head)
+    per_page = m.mapcount[head : head + nr] + 1
+    entire = int(m.compound_mapcount[head + 1]) + 1
+    count = int(per_page.max()) + entire
+    total = int(per_page.sum()) + entire
+    if PageDoubleMap(k, head):
+        count -= 1
+        total -= nr
+    return count <= 1, total
+
+
+def do_wp_page(
+    k: Kernel, mm: MmStruct, vma: VmArea, address: int, flags: int, orig: int, cpu: int
+) -> Generator[Yield, None, int]:
+    """v6.1 mm/memory.c do_wp_page (entered with the PTE lock held; releases it).
+
+    v4.4 / v5.7 mm/memory.c do_wp_page: anon pages are reused when
+    reuse_swap_page says the page is mapped once, whatever its refcount.
+    """
+    unshare = bool(flags & FAULT_FLAG_UNSHARE)
+    page = vm_normal_page(k, vma, address, orig)
+    if page is None:
+        if unshare:
+            pte_unlock(k, mm, address)
+            return 0
+        if vma.vm_flags & (VM_WRITE | VM_SHARED) == VM_WRITE | VM_SHARED:
+            wp_page_reuse(k, mm, vma, address, orig)
+            return VM_FAULT_WRITE
+        pte_unlock(k, mm, address)
+        return (yield from wp_page_copy(k, mm, vma, address, flags, orig, None, cpu))
+    folio = compound_head(k.mem, page)
+    rfp = frozenset({("page", folio, "refcount"), ("page", folio, "flags")})
+    if PageAnon(k, page):
+        yield Point("do_wp_page anon test", reads=rfp)
+        reuse = yield from _can_reuse_anon(k, vma, page, cpu)
+        if reuse:
+            if unshare:
+                pte_unlock(k, mm, address)
+                return 0
+            wp_page_reuse(k, mm, vma, address, orig)
+            return VM_FAULT_WRITE
+    elif unshare:
+        pte_unlock(k, mm, address)
+        return 0
+    elif vma.vm_flags & (VM_WRITE | VM_SHARED) == VM_WRITE | VM_SHARED:
+        return (yield from wp_page_shared(k, mm, vma, address, page, orig))
+    yield Point("do_wp_page get_page", writes=frozenset({("page", folio, "refcount")}))
+    get_page(k, page)
+    pte_unlock(k, mm, address)
+    return (yield from wp_page_copy(k, mm, vma, address, flags, orig, page, cpu))
+
+
+def _can_reuse_anon(k: Kernel, vma: VmArea, page: int, cpu: int) -> Generator[Yield, None, bool]:
+    """The anon-page reuse decision of do_wp_page for the profile's kernel."""
+    folio = compound_head(k.mem, page)
+    lock = k.pf.mask("PG_locked")
+    if not k.profile.wp_reuse_by_refcount:
+        if int(k.mem.flags[folio]) & lock:
+            # v4.4/v5.7 sleep on the page lock here; the model only runs uncontended.
+            yield from folio_lock(k, folio)
+            folio_unlock(k, folio)
+        reusable, total = reuse_swap_page(k, page)
+        if reusable and total == 1:
+            page_move_anon_rmap(k, page, vma)
+        return reusable
+    if k.profile.page_anon_exclusive and PageAnonExclusive(k, page):
+        return True
+    if _ref(k, folio) > 3:
+        return False
+    if not int(k.mem.flags[folio]) & k.pf.mask("PG_lru"):
+        yield from lru_add_drain(k, cpu)
+    yield Point("do_wp_page refcount", reads=frozenset({("page", folio, "refcount")}))
+    if _ref(k, folio) > 1:
+        return False
+    if int(k.mem.flags[folio]) & lock:
+        return False
+    if _ref(k, folio) != 1:
+        return False
+    page_move_anon_rmap(k, page, vma)
+    return True
+
+
+def wp_page_copy(
+    k: Kernel,
+    mm: MmStruct,
+    vma: VmArea,
+    address: int,
+    flags: int,
+    orig: int,
+    old_page: int | None,
+    cpu: int,
+) -> Generator[Yield, None, int]:
+    """v6.1 mm/memory.c wp_page_copy: map a private copy, drop the old page's mapping.
+
+    `old_page` carries the temporary reference do_wp_page took (None for the zero page).
+    """
+    unshare = bool(flags & FAULT_FLAG_UNSHARE)
+    anon_vma_prepare(k, vma)
+    if old_page is None:
+        new_page = alloc_zeroed_user_highpage_movable(k)
+    else:
+        new_page = alloc_pages(k, GFP_HIGHUSER_MOVABLE, 0)
+        if new_page is not None:
+            k.mem.data[new_page] = k.mem.data[old_page]
+            k.mem.flags[new_page] |= k.pf.mask("PG_uptodate")
+    if new_page is None:
+        if old_page is not None:
+            put_page(k, old_page)
+        return VM_FAULT_OOM
+    key = pte_key(mm, address)
+    yield from pte_lock(k, mm, address)
+    yield Point("wp_page_copy install", reads=frozenset({key}), writes=frozenset({key}))
+    copied = False
+    drop: int = new_page
+    if get_pte(mm.pgtable, address) == orig:
+        entry = pte_mkyoung(mk_pte(k, new_page, vma))
+        if not unshare:
+            entry = maybe_mkwrite(pte_mkdirty(entry), vma)
+        set_pte_at(mm.pgtable, address, 0)
+        page_add_new_anon_rmap(k, new_page, vma, address)
+        yield from folio_add_lru(k, new_page, cpu)
+        set_pte_at(mm.pgtable, address, entry)
+        if old_page is None:
+            pte_unlock(k, mm, address)
+            return VM_FAULT_WRITE if not unshare else 0
+        page_remove_rmap(k, old_page, vma, False)
+        drop = old_page
+        copied = True
+    yield Point("wp_page_copy put", writes=frozenset({("page", drop, "refcount")}))
+    put_page(k, drop)
+    pte_unlock(k, mm, address)
+    if old_page is not None:
+        yield Point("wp_page_copy put old", writes=frozenset({("page", old_page, "refcount")}))
+        put_page(k, old_page)
+    return VM_FAULT_WRITE if copied and not unshare else 0
+
+
+def finish_mkwrite_fault(
+    k: Kernel, mm: MmStruct, vma: VmArea, address: int, orig: int
+) -> Generator[Yield, None, int]:
+    """v6.1 mm/memory.c finish_mkwrite_fault: relock; if the PTE is unchanged reuse it."""
+    yield from pte_lock(k, mm, address)
+    key = pte_key(mm, address)
+    yield Point("finish_mkwrite_fault", reads=frozenset({key}), writes=frozenset({key}))
+    if get_pte(mm.pgtable, address) != orig:
+        pte_unlock(k, mm, address)
+        return VM_FAULT_NOPAGE
+    wp_page_reuse(k, mm, vma, address, orig)
+    return 0
+
+
+def wp_page_shared(
+    k: Kernel, mm: MmStruct, vma: VmArea, address: int, page: int, orig: int
+) -> Generator[Yield, None, int]:
+    """v6.1 mm/memory.c wp_page_shared: ->page_mkwrite, reuse the PTE, dirty the page."""
+    from pinlab.kernel.fs import do_page_mkwrite, fault_dirty_shared_page
+
+    assert vma.vm_file is not None
+    folio = compound_head(k.mem, page)
+    yield Point("wp_page_shared get", writes=frozenset({("page", folio, "refcount")}))
+    get_page(k, page)
+    if k.mappings[vma.vm_file].fs.has_page_mkwrite:
+        pte_unlock(k, mm, address)
+        tmp = yield from do_page_mkwrite(k, vma, page)
+        if not tmp or tmp & (VM_FAULT_ERROR | VM_FAULT_NOPAGE):
+            folio_put(k, folio)
+            return tmp
+        tmp = yield from finish_mkwrite_fault(k, mm, vma, address, orig)
+        if tmp & (VM_FAULT_ERROR | VM_FAULT_NOPAGE):
+            folio_unlock(k, folio)
+            folio_put(k, folio)
+            return tmp
+    else:
+        wp_page_reuse(k, mm, vma, address, orig)
+        yield from folio_lock(k, folio)
+    yield from fault_dirty_shared_page(k, vma, page)
+    yield Point("wp_page_shared put", writes=frozenset({("page", folio, "refcount")}))
+    folio_put(k, folio)
+    return VM_FAULT_WRITE

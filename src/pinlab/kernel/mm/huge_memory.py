@@ -1,0 +1,298 @@
+"""PMD-mapped anonymous THPs and the huge zero page (v6.1 mm/huge_memory.c).
+
+A huge PMD is kept in PageTable.pmd by slot; splitting it builds the slot's
+PTE table.  The deposited page table, khugepaged and file THPs are not modelled;
+PageDoubleMap is modelled where the profile has it (profile.double_map_flag).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pinlab.interleave import Point, Yield
+from pinlab.kernel.mm.locking import pte_lock, pte_unlock
+from pinlab.kernel.mm.memmap import TRANSHUGE_PAGE_DTOR
+from pinlab.kernel.mm.page_alloc import __GFP_COMP, GFP_HIGHUSER_MOVABLE, GFP_KERNEL, alloc_pages
+from pinlab.kernel.mm.page_ref import page_ref_add, put_page
+from pinlab.kernel.mm.pgtable import (
+    _PAGE_ACCESSED,
+    _PAGE_DIRTY,
+    _PAGE_PSE,
+    _PAGE_RW,
+    _PAGE_SPECIAL,
+    HPAGE_PMD_ORDER,
+    PMD_SHIFT,
+    PMD_SIZE,
+    PTRS_PER_PTE,
+    PageTable,
+    pfn_pte,
+    pte_pfn,
+)
+from pinlab.kernel.mm.rmap import (
+    PageAnon,
+    PageAnonExclusive,
+    SetPageAnonExclusive,
+    TestClearPageDoubleMap,
+    TestSetPageDoubleMap,
+    page_add_new_anon_rmap,
+    page_move_anon_rmap,
+)
+from pinlab.kernel.mm.swap import folio_add_lru
+from pinlab.kernel.mm.types import (
+    VM_DONTEXPAND,
+    VM_HUGEPAGE,
+    VM_HUGETLB,
+    VM_IO,
+    VM_MIXEDMAP,
+    VM_NOHUGEPAGE,
+    VM_PFNMAP,
+    MmStruct,
+    VmArea,
+    vma_is_anonymous,
+)
+
+if TYPE_CHECKING:
+    from pinlab.kernel.state import Kernel
+
+HPAGE_PMD_NR = 1 << HPAGE_PMD_ORDER
+# v6.1 include/linux/mm.h VM_NO_KHUGEPAGED = VM_SPECIAL | VM_HUGETLB
+VM_NO_KHUGEPAGED = VM_IO | VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP | VM_HUGETLB
+# v6.1 include/linux/sched/coredump.h MMF_DISABLE_THP (prctl PR_SET_THP_DISABLE)
+MMF_DISABLE_THP = 24
+
+
+def pmd_none(pt: PageTable, addr: int) -> bool:
+    """v6.1 pmd_none: the slot holds neither a huge PMD nor a PTE table."""
+    slot = addr >> PMD_SHIFT
+    return slot not in pt.pmd and slot not in pt.pte
+
+
+def is_huge_zero_pmd(k: Kernel, pmd: int) -> bool:
+    """v6.1 include/linux/huge_mm.h is_huge_zero_pmd."""
+    return k.huge_zero_pfn >= 0 and pte_pfn(pmd) == k.huge_zero_pfn
+
+
+def hugepage_vma_check(k: Kernel, mm: MmStruct, vma: VmArea) -> bool:
+    """v6.1 mm/huge_memory.c hugepage_vma_check(smaps=false, in_pf=true, enforce_sysfs=true).
+
+    Only anonymous VMAs qualify: shmem_huge defaults to never and
+    READ_ONLY_THP_FOR_FS is off in Debian's config; fsdax PMD faults are not modelled.
+    """
+    if vma.vm_flags & VM_NOHUGEPAGE or mm.flags >> MMF_DISABLE_THP & 1:
+        return False
+    if vma.vm_flags & VM_NO_KHUGEPAGED:
+        return False
+    if k.thp_enabled == "never":
+        return False
+    if k.thp_enabled == "madvise" and not vma.vm_flags & VM_HUGEPAGE:
+        return False
+    return vma_is_anonymous(vma)
+
+
+def transhuge_vma_suitable(vma: VmArea, addr: int) -> bool:
+    """v6.1 include/linux/huge_mm.h transhuge_vma_suitable (anonymous VMAs)."""
+    haddr = addr & ~(PMD_SIZE - 1)
+    return haddr >= vma.vm_start and haddr + PMD_SIZE <= vma.vm_end
+
+
+def mm_get_huge_zero_page(k: Kernel) -> int | None:
+    """v6.1 mm/huge_memory.c get_huge_zero_page: allocated zeroed on first use, kept."""
+    if k.huge_zero_pfn < 0:
+        pfn = alloc_pages(k, GFP_KERNEL | __GFP_COMP, HPAGE_PMD_ORDER)
+        if pfn is None:
+            return None
+        k.mem.data[pfn : pfn + HPAGE_PMD_NR] = 0
+        k.huge_zero_pfn = pfn
+    return k.huge_zero_pfn
+
+
+def _pmd_key(mm: MmStruct, addr: int) -> tuple[str, int, int]:
+    return ("pte", mm.id, addr & ~(PMD_SIZE - 1))
+
+
+def do_huge_pmd_anonymous_page(
+    k: Kernel, mm: MmStruct, vma: VmArea, address: int, flags: int, cpu: int
+) -> Generator[Yield, None, int]:
+    """v6.1 mm/huge_memory.c do_huge_pmd_anonymous_page: huge zero page on read, else a THP."""
+    from pinlab.kernel.mm.memory import (
+        FAULT_FLAG_WRITE,
+        VM_FAULT_FALLBACK,
+        anon_vma_prepare,
+        maybe_mkwrite,
+        vma_page_prot,
+    )
+
+    haddr = address & ~(PMD_SIZE - 1)
+    if not transhuge_vma_suitable(vma, haddr):
+        return VM_FAULT_FALLBACK
+    anon_vma_prepare(k, vma)
+    key = _pmd_key(mm, haddr)
+    slot = haddr >> PMD_SHIFT
+    if not flags & FAULT_FLAG_WRITE and k.thp_use_zero_page:
+        zero = mm_get_huge_zero_page(k)
+        if zero is None:
+            return VM_FAULT_FALLBACK
+        yield from pte_lock(k, mm, haddr)
+        yield Point("set_huge_zero_page", reads=frozenset({key}), writes=frozenset({key}))
+        if pmd_none(mm.pgtable, haddr):
+            mm.pgtable.pmd[slot] = pfn_pte(zero, vma_page_prot(k, vma)) | _PAGE_PSE
+        pte_unlock(k, mm, haddr)
+        return 0
+    page = alloc_pages(k, GFP_HIGHUSER_MOVABLE | __GFP_COMP, HPAGE_PMD_ORDER)
+    if page is None:
+        return VM_FAULT_FALLBACK
+    m = k.mem
+    m.dtor[page + 1] = TRANSHUGE_PAGE_DTOR
+    m.data[page : page + HPAGE_PMD_NR] = 0
+    m.flags[page] |= k.pf.mask("PG_uptodate")
+    yield from pte_lock(k, mm, haddr)
+    yield Point("set huge pmd", reads=frozenset({key}), writes=frozenset({key}))
+    if not pmd_none(mm.pgtable, haddr):
+        pte_unlock(k, mm, haddr)
+        put_page(k, page)
+        return 0
+    entry = maybe_mkwrite(pfn_pte(page, vma_page_prot(k, vma)) | _PAGE_PSE | _PAGE_DIRTY, vma)
+    page_add_new_anon_rmap(k, page, vma, haddr)
+    yield from folio_add_lru(k, page, cpu)
+    mm.pgtable.pmd[slot] = entry
+    pte_unlock(k, mm, haddr)
+    return 0
+
+
+def huge_pmd_set_accessed(
+    k: Kernel, mm: MmStruct, address: int, flags: int
+) -> Generator[Yield, None, None]:
+    """v6.1 mm/huge_memory.c huge_pmd_set_accessed: young, and dirty on a write."""
+    from pinlab.kernel.mm.memory import FAULT_FLAG_WRITE
+
+    slot = address >> PMD_SHIFT
+    yield from pte_lock(k, mm, address)
+    yield Point("pmd mkyoung", writes=frozenset({_pmd_key(mm, address)}))
+    if slot in mm.pgtable.pmd:
+        bits = _PAGE_ACCESSED | (_PAGE_DIRTY if flags & FAULT_FLAG_WRITE else 0)
+        mm.pgtable.pmd[slot] |= bits
+    pte_unlock(k, mm, address)
+
+
+def do_huge_pmd_wp_page(
+    k: Kernel, mm: MmStruct, vma: VmArea, address: int, flags: int, cpu: int
+) -> Generator[Yield, None, int]:
+    """v6.1 mm/huge_memory.c do_huge_pmd_wp_page: reuse an exclusive/sole THP, else split.
+
+    v5.7: reuse when reuse_swap_page(page) (mapcount).  v4.4 copied the whole
+    THP instead; the model splits for 4.4 as for 5.7 (a known gap).
+    """
+    from pinlab.kernel.mm.cow import reuse_swap_page
+    from pinlab.kernel.mm.memory import (
+        FAULT_FLAG_UNSHARE,
+        VM_FAULT_FALLBACK,
+        VM_FAULT_WRITE,
+        maybe_mkwrite,
+    )
+
+    unshare = bool(flags & FAULT_FLAG_UNSHARE)
+    haddr = address & ~(PMD_SIZE - 1)
+    slot = haddr >> PMD_SHIFT
+    orig = mm.pgtable.pmd.get(slot, 0)
+    if not is_huge_zero_pmd(k, orig):
+        yield from pte_lock(k, mm, haddr)
+        yield Point("wp huge pmd", reads=frozenset({_pmd_key(mm, haddr)}))
+        if mm.pgtable.pmd.get(slot, 0) != orig:
+            pte_unlock(k, mm, haddr)
+            return 0
+        page = pte_pfn(orig)
+        if k.profile.wp_reuse_by_refcount:
+            reuse = k.profile.page_anon_exclusive and PageAnonExclusive(k, page)
+            if not reuse and int(k.mem.refcount[page]) == 1:
+                page_move_anon_rmap(k, page, vma)
+                reuse = True
+        else:
+            reuse, _ = reuse_swap_page(k, page)
+        if reuse:
+            if not unshare:
+                entry = maybe_mkwrite(orig | _PAGE_ACCESSED | _PAGE_DIRTY, vma)
+                mm.pgtable.pmd[slot] = entry
+            pte_unlock(k, mm, haddr)
+            return 0 if unshare else VM_FAULT_WRITE
+        pte_unlock(k, mm, haddr)
+    yield from split_huge_pmd(k, mm, vma, haddr)
+    return VM_FAULT_FALLBACK
+
+
+def split_huge_pmd(
+    k: Kernel, mm: MmStruct, vma: VmArea, address: int
+) -> Generator[Yield, None, None]:
+    """v6.1 mm/huge_memory.c __split_huge_pmd (freeze=false): 512 PTEs, the folio stays whole."""
+    haddr = address & ~(PMD_SIZE - 1)
+    yield from pte_lock(k, mm, haddr)
+    yield Point("split huge pmd", writes=frozenset({_pmd_key(mm, haddr)}))
+    __split_huge_pmd_locked(k, mm, vma, haddr)
+    pte_unlock(k, mm, haddr)
+
+
+def __split_huge_pmd_locked(k: Kernel, mm: MmStruct, vma: VmArea, haddr: int) -> None:
+    """v6.1 mm/huge_memory.c __split_huge_pmd_locked for anon THPs and the huge zero page."""
+    from pinlab.kernel.mm.memory import maybe_mkwrite, vma_page_prot
+
+    pt = mm.pgtable
+    slot = haddr >> PMD_SHIFT
+    pmd = pt.pmd.get(slot)
+    if pmd is None:
+        return
+    prot = vma_page_prot(k, vma)
+    table = np.zeros(PTRS_PER_PTE, np.uint64)
+    base = np.arange(PTRS_PER_PTE, dtype=np.uint64)
+    if is_huge_zero_pmd(k, pmd):
+        del pt.pmd[slot]
+        table[:] = np.uint64(pfn_pte(k.zero_pfn, prot) | _PAGE_SPECIAL)
+        pt.pte[slot] = table
+        return
+    page = pte_pfn(pmd)
+    m = k.mem
+    del pt.pmd[slot]
+    if pmd & _PAGE_DIRTY:
+        m.flags[page] |= k.pf.mask("PG_dirty")
+    page_ref_add(m, page, HPAGE_PMD_NR - 1)
+    anon_exclusive = (
+        k.profile.page_anon_exclusive and PageAnon(k, page) and PageAnonExclusive(k, page)
+    )
+    entry = maybe_mkwrite(pfn_pte(0, prot), vma)
+    if not pmd & _PAGE_RW:
+        entry &= ~_PAGE_RW
+    if not pmd & _PAGE_ACCESSED:
+        entry &= ~_PAGE_ACCESSED
+    table[:] = (base + np.uint64(page)) << np.uint64(12) | np.uint64(entry)
+    pt.pte[slot] = table
+    if anon_exclusive:
+        for i in range(HPAGE_PMD_NR):
+            SetPageAnonExclusive(k, page + i)
+    m.mapcount[page : page + HPAGE_PMD_NR] += 1
+    double_map = k.profile.double_map_flag is not None
+    shared_pmd = double_map and int(m.compound_mapcount[page + 1]) + 1 > 1
+    if shared_pmd and not TestSetPageDoubleMap(k, page):
+        m.mapcount[page : page + HPAGE_PMD_NR] += 1
+    m.compound_mapcount[page + 1] -= 1
+    if int(m.compound_mapcount[page + 1]) < 0 and TestClearPageDoubleMap(k, page):
+        m.mapcount[page : page + HPAGE_PMD_NR] -= 1
+
+
+def zap_huge_pmd(k: Kernel, mm: MmStruct, vma: VmArea, haddr: int) -> int | None:
+    """v6.1 mm/huge_memory.c zap_huge_pmd: clear the PMD, drop the rmap; returns the folio.
+
+    The caller drops the folio's reference after the TLB flush (tlb_remove_page_size).
+    """
+    from pinlab.kernel.mm.filemap import folio_mark_dirty
+    from pinlab.kernel.mm.rmap import page_remove_rmap
+
+    slot = haddr >> PMD_SHIFT
+    pmd = mm.pgtable.pmd.pop(slot)
+    if is_huge_zero_pmd(k, pmd):
+        return None
+    page = pte_pfn(pmd)
+    page_remove_rmap(k, page, vma, True)
+    if not PageAnon(k, page) and pmd & _PAGE_DIRTY:
+        folio_mark_dirty(k, page)
+    return page

@@ -1,0 +1,186 @@
+"""Processes and the memory system calls, for scenarios and real-kernel probes.
+
+Each sys_* is a generator (interleavable); `run_to_completion` drives one
+alone.  Return values mirror the syscalls: an address or 0 on success, a
+negative errno on failure (v6.1 mm/mmap.c, mm/mprotect.c, mm/madvise.c,
+kernel/fork.c, mm/memfd.c).  Files are `File` objects (no fd table).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pinlab.interleave import Yield
+from pinlab.kernel.fork import dup_mm, mm_alloc
+from pinlab.kernel.fs import File
+from pinlab.kernel.fs.ext4 import ext4_create
+from pinlab.kernel.fs.hugetlbfs import hugetlbfs_create
+from pinlab.kernel.fs.ramfs import ramfs_create
+from pinlab.kernel.fs.shmem import memfd_create, tmpfs_create
+from pinlab.kernel.mm.hugetlb import huge_ptep_get, is_vm_hugetlb_page
+from pinlab.kernel.mm.memory import vm_normal_page
+from pinlab.kernel.mm.mmap import do_madvise, do_mmap, do_mprotect, do_munmap, exit_mmap
+from pinlab.kernel.mm.pgtable import (
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PMD_SIZE,
+    get_pmd,
+    get_pte,
+    pte_pfn,
+    pte_present,
+)
+from pinlab.kernel.mm.rmap import PageAnon, page_mapcount
+from pinlab.kernel.mm.types import VM_SOFTDIRTY, MmStruct, Task, find_vma
+from pinlab.kernel.state import new_id
+
+if TYPE_CHECKING:
+    from pinlab.kernel.state import Kernel
+
+__all__ = [
+    "File",
+    "ext4_create",
+    "hugetlbfs_create",
+    "memfd_create",
+    "ramfs_create",
+    "tmpfs_create",
+]
+
+# v6.1 fs/proc/task_mmu.c pagemap entry bits
+PM_PFRAME_MASK = (1 << 55) - 1
+PM_SOFT_DIRTY = 1 << 55
+PM_MMAP_EXCLUSIVE = 1 << 56
+PM_FILE = 1 << 61
+PM_PRESENT = 1 << 63
+
+
+def task_mm(k: Kernel, task: Task) -> MmStruct:
+    """The task's mm."""
+    return k.mms[task.mm]
+
+
+def new_task(k: Kernel, cpu: int = 0) -> Task:
+    """A process with an empty address space running on `cpu`."""
+    mm = mm_alloc(k)
+    task = Task(pid=new_id(k), mm=mm.id, cpu=cpu)
+    k.tasks[task.pid] = task
+    return task
+
+
+def sys_mmap(
+    k: Kernel,
+    task: Task,
+    addr: int | None,
+    length: int,
+    prot: int,
+    flags: int,
+    file: File | None = None,
+    offset: int = 0,
+) -> Generator[Yield, None, int]:
+    """mmap(2): the mapping's address or -errno."""
+    return (
+        yield from do_mmap(k, task_mm(k, task), addr, length, prot, flags, file, offset, task.cpu)
+    )
+
+
+def sys_munmap(k: Kernel, task: Task, addr: int, length: int) -> Generator[Yield, None, int]:
+    """munmap(2)."""
+    return (yield from do_munmap(k, task_mm(k, task), addr, length, task.cpu))
+
+
+def sys_mprotect(
+    k: Kernel, task: Task, addr: int, length: int, prot: int
+) -> Generator[Yield, None, int]:
+    """mprotect(2)."""
+    return (yield from do_mprotect(k, task_mm(k, task), addr, length, prot))
+
+
+def sys_madvise(
+    k: Kernel, task: Task, addr: int, length: int, advice: int
+) -> Generator[Yield, None, int]:
+    """madvise(2)."""
+    return (yield from do_madvise(k, task_mm(k, task), addr, length, advice, task.cpu))
+
+
+def sys_fork(k: Kernel, task: Task) -> Generator[Yield, None, int]:
+    """fork(2): the child's pid, or -errno (v6.1 kernel/fork.c copy_process -> dup_mm)."""
+    mm = yield from dup_mm(k, task_mm(k, task), task.cpu)
+    if isinstance(mm, int):
+        return mm
+    child = Task(pid=new_id(k), mm=mm.id, parent=task.pid, cpu=task.cpu)
+    k.tasks[child.pid] = child
+    return child.pid
+
+
+def sys_exit(k: Kernel, task: Task) -> Generator[Yield, None, None]:
+    """exit(2): tear the address space down (v6.1 kernel/exit.c exit_mm -> mmput -> exit_mmap)."""
+    mm = task_mm(k, task)
+    yield from exit_mmap(k, mm, task.cpu)
+    del k.mms[mm.id]
+    del k.tasks[task.pid]
+
+
+@dataclass(frozen=True, slots=True)
+class PageMapEntry:
+    """One /proc/pid/pagemap entry, decoded (v6.1 fs/proc/task_mmu.c)."""
+
+    raw: int
+
+    @property
+    def present(self) -> bool:
+        """PM_PRESENT."""
+        return bool(self.raw & PM_PRESENT)
+
+    @property
+    def pfn(self) -> int:
+        """The frame (0 when not present)."""
+        return self.raw & PM_PFRAME_MASK
+
+    @property
+    def exclusive(self) -> bool:
+        """PM_MMAP_EXCLUSIVE: page_mapcount == 1."""
+        return bool(self.raw & PM_MMAP_EXCLUSIVE)
+
+    @property
+    def file(self) -> bool:
+        """PM_FILE: a page-cache (or shmem) page."""
+        return bool(self.raw & PM_FILE)
+
+
+def pagemap(k: Kernel, task: Task, addr: int) -> PageMapEntry:
+    """/proc/pid/pagemap for `addr` with CAP_SYS_ADMIN (PFNs shown), pte/pmd_to_pagemap_entry."""
+    mm = task_mm(k, task)
+    vma = find_vma(mm, addr)
+    if vma is None:
+        return PageMapEntry(0)
+    flags = PM_SOFT_DIRTY if vma.vm_flags & VM_SOFTDIRTY else 0
+    frame = 0
+    page: int | None = None
+    if is_vm_hugetlb_page(vma):
+        from pinlab.kernel.mm.hugetlb import huge_page_order
+
+        order = huge_page_order(k, vma)
+        size = PAGE_SIZE << order
+        entry = huge_ptep_get(k, mm, order, addr & ~(size - 1))
+        if entry:
+            frame = pte_pfn(entry) + ((addr & (size - 1)) >> PAGE_SHIFT)
+            page = pte_pfn(entry)
+    else:
+        entry = get_pmd(mm.pgtable, addr)
+        if entry:
+            frame = pte_pfn(entry) + ((addr & (PMD_SIZE - 1)) >> PAGE_SHIFT)
+            page = vm_normal_page(k, vma, addr, entry)
+        else:
+            entry = get_pte(mm.pgtable, addr)
+            if entry and pte_present(entry):
+                frame = pte_pfn(entry)
+                page = vm_normal_page(k, vma, addr, entry)
+    if entry:
+        flags |= PM_PRESENT
+    if page is not None:
+        if not PageAnon(k, page):
+            flags |= PM_FILE
+        if page_mapcount(k, page) == 1:
+            flags |= PM_MMAP_EXCLUSIVE
+    return PageMapEntry(frame | flags if entry else flags)

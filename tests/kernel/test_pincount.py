@@ -1,0 +1,65 @@
+"""folio_maybe_dma_pinned / page_maybe_dma_pinned per profile (include/linux/mm.h)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from gupstate import anon_vma, fault_anon, fault_thp, new_mm, pin
+
+from pinlab.kernel.mm.page_ref import get_page
+from pinlab.kernel.mm.pgtable import PMD_SIZE
+from pinlab.kernel.mm.pincount import (
+    folio_maybe_dma_pinned,
+    page_maybe_dma_pinned,
+    page_needs_cow_for_dma,
+)
+from pinlab.kernel.profiles import NotInKernel
+from pinlab.kernel.state import boot
+
+
+@pytest.mark.parametrize("profile", ["5.7", "6.1"])
+def test_small_page_false_positive_at_bias_refs(profile: str) -> None:
+    """v6.1 folio_maybe_dma_pinned / v5.7 page_maybe_dma_pinned: small pages test
+    (unsigned)refcount >= GUP_PIN_COUNTING_BIAS, so plain references look like a pin."""
+    k = boot(profile)
+    mm = new_mm(k)
+    vma = anon_vma(k, mm, PMD_SIZE, 2 * PMD_SIZE)
+    page = fault_anon(k, mm, vma, PMD_SIZE)
+    while int(k.mem.refcount[page]) < k.profile.pin_bias - 1:
+        get_page(k, page)
+    assert not page_maybe_dma_pinned(k, page)
+    get_page(k, page)
+    assert page_maybe_dma_pinned(k, page)
+    head = fault_thp(k, mm, vma, 2 * PMD_SIZE)
+    for _ in range(4 * k.profile.pin_bias):
+        get_page(k, head + 3)
+    assert not page_maybe_dma_pinned(k, head + 3)
+    assert pin(k, mm, 2 * PMD_SIZE, 1)[0] == 1
+    assert page_maybe_dma_pinned(k, head + 100)
+
+
+def test_folio_query_absent_before_5_18() -> None:
+    k = boot("5.7")
+    with pytest.raises(NotInKernel):
+        folio_maybe_dma_pinned(k, 1)
+    with pytest.raises(NotInKernel):
+        page_maybe_dma_pinned(boot("4.4"), 1)
+
+
+def test_needs_cow_only_with_mmf_has_pinned() -> None:
+    """v6.1 include/linux/mm.h page_needs_cow_for_dma: false until the mm ever pinned."""
+    k = boot("6.1")
+    mm = new_mm(k)
+    vma = anon_vma(k, mm, PMD_SIZE, PMD_SIZE)
+    page = fault_anon(k, mm, vma, PMD_SIZE)
+    for _ in range(2000):
+        get_page(k, page)
+    assert folio_maybe_dma_pinned(k, page)
+    assert not page_needs_cow_for_dma(k, mm, vma, page)
+    assert pin(k, mm, PMD_SIZE, 1)[0] == 1
+    assert page_needs_cow_for_dma(k, mm, vma, page)
