@@ -34,9 +34,12 @@ def _register() -> None:
     """Attach the sub-command groups (imported here: they import BadInput from this module)."""
     from pinlab.cli.explore import anchor
     from pinlab.cli.kernel import kernel_group
+    from pinlab.cli.model import dump_page_cmd, vmstat_cmd
 
     app.add_command(anchor)
     app.add_command(kernel_group)
+    app.add_command(dump_page_cmd)
+    app.add_command(vmstat_cmd)
 
 
 _register()

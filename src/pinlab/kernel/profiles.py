@@ -41,12 +41,15 @@ PAGEFLAGS_6_1 = (
 )
 
 # v5.7 include/linux/page-flags.h enum pageflags (x86-64, no idle tracking): 6.1's
-# order without PG_arch_2 (added v5.10 for arm64 MTE, 64BIT only).
+# order without PG_arch_2 (added v5.10 for arm64 MTE, 64BIT only).  Checked: v4.20
+# 1899ad18c607 put PG_workingset at bit 6 and PG_error after PG_waiters (bit 7).
 PAGEFLAGS_5_7 = PAGEFLAGS_6_1[:-1]
 
 # v4.4 include/linux/page-flags.h enum pageflags (x86-64, THP, no idle tracking):
 # PG_error is bit 1, PG_swapcache a real bit, PG_compound_lock under
 # CONFIG_TRANSPARENT_HUGEPAGE; no PG_waiters (v4.10) or PG_workingset (v4.20).
+# Checked against a 4.4 tree's mm/debug.c pageflag_names (one entry per enum value
+# in enum order, BUILD_BUG_ON): a single PG_head (no PG_tail), then PG_swapcache.
 PAGEFLAGS_4_4 = (
     "PG_locked",
     "PG_error",
@@ -314,9 +317,7 @@ PFOLL_PIN_BIAS_V4 = replace(
     pseudo=True,
 )
 
-PROFILES: dict[str, Profile] = {
-    p.name: p for p in (P4_4, P5_7, P6_1, P6_5, PFOLL_PIN_BIAS_V4)
-}
+PROFILES: dict[str, Profile] = {p.name: p for p in (P4_4, P5_7, P6_1, P6_5, PFOLL_PIN_BIAS_V4)}
 
 
 class NotInKernel(Exception):
