@@ -489,18 +489,30 @@ def build_world(spec: dict[str, Any]) -> WorldProgram:
 
 
 def random_spec(rng: Any, ident: int, world: bool) -> dict[str, Any]:
-    """A random small program spec (plain data); ``world`` specs have no choices."""
+    """A random small program spec (plain data); ``world`` specs have no choices.
 
-    def op() -> list[Any]:
-        kind = rng.choice(OPS if world else (*OPS, "choice"))
-        if kind == "choice":
-            return ["choice", op(), op()] if rng.random() < 0.5 else op()
+    Machine specs often get a nondeterministic choice between a guarded step and
+    another step: guards that another thread flips shift the enabled-choice indices,
+    which is what a sleep set must not confuse.
+    """
+
+    def basic() -> list[Any]:
+        kind = rng.choice(OPS)
         v = rng.randrange(2)
         if kind in ("inc", "load", "store"):
             return [kind, v]
         if kind == "copy":
             return [kind, v, 1 - v]
         return [kind, v, rng.randrange(MOD)]
+
+    def op() -> list[Any]:
+        if world or rng.random() < 0.6:
+            return basic()
+        alts = [["await_eq", rng.randrange(2), rng.randrange(MOD)], basic()]
+        if rng.random() < 0.3:
+            alts.append(basic())
+        rng.shuffle(alts)
+        return ["choice", *alts]
 
     nthreads = rng.randint(1, 3)
     return {

@@ -70,6 +70,17 @@ def test_disjoint_threads_under_por_explore_one_complete_schedule(n, m, cache): 
         assert reduced.states == plain.states == (n + 1) * (m + 1)
 
 
+def test_an_invariant_reading_both_variables_makes_the_steps_dependent():  # type: ignore[no-untyped-def]
+    """Invariants count as reading what they read: x and y steps no longer commute."""
+    program = long_dfs_machine(2)  # the same threads as two_threads(2, 2), one invariant on x, y
+    opts = Options(por=True, cache=False, count_all=True, shrink=False)
+    assert explore(two_threads(2, 2, shared_var=False), opts).complete_schedules == 1
+    reduced = explore(program, opts)
+    plain = explore(program, Options(count_all=True, shrink=False))
+    assert reduced.complete_schedules == comb(4, 2)
+    assert (reduced.states, reduced.violating_states) == (plain.states, plain.violating_states)
+
+
 def test_disjoint_generator_threads_under_por_explore_one_complete_schedule():  # type: ignore[no-untyped-def]
     reduced = explore(disjoint_world(3, 4), Options(por=True, cache=False))
     assert reduced.complete and reduced.complete_schedules == 1
@@ -119,13 +130,22 @@ def test_generator_trace_names_function_and_line():  # type: ignore[no-untyped-d
     assert "(assuming sequential consistency)" in text
 
 
+def test_generator_trace_shows_what_changed():  # type: ignore[no-untyped-def]
+    program = locked_counter_world(True)
+    cx = explore(locked_counter_world(False)).counterexamples[0]
+    assert cx.shrink == "optimal"
+    text = replay(locked_counter_world(False), cx.schedule).render()
+    assert "| [0]: 0->1" in text  # world key (x, lock): only x changed
+    assert explore(program, Options(shrink=False)).complete
+
+
 def test_world_materialisation_replays_only_on_backtrack():  # type: ignore[no-untyped-def]
     from pinlab.explore.world import WorldSystem
 
     system = WorldSystem(locked_counter_world(True))
     node = system.root()
     for _ in range(6):
-        node = system.expand(node)[0][5]
+        node = system.expand(node)[0][6]
         before = system.replayed_steps
         children = system.expand(node)
         # the first child of the last expansion is still materialised; every further

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,9 +19,10 @@ from pinlab.explore import (
     Transition,
     encode,
     explore,
+    fingerprint,
+    program_id,
     replay,
 )
-from pinlab.explore.program import fingerprint, program_id
 from pinlab.interleave import Violation
 from tests.explore.programs import (
     X,
@@ -104,6 +107,8 @@ def _sched(body: str) -> str:
         ("0000", "position 2: thread 0 cannot run here: incr at done (finished)"),
         ("01/1", "position 1: thread 1 has 1 choice"),
         ("01x!", "position 3: cannot parse"),
+        ("0(1)10", "position 1: '(1)' is not canonical (write '1')"),
+        ("01/(0)10", "position 1: '1/(0)' is not canonical (write '1')"),
     ],
 )
 def test_schedules_that_do_not_fit_name_the_position(body, message):  # type: ignore[no-untyped-def]
@@ -224,7 +229,7 @@ def test_interrupt_returns_partial_result(monkeypatch):  # type: ignore[no-untyp
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pinlab.cli.explore", *args],
+        [sys.executable, "-W", "error", "-m", "pinlab.anchors", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -243,6 +248,7 @@ def test_cli_exit_codes_json_and_replay(tmp_path):  # type: ignore[no-untyped-de
     assert "hillf.pml:89  dma = 1" in rep.stdout
     good = _cli("hillf", "-D", "K=1", "-D", "ORDER=1")
     assert good.returncode == 0 and "holds, assuming sequential consistency" in good.stdout
+    assert good.stderr == ""  # no runpy or other warning (-W error would make it fatal)
     for args, msg in [
         (("hillf", "-D", "K=x"), "not an integer"),
         (("hillf", "--max-states", "0"), "must be positive"),
@@ -251,3 +257,90 @@ def test_cli_exit_codes_json_and_replay(tmp_path):  # type: ignore[no-untyped-de
     ]:
         proc = _cli(*args)
         assert proc.returncode == 2 and msg in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--max-states", "10"),
+        ("--strategy", "random", "--max-schedules", "5"),
+        ("--preemption-bound", "1"),
+    ],
+    ids=["max-states", "random", "bounded"],
+)
+def test_cli_incomplete_search_without_violation_exits_3(args):  # type: ignore[no-untyped-def]
+    proc = _cli("hillf", "-D", "ORDER=1", *args)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "holds," not in proc.stdout
+
+
+def test_cli_refuses_an_unwritable_json_target_before_searching(tmp_path):  # type: ignore[no-untyped-def]
+    # pinbias K=4 R=BIAS=16 takes tens of seconds; the refusal must come first
+    started = time.monotonic()
+    args = ("pinbias", "-D", "K=4", "-D", "R=16", "-D", "BIAS=16")
+    proc = _cli(*args, "--json", str(tmp_path / "missing" / "r.json"))
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr and time.monotonic() - started < 10
+
+
+def test_cli_ctrl_c_prints_what_was_found_and_exits_130(tmp_path):  # type: ignore[no-untyped-def]
+    out = tmp_path / "r.json"
+    big = ("pinbias", "-D", "K=4", "-D", "R=16", "-D", "BIAS=16")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pinlab.anchors", *big, "--no-progress", "--json", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout + stderr
+    assert "incomplete: interrupted" in stdout and "Traceback" not in stderr
+    data = json.loads(out.read_text())
+    assert data["interrupted"] and data["states"] > 0 and not data["complete"]
+
+
+def test_entry_module_loads_only_the_explorer_and_the_anchors():  # type: ignore[no-untyped-def]
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "pinlab.anchors", "hillf", "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 1
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    ours = {m for m in loaded if m.startswith("pinlab.")}
+    assert ours and all(
+        m.split(".")[1] in ("explore", "anchors", "interleave", "cli") for m in ours
+    ), ours
+    assert {m for m in ours if m.startswith("pinlab.cli.")} <= {
+        "pinlab.cli.explore",
+        "pinlab.cli.errors",
+    }
+
+
+def test_shrink_says_when_it_kept_the_schedule_as_found(monkeypatch):  # type: ignore[no-untyped-def]
+    from pinlab.explore import decode, run, shrink
+
+    program = long_dfs_machine(6)
+    raw = explore(program, Options(shrink=False)).counterexamples[0]
+    moves = decode(raw.schedule)[2]
+    assert shrink(program, raw.kind, raw.name, moves, budget=1) == (moves, False)
+    assert shrink(program, raw.kind, raw.name, moves)[1]
+    assert explore(program).counterexamples[0].shrink == "optimal"
+    assert raw.shrink == "off"
+
+    monkeypatch.setattr(run, "shrink", lambda _p, _k, _n, m: (m, False))
+    (cx,) = explore(program).counterexamples
+    assert cx.shrink == "kept as found: shrink budget exhausted" and cx.steps == raw.steps
+
+    def interrupt(*_args: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "shrink", interrupt)
+    result = explore(program)
+    assert result.interrupted
+    assert [c.shrink for c in result.counterexamples] == ["kept as found: interrupted"]
+    assert result.counterexamples[0].schedule == raw.schedule

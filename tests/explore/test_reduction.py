@@ -32,6 +32,7 @@ def check_equivalent(program: Program) -> None:
     assert properties(reduced) == properties(plain)
     # sleep sets prune transitions, never states; orbit sizes add up to the full count
     assert reduced.states == plain.states
+    assert reduced.violating_states == plain.violating_states
     assert reduced.transitions <= plain.transitions
     first_plain = explore(program, Options(shrink=False))
     first_reduced = explore(program, Options(shrink=False, por=True, symmetry=True))
@@ -45,7 +46,45 @@ def seeds() -> st.SearchStrategy[int]:
     return st.integers(0, 2**32 - 1)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# review P0-1: a choice between a guarded step and another; thread 1 makes the guard
+# true, which shifted the enabled-choice index the sleep set named the untaken step by
+CHOICE_SHIFT = {
+    "id": 1,
+    "vars": 2,
+    "threads": [[["choice", ["await_eq", 0, 1], ["set", 1, 2]]], [["set", 0, 1]]],
+    "loop": [False, False],
+    "sym": False,
+    "invs": [],
+    "finals": [[1, 0]],
+}
+
+
+def test_sleep_sets_survive_guards_that_shift_choice_indices() -> None:
+    program = build_machine(CHOICE_SHIFT)
+    plain = explore(program, PLAIN)
+    assert properties(plain) == {("final", "final v1 != 0")}
+    check_equivalent(program)
+    for cache in (True, False):
+        reduced = explore(program, Options(por=True, cache=cache, shrink=False))
+        assert properties(reduced) == properties(plain)
+
+
+def test_generator_makes_guarded_choices() -> None:
+    rng = random.Random(3)
+    specs = [random_spec(rng, i, world=False) for i in range(200)]
+    guarded = [
+        op
+        for spec in specs
+        for ops in spec["threads"]
+        for op in ops
+        if op[0] == "choice" and any(alt[0] == "await_eq" for alt in op[1:])
+    ]
+    assert len(guarded) > 100
+    # alternatives are plain steps: no choice inside a choice
+    assert all(alt[0] != "choice" for op in guarded for alt in op[1:])
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seeds())
 def test_reduced_search_agrees_on_state_machines(seed: int) -> None:
     check_equivalent(build_machine(random_spec(random.Random(seed), seed, world=False)))
@@ -86,9 +125,11 @@ def test_schedules_replay_in_a_fresh_process_with_another_hash_seed() -> None:
     rng = random.Random(20240601)
     items: list[dict[str, Any]] = []
     expected = []
+    attempts = 0
     while len(items) < 25:
-        ident = len(items) + 1000 * len(expected)
-        world = len(items) % 3 == 0
+        attempts += 1
+        ident = attempts
+        world = attempts % 3 == 0
         spec = random_spec(rng, ident, world)
         program = build_world(spec) if world else build_machine(spec)
         result = explore(program, Options(por=True, symmetry=True))

@@ -1,5 +1,1 @@
-"""pinlab's command line: thin wrappers that parse, call and print."""
-
-from pinlab.cli.main import main
-
-__all__ = ["main"]
+"""pinlab's command line: thin wrappers that parse, call and print (entry: pinlab.cli.main)."""

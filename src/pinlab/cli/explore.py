@@ -1,4 +1,8 @@
-"""``pinlab anchor``: run the race explorer on the SPIN-equivalent anchor programs."""
+"""``pinlab anchor``: run the race explorer on the SPIN-equivalent anchor programs.
+
+Imports nothing of pinlab but the explorer and the anchors (lazily) and the shared
+BadInput, so that ``python -m pinlab.anchors`` starts fast (:mod:`pinlab.anchors.__main__`).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ from typing import Any
 
 import click
 
-from pinlab.cli.main import BadInput
+from pinlab.cli.errors import BadInput
+
+HOLDS, VIOLATED, BAD_INPUT, INCOMPLETE, INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def _defines(values: tuple[str, ...]) -> dict[str, int]:
@@ -25,6 +31,18 @@ def _defines(values: tuple[str, ...]) -> dict[str, int]:
         except ValueError:
             raise BadInput(f"-D {name}: {value!r} is not an integer") from None
     return out
+
+
+def _check_writable(path: str) -> None:
+    """Refuse a --json target that cannot be written, before the search, not after."""
+    target = Path(path)
+    parent = target.parent
+    if target.is_dir():
+        raise BadInput(f"--json {path}: is a directory")
+    if not parent.is_dir():
+        raise BadInput(f"--json {path}: directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise BadInput(f"--json {path}: directory {str(parent)!r} is not writable")
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -115,9 +133,13 @@ def anchor(
     progress: bool | None,
     quiet: bool,
 ) -> None:
-    """Explore MODEL (hillf or pinbias); exit 0 holds, 1 violated, 2 bad input."""
+    """Explore MODEL (hillf or pinbias).
+
+    Exit status: 0 holds (complete search), 1 violated, 2 bad input, 3 incomplete or
+    bounded without a violation, 130 interrupted (what was found so far is printed).
+    """
     from pinlab.anchors import build
-    from pinlab.explore import Options, ScheduleError, explore, replay
+    from pinlab.explore import Options, ScheduleError, replay
 
     try:
         program = build(model, _defines(defines))
@@ -139,6 +161,8 @@ def anchor(
         opts.validate()
     except ValueError as err:
         raise BadInput(str(err)) from None
+    if json_file:
+        _check_writable(json_file)
     if schedule is not None:
         try:
             rep = replay(program, schedule)
@@ -157,7 +181,16 @@ def anchor(
                     indent=2,
                 ),
             )
-        sys.exit(1 if rep.violations else 0)
+        sys.exit(VIOLATED if rep.violations else HOLDS)
+    sys.exit(_explore(program, opts, json_file, progress, quiet, count_all))
+
+
+def _explore(
+    program: Any, opts: Any, json_file: str | None, progress: bool | None, quiet: bool, count: bool
+) -> int:
+    """Search, print (traces unless quiet), write JSON; the exit status."""
+    from pinlab.explore import explore, replay
+
     show = sys.stderr.isatty() if progress is None else progress
     bar = _Progress() if show else None
     if bar is not None:
@@ -166,38 +199,33 @@ def anchor(
     else:
         result = explore(program, opts)
     data: dict[str, Any] = result.to_dict()
-    if not quiet:
-        orbits = f" in {result.orbits:,} orbits" if result.orbits is not None else ""
-        click.echo(
-            f"{result.program}: {result.strategy}, {result.states:,} states{orbits}, "
-            f"{result.transitions:,} transitions, {result.schedules:,} schedules, "
-            f"{'complete' if result.complete else 'incomplete'}, {result.elapsed:.2f}s"
-        )
-        if count_all:
-            click.echo(f"violating states: {result.violating_states:,}")
-        traces = []
+    interrupted = result.interrupted
+    try:
+        if not quiet:
+            orbits = f" in {result.orbits:,} orbits" if result.orbits is not None else ""
+            click.echo(
+                f"{result.program}: {result.strategy}, {result.states:,} states{orbits}, "
+                f"{result.transitions:,} transitions, {result.schedules:,} schedules, "
+                f"{'complete' if result.complete else 'incomplete'}, {result.elapsed:.2f}s"
+            )
+            if count:
+                click.echo(f"violating states: {result.violating_states:,}")
+            traces: list[str] = []
+            data["traces"] = traces
+            for cx in result.counterexamples:
+                rendered = replay(program, cx.schedule).render()
+                traces.append(rendered)
+                click.echo(rendered)
+    except KeyboardInterrupt:
+        interrupted = True
+        click.echo("(interrupted while printing traces)")
         for cx in result.counterexamples:
-            rendered = replay(program, cx.schedule).render()
-            traces.append(rendered)
-            click.echo(rendered)
-        data["traces"] = traces
+            click.echo(f"{cx.kind} {cx.name}: {cx.schedule}")
     click.echo(result.verdict)
     if json_file:
         _write_atomic(json_file, json.dumps(data, indent=2, sort_keys=True))
-    sys.exit(1 if result.violated else 0)
-
-
-def main() -> None:
-    """``python -m pinlab.cli.explore``: the anchor command on its own (used by the bench)."""
-    try:
-        anchor.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("pinlab: interrupted", err=True)
-        sys.exit(130)
-    except click.ClickException as err:
-        click.echo(f"pinlab: error: {err.format_message()}", err=True)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()
+    if interrupted:
+        return INTERRUPTED
+    if result.violated:
+        return VIOLATED
+    return HOLDS if result.complete and result.preemption_bound is None else INCOMPLETE

@@ -6,15 +6,9 @@ import sys
 
 import click
 
-
-class BadInput(click.ClickException):
-    """Input the user can fix: printed as one line, exit status 2."""
-
-    exit_code = 2
-
-    def show(self, file: object = None) -> None:
-        """Print the one-line error on stderr."""
-        click.echo(f"pinlab: error: {self.format_message()}", err=True)
+from pinlab.cli.explore import anchor
+from pinlab.cli.kernel import kernel_group
+from pinlab.cli.model import dump_page_cmd, vmstat_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,19 +24,10 @@ def version() -> None:
     click.echo(__version__)
 
 
-def _register() -> None:
-    """Attach the sub-command groups (imported here: they import BadInput from this module)."""
-    from pinlab.cli.explore import anchor
-    from pinlab.cli.kernel import kernel_group
-    from pinlab.cli.model import dump_page_cmd, vmstat_cmd
-
-    app.add_command(anchor)
-    app.add_command(kernel_group)
-    app.add_command(dump_page_cmd)
-    app.add_command(vmstat_cmd)
-
-
-_register()
+app.add_command(anchor)
+app.add_command(kernel_group)
+app.add_command(dump_page_cmd)
+app.add_command(vmstat_cmd)
 
 
 def main() -> None:

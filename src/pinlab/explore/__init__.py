@@ -4,6 +4,8 @@ Independent of the kernel model: programs are state machines or generators speak
 the vocabulary of :mod:`pinlab.interleave`.  Verdicts assume sequential consistency.
 """
 
+from pinlab.explore.canon import Unfreezable
+from pinlab.explore.fingerprint import fingerprint
 from pinlab.explore.options import Options
 from pinlab.explore.program import (
     FinalCheck,
@@ -14,7 +16,6 @@ from pinlab.explore.program import (
     Program,
     Transition,
     WorldProgram,
-    fingerprint,
     program_id,
 )
 from pinlab.explore.replay import Replay, replay, run_moves
@@ -36,6 +37,7 @@ __all__ = [
     "Result",
     "ScheduleError",
     "Transition",
+    "Unfreezable",
     "WorldProgram",
     "decode",
     "encode",

@@ -5,36 +5,38 @@ Sleep sets with a state cache follow Godefroid (1996, section 5.3): each cached 
 keeps the sleep set it was explored with; reaching it again with a sleep set that lacks
 some of those transitions explores exactly those, and the stored set shrinks to the
 intersection.  Sleep sets prune transitions, never states, so every reachable state is
-still visited and invariants, deadlocks and final checks are all preserved.  A sleeping
-transition is named by its thread's class, the thread's local state and the choice
-index, which is the same in every symmetric image of a state.
+still visited and invariants, deadlocks and final checks are all preserved; a failing
+assertion is recorded in the state it fails from even when its step is asleep there.
+
+A sleeping transition is named by its thread's class, the thread's local state and the
+transition's fixed index among that position's transitions, which is the same in every
+symmetric image of a state.  (Not the index among the *enabled* ones: another thread can
+flip a guard and shift those indices, and a step never taken would inherit a sleeping
+name.)  Two steps are independent when neither writes what the other reads or writes
+and no invariant reads something both write: invariants count as readers.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from typing import Any
 
+from pinlab.explore.dependence import Reads, commute, independent
 from pinlab.explore.options import Options, Progress
 from pinlab.explore.recorder import Recorder
 from pinlab.explore.schedule import Move
-from pinlab.explore.system import System
+from pinlab.explore.system import Child, System
 from pinlab.interleave import Footprint
 
 Sig = tuple[int, Hashable, int]
 Sleep = dict[Sig, tuple[Footprint, Footprint]]
 
 
-def independent(r1: Footprint, w1: Footprint, r2: Footprint, w2: Footprint) -> bool:
-    """Steps of two threads commute when neither writes what the other reads or writes."""
-    if r1 is None or w1 is None or r2 is None or w2 is None:
-        return False
-    return not (w1 & r2 or w1 & w2 or w2 & r1)
-
-
 class _Frame:
+    """One state on the depth-first stack: its children and sleep-set bookkeeping."""
+
     __slots__ = (
         "children",
         "done",
@@ -42,7 +44,6 @@ class _Frame:
         "idx",
         "key",
         "last",
-        "move",
         "node",
         "only",
         "pre",
@@ -53,13 +54,12 @@ class _Frame:
         self,
         node: Any,
         key: Hashable,
-        move: Move | None,
         sleep: Sleep,
         last: int,
         pre: int,
         only: frozenset[Sig] | None,
     ) -> None:
-        self.node, self.key, self.move, self.sleep = node, key, move, sleep
+        self.node, self.key, self.sleep = node, key, sleep
         self.last, self.pre, self.only = last, pre, only
         self.children: list[Any] | None = None
         self.idx = 0
@@ -76,6 +76,15 @@ class Exhaustive:
         self.sys, self.opts, self.rec, self.progress = system, opts, rec, progress
         self.deadline = None if opts.max_time is None else time.monotonic() + opts.max_time
         self.expansions = 0
+        self.inv_reads: Reads = system.invariant_reads()
+        self._indep: dict[tuple[Footprint, ...], bool] = {}
+
+    def _independent(self, r1: Footprint, w1: Footprint, r2: Footprint, w2: Footprint) -> bool:
+        k = (r1, w1, r2, w2)
+        got = self._indep.get(k)
+        if got is None:
+            got = self._indep[k] = independent(r1, w1, r2, w2) and commute(w1, w2, self.inv_reads)
+        return got
 
     def _tick(self, depth: int) -> bool:
         """Progress and limits, every so many expansions; True means stop."""
@@ -111,30 +120,34 @@ class Exhaustive:
         term = self.sys.terminal(node)
         if term is not None:
             kind, name, detail, pos = term
-            self.rec.found(kind, name, detail, path, pos, self.rec.weight(key))
+            self.rec.found(kind, name, detail, path, pos, key)
 
     def _new_state(self, node: Any, key: Hashable, path: list[Move]) -> None:
-        self.rec.add_state(self.sys, key)
+        self.rec.add_state(key)
         bad = self.sys.invariant(node)
         if bad is not None:
-            self.rec.found("invariant", bad[0], bad[1], path, (), self.rec.weight(key))
+            self.rec.found("invariant", bad[0], bad[1], path, (), key)
 
     def dfs(self) -> None:
         """Depth-first search; the stack is the current schedule."""
         sys, opts, rec = self.sys, self.opts, self.rec
         por, cache, bound = opts.por, opts.cache, opts.preemption_bound
+        if cache and not por and bound is None:
+            self._plain_dfs()
+            return
         classes = sys.classes
         max_steps = opts.max_steps
         root = sys.root()
         rkey = sys.key(root)
+        # cached state -> the sleep set it was explored with (por), or its fewest
+        # preemptions (bound; keyed by (state, last thread), so it cannot count states)
         visited: dict[Hashable, Any] = {}
-        seen: set[Hashable] = set()
+        counted = bound is not None or not cache
+        seen: set[Hashable] = {rkey}
         if cache:
             visited[rkey if bound is None else (rkey, -1)] = frozenset() if por else 0
-        else:
-            seen.add(rkey)
         self._new_state(root, rkey, [])
-        stack = [_Frame(root, rkey, None, {}, -1, 0, None)]
+        stack = [_Frame(root, rkey, {}, -1, 0, None)]
         path: list[Move] = []
         while stack and not rec.stop:
             fr = stack[-1]
@@ -166,12 +179,8 @@ class Exhaustive:
                 if path:
                     path.pop()
                 continue
-            tid, choice, lk, reads, writes, cnode, ckey, err = children[fr.idx]
+            tid, choice, tix, lk, reads, writes, cnode, ckey, err = children[fr.idx]
             fr.idx += 1
-            sig: Sig = (classes[tid], lk, choice)
-            if por and (sig in fr.sleep or (fr.only is not None and sig not in fr.only)):
-                continue
-            rec.result.transitions += 1
             pre = fr.pre
             if bound is not None and fr.last >= 0 and fr.last != tid and fr.last in fr.enabled:
                 pre += 1
@@ -179,22 +188,33 @@ class Exhaustive:
                     rec.limit(f"preemption bound {bound}")
                     rec.bounded = True
                     continue
-            path.append((tid, choice))
+            sig: Sig = (classes[tid], lk, tix)
+            asleep = por and (sig in fr.sleep or (fr.only is not None and sig not in fr.only))
             if err is not None:
-                rec.found("assertion", err.name, err.detail, path, (), 1)
-                self._leaf(True)
+                # a failing assertion belongs to the state it fails in, so it is
+                # recorded whatever the sleep set says (the count is per state)
+                path.append((tid, choice))
+                rec.found("assertion", err.name, err.detail, path, (), fr.key)
                 path.pop()
-                if por:
-                    fr.done.append((sig, reads, writes))
+                if not asleep:
+                    rec.result.transitions += 1
+                    self._leaf(True)
+                    if por:
+                        fr.done.append((sig, reads, writes))
                 continue
+            if asleep:
+                continue
+            rec.result.transitions += 1
+            path.append((tid, choice))
             csleep: Sleep = {}
             if por:
                 mine = (classes[tid], lk)
+                indep = self._independent
                 for s, (r, w) in fr.sleep.items():
-                    if s[:2] != mine and independent(r, w, reads, writes):
+                    if s[:2] != mine and indep(r, w, reads, writes):
                         csleep[s] = (r, w)
                 for s, r, w in fr.done:
-                    if s[:2] != mine and independent(r, w, reads, writes):
+                    if s[:2] != mine and indep(r, w, reads, writes):
                         csleep[s] = (r, w)
                 fr.done.append((sig, reads, writes))
             only: frozenset[Sig] | None = None
@@ -219,16 +239,80 @@ class Exhaustive:
                         continue
                 else:
                     visited[vkey] = frozenset(csleep) if por else pre
-                    self._new_state(cnode, ckey, path)
-            else:
-                if ckey not in seen:
-                    seen.add(ckey)
-                    rec.add_state(sys, ckey)
-                bad = sys.invariant(cnode)
-                if bad is not None:
-                    rec.found("invariant", bad[0], bad[1], path, (), 1)
+                    if not counted:
+                        self._new_state(cnode, ckey, path)
+            if counted and ckey not in seen:
+                seen.add(ckey)
+                self._new_state(cnode, ckey, path)
             rec.result.max_depth = max(rec.result.max_depth, len(path))
-            stack.append(_Frame(cnode, ckey, (tid, choice), csleep, tid, pre, only))
+            stack.append(_Frame(cnode, ckey, csleep, tid, pre, only))
+
+    def _open(self, node: Any, key: Hashable, path: list[Move]) -> Iterator[Child] | None:
+        """The children of a state about to be entered, or None when it is a leaf."""
+        children = self.sys.expand(node)
+        if not children:
+            self._leaf(True)
+            self._terminal(node, key, path)
+            return None
+        if self.opts.max_steps is not None and len(path) >= self.opts.max_steps:
+            self.rec.limit("max-steps")
+            self._leaf(False)
+            return None
+        return iter(children)
+
+    def _plain_dfs(self) -> None:
+        """:meth:`dfs` with the cache and no sleep sets or bound: the same search in the
+        same order with the same counts, without their bookkeeping (the common case)."""
+        sys, rec, res = self.sys, self.rec, self.rec.result
+        capped = self.opts.max_schedules is not None
+        root = sys.root()
+        rkey = sys.key(root)
+        visited = {rkey}
+        self._new_state(root, rkey, [])
+        path: list[Move] = []
+        if self._tick(0) or self._over_states():
+            return
+        first = self._open(root, rkey, path)
+        stack = [] if first is None else [(first, rkey)]
+        while stack and not rec.stop:
+            it, key = stack[-1]
+            for tid, choice, _tix, _lk, _r, _w, cnode, ckey, err in it:
+                res.transitions += 1
+                if err is not None:
+                    path.append((tid, choice))
+                    rec.found("assertion", err.name, err.detail, path, (), key)
+                    path.pop()
+                    self._leaf(True)
+                    if rec.stop:
+                        return
+                    continue
+                if ckey in visited:
+                    if capped:
+                        self._leaf(False)
+                        if rec.stop:
+                            return
+                    else:
+                        res.schedules += 1
+                    continue
+                visited.add(ckey)
+                path.append((tid, choice))
+                self._new_state(cnode, ckey, path)
+                if len(path) > res.max_depth:
+                    res.max_depth = len(path)
+                if rec.stop or self._tick(len(path)) or self._over_states():
+                    return
+                child = self._open(cnode, ckey, path)
+                if child is None:
+                    path.pop()
+                    if rec.stop:
+                        return
+                    continue
+                stack.append((child, ckey))
+                break
+            else:
+                stack.pop()
+                if path:
+                    path.pop()
 
     def bfs(self) -> None:
         """Breadth-first search: the first counterexample is a shortest one."""
@@ -237,6 +321,7 @@ class Exhaustive:
         root = sys.root()
         rkey = sys.key(root)
         visited: dict[Hashable, int] = {rkey if bound is None else (rkey, -1): 0}
+        counted = bound is not None or not cache
         seen: set[Hashable] = {rkey}
         self._new_state(root, rkey, [])
         # entries: node, preemptions, last thread, path as a linked list (parent, move)
@@ -267,8 +352,7 @@ class Exhaustive:
                 self._leaf(False)
                 continue
             enabled = {c[0] for c in children}
-            for tid, choice, _lk, _r, _w, cnode, ckey, err in children:
-                rec.result.transitions += 1
+            for tid, choice, _tix, _lk, _r, _w, cnode, ckey, err in children:
                 pre = pre0
                 if bound is not None and last >= 0 and last != tid and last in enabled:
                     pre += 1
@@ -276,9 +360,10 @@ class Exhaustive:
                         rec.limit(f"preemption bound {bound}")
                         rec.bounded = True
                         continue
+                rec.result.transitions += 1
                 clink: Link = (link, (tid, choice))
                 if err is not None:
-                    rec.found("assertion", err.name, err.detail, unlink(clink), (), 1)
+                    rec.found("assertion", err.name, err.detail, unlink(clink), (), key)
                     self._leaf(True)
                     if rec.stop:
                         return
@@ -290,18 +375,11 @@ class Exhaustive:
                         self._leaf(False)
                         continue
                     visited[vkey] = pre
-                    if old is None:
+                    if old is None and not counted:
                         self._new_state(cnode, ckey, unlink(clink))
-                elif ckey not in seen:
+                if counted and ckey not in seen:
                     seen.add(ckey)
-                    rec.add_state(sys, ckey)
-                    bad = sys.invariant(cnode)
-                    if bad is not None:
-                        rec.found("invariant", bad[0], bad[1], unlink(clink), (), 1)
-                else:
-                    bad = sys.invariant(cnode)
-                    if bad is not None:
-                        rec.found("invariant", bad[0], bad[1], unlink(clink), (), 1)
+                    self._new_state(cnode, ckey, unlink(clink))
                 if rec.stop:
                     return
                 rec.result.max_depth = max(rec.result.max_depth, depth + 1)

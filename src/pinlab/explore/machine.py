@@ -10,14 +10,16 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
+from pinlab.explore.canon import order_key
 from pinlab.explore.program import Machine, MachineProgram, Transition
 from pinlab.explore.schedule import Move
 from pinlab.explore.system import Child, Terminal, crash, thread_classes
 from pinlab.interleave import Footprint, Violation
 
 State = tuple[Any, ...]
-# one successor of a thread: (choice, new_shared, new_local, reads, writes, error, transition)
-Succ = tuple[int, Any, Any, Footprint, Footprint, Violation | None, Transition]
+# one successor of a thread:
+# (choice, fixed index, new_shared, new_local, reads, writes, error, transition)
+Succ = tuple[int, int, Any, Any, Footprint, Footprint, Violation | None, Transition]
 
 
 class MachineSystem:
@@ -46,10 +48,21 @@ class MachineSystem:
                 for i in range(a, b):
                     self._group[i] = (a + 1, b + 1)
         self._invariants = program.invariants
+        # a total order on local states for canonicalisation (Python's < is partial on
+        # frozensets), memoised: every local state is a root's or a successor's
+        self._order: dict[Any, str] = {}
+
+    def _ordered(self, local: Any) -> Any:
+        if local not in self._order:
+            self._order[local] = order_key(local)
+        return local
 
     def root(self) -> State:
         """The initial state."""
-        start = (self.program.shared, *((m.start, m.locals) for m in self.program.threads))
+        start = (
+            self.program.shared,
+            *(self._ordered((m.start, m.locals)) for m in self.program.threads),
+        )
         return self._canon(start)
 
     def key(self, node: State) -> Hashable:
@@ -59,13 +72,15 @@ class MachineSystem:
     def _canon(self, state: State) -> State:
         if not self.symmetry:
             return state
+        rank = self._order.__getitem__
         for a, b in self.program.symmetric:
-            state = state[: a + 1] + tuple(sorted(state[a + 1 : b + 1])) + state[b + 1 :]
+            group = sorted(state[a + 1 : b + 1], key=rank)
+            state = (*state[: a + 1], *group, *state[b + 1 :])
         return state
 
     def _succ(self, i: int, shared: Any, local: Any) -> tuple[Succ, ...]:
         out: list[Succ] = []
-        for t in self._by_pc[i].get(local[0], ()):
+        for tix, t in enumerate(self._by_pc[i].get(local[0], ())):
             try:
                 if t.guard is not None and not t.guard(shared, local[1]):
                     continue
@@ -73,11 +88,12 @@ class MachineSystem:
                     ns, nl = shared, local[1]
                 else:
                     ns, nl = t.act(shared, local[1])
-                out.append((len(out), ns, (t.dst, nl), t.reads, t.writes, None, t))
+                new = self._ordered((t.dst, nl))
+                out.append((len(out), tix, ns, new, t.reads, t.writes, None, t))
             except Violation as v:
-                out.append((len(out), None, None, t.reads, t.writes, v, t))
+                out.append((len(out), tix, None, None, t.reads, t.writes, v, t))
             except Exception as exc:  # a crash in the model is a finding, not a tool error
-                out.append((len(out), None, None, t.reads, t.writes, crash(exc), t))
+                out.append((len(out), tix, None, None, t.reads, t.writes, crash(exc), t))
         return tuple(out)
 
     def _moves(self, state: State, i: int) -> tuple[Succ, ...]:
@@ -87,6 +103,10 @@ class MachineSystem:
             moves = self._memo[k] = self._succ(i, state[0], state[i + 1])
         return moves
 
+    def invariant_reads(self) -> tuple[Footprint, ...]:
+        """What each invariant reads (``None``: everything)."""
+        return tuple(inv.reads for inv in self._invariants)
+
     def expand(self, node: State) -> list[Child]:
         """Every enabled (thread, choice) with its successor state."""
         out: list[Child] = []
@@ -94,9 +114,11 @@ class MachineSystem:
         shared = node[0]
         code = self._code
         group = self._group
+        rank = self._order.__getitem__
         for i in range(self.n):
             j = i + 1
             local = node[j]
+            # _moves inlined: this loop is the search's hot path
             k = (code[i], shared, local)
             moves = memo.get(k)
             if moves is None:
@@ -106,15 +128,15 @@ class MachineSystem:
             head = node[1:j]
             tail = node[j + 1 :]
             g = group[i]
-            for choice, ns, nl, reads, writes, err, _t in moves:
+            for choice, tix, ns, nl, reads, writes, err, _t in moves:
                 if err is not None:
-                    out.append((i, choice, local, reads, writes, None, None, err))
+                    out.append((i, choice, tix, local, reads, writes, None, None, err))
                     continue
                 child = (ns, *head, nl, *tail)
                 if g is not None:
                     a, b = g
-                    child = (*child[:a], *sorted(child[a:b]), *child[b:])
-                out.append((i, choice, local, reads, writes, child, child, None))
+                    child = (*child[:a], *sorted(child[a:b], key=rank), *child[b:])
+                out.append((i, choice, tix, local, reads, writes, child, child, None))
         return out
 
     def invariant(self, node: State) -> tuple[str, str] | None:
@@ -182,14 +204,14 @@ class MachineSystem:
     def step(self, node: State, move: Move) -> tuple[State, Violation | None]:
         """Run one move (assumed to fit; see :func:`status`)."""
         tid, choice = move
-        _c, ns, nl, _r, _w, err, _t = self._moves(node, tid)[choice]
+        _c, _tix, ns, nl, _r, _w, err, _t = self._moves(node, tid)[choice]
         if err is not None:
             return node, err
         return self._canon((ns, *node[1 : tid + 1], nl, *node[tid + 2 :])), None
 
     def where(self, node: State, move: Move) -> str:
         """The transition a move takes, with its source line."""
-        t = self._moves(node, move[0])[move[1]][6]
+        t = self._moves(node, move[0])[move[1]][7]
         src = f"{self.program.source}:" if self.program.source else "line "
         return f"{t.src} -> {t.dst}  {src}{t.line}  {t.label}"
 

@@ -1,9 +1,7 @@
-"""What the explorer explores: threads, the shared start state, properties, and a fingerprint."""
+"""What the explorer explores: threads, the shared start state, and properties."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,45 +125,6 @@ def program_id(program: Program) -> str:
     return program.name + "".join(f"-{k}{v}" for k, v in program.params)
 
 
-def _code_identity(fn: object) -> str:
-    """A process-independent identity for a function: module, qualname and bytecode."""
-    code = getattr(fn, "__code__", None)
-    digest = hashlib.sha256(code.co_code).hexdigest()[:16] if code is not None else ""
-    module = getattr(fn, "__module__", "?")
-    return f"{module}.{getattr(fn, '__qualname__', type(fn).__qualname__)}#{digest}"
-
-
-def fingerprint(program: Program) -> str:
-    """Eight hex digits identifying the program's structure and parameters.
-
-    Built from a canonical JSON encoding and SHA-256, never from ``hash()``, so that it
-    is the same in every process whatever PYTHONHASHSEED is.
-    """
-    desc: dict[str, object] = {
-        "name": program.name,
-        "params": [[k, str(v)] for k, v in program.params],
-        "invariants": [inv.name for inv in program.invariants],
-        "finals": [f.name for f in program.finals],
-        "symmetric": [list(g) for g in program.symmetric],
-    }
-    if isinstance(program, MachineProgram):
-        desc["shared"] = repr(program.shared)
-        desc["threads"] = [
-            [
-                m.name,
-                m.start,
-                repr(m.locals),
-                sorted(m.ends),
-                [[t.src, t.dst, t.label, t.line] for t in m.transitions],
-            ]
-            for m in program.threads
-        ]
-    else:
-        desc["threads"] = [[t.name, _code_identity(t.body)] for t in program.threads]
-    blob = json.dumps(desc, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:8]
-
-
 def validate(program: Program) -> None:
     """Reject malformed programs early with a clear message."""
     n = len(program.threads)
@@ -182,6 +141,14 @@ def validate(program: Program) -> None:
             first = program.threads[a]
             if any(program.threads[i] is not first for i in range(a, b)):
                 raise ValueError(f"threads in symmetric range [{a}, {b}) are not one machine")
+        else:
+            t0 = program.threads[a]
+            for t in program.threads[a + 1 : b]:
+                if (t.body, t.reads, t.writes) != (t0.body, t0.reads, t0.writes):
+                    raise ValueError(
+                        f"threads in symmetric range [{a}, {b}) do not run one body "
+                        f"({t0.name!r} and {t.name!r} differ)"
+                    )
     if isinstance(program, MachineProgram):
         for m in program.threads:
             pcs = {t.src for t in m.transitions} | {t.dst for t in m.transitions} | {m.start}

@@ -19,6 +19,7 @@ class Recorder:
         self.stop = False
         self.bounded = False
         self._seen: set[tuple[str, str]] = set()
+        self._bad: set[Hashable] = set()
         self._symmetric = program.symmetric if system.symmetry else ()
         if self._symmetric:
             result.orbits = 0
@@ -29,13 +30,7 @@ class Recorder:
         if what not in self.result.limits_hit:
             self.result.limits_hit.append(what)
 
-    def weight(self, key: Hashable) -> int:
-        """How many concrete states a (canonical) state stands for."""
-        if not self._symmetric:
-            return 1
-        return orbit_size(key, self._symmetric)  # type: ignore[arg-type]
-
-    def add_state(self, system: System, key: Hashable) -> None:
+    def add_state(self, key: Hashable) -> None:
         """Count a newly reached distinct state (and its orbit, under symmetry)."""
         if self._symmetric:
             self.result.states += orbit_size(key, self._symmetric)  # type: ignore[arg-type]
@@ -50,12 +45,21 @@ class Recorder:
         detail: str,
         path: list[Move],
         positions: tuple[str, ...],
-        weight: int,
+        key: Hashable,
     ) -> None:
-        """Record a violation; the first of each property keeps its schedule."""
-        self.result.violating_states += weight
-        if self._symmetric:
-            self.result.violating_orbits = (self.result.violating_orbits or 0) + 1
+        """Record a violation in state ``key``; the first of each property keeps its schedule.
+
+        A state counts once however many properties fail in it (an assertion fails in
+        the state its step starts from), weighted by its orbit size under symmetry, so
+        that the count is the same with and without reduction.
+        """
+        if key not in self._bad:
+            self._bad.add(key)
+            if self._symmetric:
+                self.result.violating_states += orbit_size(key, self._symmetric)  # type: ignore[arg-type]
+                self.result.violating_orbits = (self.result.violating_orbits or 0) + 1
+            else:
+                self.result.violating_states += 1
         if (kind, name) not in self._seen:
             self._seen.add((kind, name))
             moves = self.system.concretise(list(path))

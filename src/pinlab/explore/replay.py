@@ -12,11 +12,11 @@ from pinlab.explore.system import System
 from pinlab.explore.world import WorldSystem
 
 
-def make_system(program: Program, symmetry: bool = False) -> System:
-    """The backend for a program."""
+def make_system(program: Program, symmetry: bool = False, cache: bool = True) -> System:
+    """The backend for a program; without the cache, state keys only count states."""
     if isinstance(program, MachineProgram):
         return MachineSystem(program, symmetry)
-    return WorldSystem(program, symmetry)
+    return WorldSystem(program, symmetry, strict=cache)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +64,7 @@ class Replay:
 
 def run_moves(program: Program, moves: list[Move], trace: bool = True) -> Replay:
     """Run ``moves`` on the unreduced program; ScheduleError names the step that does not fit."""
-    system = make_system(program)
+    system = make_system(program, cache=False)
     out = Replay(encode(program, moves))
     node: Any = system.root()
     for i, (tid, choice) in enumerate(moves):

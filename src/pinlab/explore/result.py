@@ -18,6 +18,8 @@ class Counterexample:
     schedule: str
     steps: int
     positions: tuple[str, ...] = ()
+    # "optimal", "off", or why the schedule is kept as found (budget, interrupt, state cache)
+    shrink: str = "off"
 
 
 @dataclass(slots=True)

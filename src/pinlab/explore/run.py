@@ -6,6 +6,7 @@ import gc
 import time
 from dataclasses import asdict
 
+from pinlab.explore.canon import Unfreezable
 from pinlab.explore.exhaustive import Exhaustive
 from pinlab.explore.options import Options, Progress
 from pinlab.explore.program import Program, program_id, validate
@@ -20,11 +21,12 @@ from pinlab.explore.walk import Walk
 def explore(
     program: Program, opts: Options | None = None, progress: Progress | None = None
 ) -> Result:
-    """Explore ``program``; Ctrl-C returns what was found so far, marked interrupted."""
+    """Explore ``program``; Ctrl-C (in the search or in shrinking) returns what was found."""
     opts = opts or Options()
     opts.validate()
     validate(program)
-    system = make_system(program, opts.symmetry)
+    exhaustive = opts.strategy in ("dfs", "bfs")
+    system = make_system(program, opts.symmetry, cache=opts.cache and exhaustive)
     result = Result(
         program_id(program), opts.strategy, asdict(opts), preemption_bound=opts.preemption_bound
     )
@@ -35,7 +37,7 @@ def explore(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        if opts.strategy in ("dfs", "bfs"):
+        if exhaustive:
             search = Exhaustive(system, opts, rec, progress)
             search.dfs() if opts.strategy == "dfs" else search.bfs()
         else:
@@ -46,7 +48,6 @@ def explore(
     finally:
         if gc_was_enabled:
             gc.enable()
-    exhaustive = opts.strategy in ("dfs", "bfs")
     result.complete = (
         exhaustive
         and not rec.stop
@@ -56,10 +57,26 @@ def explore(
     if result.complete and not rec.bounded:
         result.preemption_bound = None
     if opts.shrink and not result.interrupted:
-        for cx in result.counterexamples:
-            _pid, _fp, moves = decode(cx.schedule)
-            best = shrink(program, cx.kind, cx.name, moves)
-            if best != moves:
-                cx.schedule, cx.steps = encode(program, best), len(best)
+        _shrink_all(program, result)
     result.elapsed = time.monotonic() - started
     return result
+
+
+def _shrink_all(program: Program, result: Result) -> None:
+    """Shrink every counterexample; Ctrl-C keeps the rest as found and marks the result."""
+    try:
+        for cx in result.counterexamples:
+            _pid, _fp, moves = decode(cx.schedule)
+            try:
+                best, optimal = shrink(program, cx.kind, cx.name, moves)
+            except Unfreezable as err:
+                cx.shrink = f"kept as found: {err}"
+                continue
+            cx.shrink = "optimal" if optimal else "kept as found: shrink budget exhausted"
+            if best != moves:
+                cx.schedule, cx.steps = encode(program, best), len(best)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        for cx in result.counterexamples:
+            if cx.shrink == "off":
+                cx.shrink = "kept as found: interrupted"

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 
-from pinlab.explore.program import Program, fingerprint, program_id
+from pinlab.explore.fingerprint import fingerprint
+from pinlab.explore.program import Program, program_id
 
 Move = tuple[int, int]
 
@@ -64,7 +65,13 @@ def decode(text: str) -> tuple[str, str, list[Move]]:
                 f"position {len(moves)}: cannot parse {body[pos : pos + 8]!r} "
                 f"(character {pos} of the steps)"
             )
-        moves.append((_number(m, 1, 2), _number(m, 3, 4)))
+        tid, choice = _number(m, 1, 2), _number(m, 3, 4)
+        if body[pos : m.end()] != encode_moves([(tid, choice)]):
+            raise ScheduleError(
+                f"position {len(moves)}: {body[pos : m.end()]!r} is not canonical "
+                f"(write {encode_moves([(tid, choice)])!r})"
+            )
+        moves.append((tid, choice))
         pos = m.end()
     return pid, fp, moves
 

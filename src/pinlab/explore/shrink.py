@@ -6,7 +6,8 @@ the length of the schedule being shrunk.  Two schedules reaching the same state 
 the same last thread and the same length extend alike, so within a layer only the best
 (switches, moves) per (state, last thread) is kept, and a pair reached in an earlier
 layer is never better later: the first layer holding a violation of the property holds
-the optimum.  If the budget runs out first, the input is returned unchanged.
+the optimum.  If the budget runs out first, the input is returned unchanged and the
+result says so.
 """
 
 from __future__ import annotations
@@ -33,8 +34,11 @@ def _rank(moves: tuple[Move, ...]) -> tuple[int, int, tuple[Move, ...]]:  # for 
 
 def shrink(
     program: Program, kind: str, name: str, moves: list[Move], budget: int = DEFAULT_BUDGET
-) -> list[Move]:
-    """The best schedule violating property (kind, name), no longer than ``moves``."""
+) -> tuple[list[Move], bool]:
+    """The best schedule violating property (kind, name), no longer than ``moves``.
+
+    The flag is False when the budget ran out and ``moves`` comes back as it was.
+    """
     system = make_system(program)
     root = system.root()
     Entry = tuple[int, tuple[Move, ...], Any]
@@ -47,7 +51,7 @@ def shrink(
         for (_key, last), (sw, path, node) in layer.items():
             spent += 1
             if spent > budget:
-                return list(moves)
+                return list(moves), False
             if kind == "invariant":
                 bad = system.invariant(node)
                 if bad is not None and bad[0] == name:
@@ -60,7 +64,7 @@ def shrink(
                 continue
             if depth == len(moves):
                 continue
-            for tid, choice, _lk, _r, _w, cnode, ckey, err in children:
+            for tid, choice, _tix, _lk, _r, _w, cnode, ckey, err in children:
                 cpath = (*path, (tid, choice))
                 if err is not None:
                     if kind == "assertion" and err.name == name:
@@ -75,7 +79,7 @@ def shrink(
                     nxt[pair] = (csw, cpath, cnode)
         if depth in hits:
             best: tuple[Move, ...] = min(hits[depth], key=_rank)
-            return list(best)
+            return list(best), True
         seen.update(nxt)
         layer = nxt
-    return list(moves)
+    return list(moves), True

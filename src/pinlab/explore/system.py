@@ -3,7 +3,10 @@
 A *node* is what the search keeps to come back to a state (a state tuple, or a schedule
 prefix for generator threads); a *key* is the hashable state used by the visited-state
 cache, canonical under symmetry.  A child of a node is the tuple
-``(tid, choice, local_key, reads, writes, child_node, child_key, error)``.
+``(tid, choice, tix, local_key, reads, writes, child_node, child_key, error)``: ``choice``
+is the index among the thread's *enabled* steps (what a schedule records), ``tix`` the
+fixed index of the step among all of the thread's steps at its position (what names a
+transition in a sleep set: enabled indices shift when a guard changes).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any, Protocol
 from pinlab.explore.schedule import Move
 from pinlab.interleave import Footprint, Violation
 
-Child = tuple[int, int, Hashable, Footprint, Footprint, Any, Hashable, Violation | None]
+Child = tuple[int, int, int, Hashable, Footprint, Footprint, Any, Hashable, Violation | None]
 Terminal = tuple[str, str, str, tuple[str, ...]]
 
 
@@ -31,6 +34,7 @@ class System(Protocol):
     def key(self, node: Any) -> Hashable: ...
     def expand(self, node: Any) -> list[Child]: ...
     def invariant(self, node: Any) -> tuple[str, str] | None: ...
+    def invariant_reads(self) -> tuple[Footprint, ...]: ...
     def terminal(self, node: Any) -> Terminal | None: ...
     def positions(self, node: Any) -> tuple[str, ...]: ...
     def concretise(self, moves: list[Move]) -> list[Move]: ...

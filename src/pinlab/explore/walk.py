@@ -38,10 +38,10 @@ class Walk:
         key = self.sys.key(node)
         if key not in self.seen:
             self.seen.add(key)
-            self.rec.add_state(self.sys, key)
+            self.rec.add_state(key)
         bad = self.sys.invariant(node)
         if bad is not None:
-            self.rec.found("invariant", bad[0], bad[1], path, (), 1)
+            self.rec.found("invariant", bad[0], bad[1], path, (), key)
             return True
         return False
 
@@ -84,7 +84,7 @@ class Walk:
                 self.rec.result.complete_schedules += 1
                 term = sys.terminal(node)
                 if term is not None:
-                    self.rec.found(term[0], term[1], term[2], path, term[3], 1)
+                    self.rec.found(term[0], term[1], term[2], path, term[3], sys.key(node))
                 break
             if pct:
                 tid, count = max(enabled, key=lambda tc: prio[tc[0]])
@@ -95,9 +95,10 @@ class Walk:
                 move = rng.choice([(t, c) for t, count in enabled for c in range(count)])
             path.append(move)
             self.rec.result.transitions += 1
+            before = node
             node, err = sys.step(node, move)
             if err is not None:
-                self.rec.found("assertion", err.name, err.detail, path, (), 1)
+                self.rec.found("assertion", err.name, err.detail, path, (), sys.key(before))
                 break
             if self._state(node, path):
                 break

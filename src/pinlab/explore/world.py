@@ -5,12 +5,11 @@ state is restored by replaying that prefix on a fresh world.  The most recently
 materialised run is kept, so going one step deeper costs one step and only backtracking
 replays.  A thread's position comes from introspection: for each frame of the generator
 and of the generators it delegates to (``gi_yieldfrom``), the function's qualified name,
-the line it is suspended at and its plain-data locals, plus the label it yielded.
-
-Conservatism: locals that are not plain data (ints, strings, tuples and frozensets of
-them...) are left out of the state, on the assumption that they refer into the world and
-``world_key`` covers them.  A thread that keeps private mutable state in a local (a list
-it appends to) must expose it through the world, or be explored without the state cache.
+the line it is suspended at and every local frozen by value (:func:`canon.freeze`: lists,
+dicts, sets, NumPy arrays and dataclasses are copied), plus the label it yielded.  A
+local referring to the world itself is covered by ``world_key``; a local the freezer
+cannot capture (an arbitrary object) stops the search with an error naming it, rather
+than being left out of the state, which could merge states that differ.
 """
 
 from __future__ import annotations
@@ -19,13 +18,13 @@ from collections.abc import Generator, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pinlab.explore.canon import Unfreezable, frame_locals, order_key
 from pinlab.explore.program import WorldProgram
 from pinlab.explore.schedule import Move
 from pinlab.explore.system import Child, Terminal, crash, thread_classes
-from pinlab.interleave import Await, Point, Violation, Yield
+from pinlab.interleave import Await, Footprint, Point, Violation, Yield
 
 Path = tuple[Move, ...]
-_PLAIN = (int, str, bytes, float, bool, type(None))
 
 
 class _Start:
@@ -39,23 +38,6 @@ class _Done:
 START, DONE = _Start(), _Done()
 
 
-def _stable(v: object) -> str:
-    """A repr that does not depend on set iteration order, to sort thread keys by."""
-    if isinstance(v, frozenset):
-        return "{" + ",".join(sorted(_stable(x) for x in v)) + "}"
-    if isinstance(v, tuple):
-        return "(" + ",".join(_stable(x) for x in v) + ")"
-    return repr(v)
-
-
-def _plain(v: object) -> bool:
-    if isinstance(v, _PLAIN):
-        return True
-    if isinstance(v, tuple | frozenset):
-        return all(_plain(x) for x in v)
-    return False
-
-
 @dataclass(slots=True)
 class _Run:
     world: Any
@@ -67,8 +49,9 @@ class _Run:
 class WorldSystem:
     """Explores a :class:`WorldProgram`; nodes are schedule prefixes."""
 
-    def __init__(self, program: WorldProgram, symmetry: bool = False) -> None:
+    def __init__(self, program: WorldProgram, symmetry: bool = False, strict: bool = True) -> None:
         self.program = program
+        self.strict = strict
         self.n = len(program.threads)
         self.names = tuple(t.name for t in program.threads)
         self.symmetry = symmetry and bool(program.symmetric)
@@ -124,7 +107,14 @@ class WorldSystem:
         gen: Any = run.gens[tid]
         while gen is not None and getattr(gen, "gi_frame", None) is not None:
             f = gen.gi_frame
-            live = tuple(sorted((k, v) for k, v in f.f_locals.items() if _plain(v)))
+            try:
+                live = frame_locals(f.f_locals, run.world, self.strict)
+            except Unfreezable as err:
+                raise Unfreezable(
+                    f"the state cache cannot capture thread {self.names[tid]} in "
+                    f"{f.f_code.co_qualname}:{f.f_lineno}: {err}; keep it in the world "
+                    "(covered by world_key) or explore with cache=False"
+                ) from None
             frames.append((f.f_code.co_qualname, f.f_lineno, live))
             gen = gen.gi_yieldfrom
         label = p if isinstance(p, str) else p.label  # type: ignore[union-attr]
@@ -134,7 +124,7 @@ class WorldSystem:
         parts = [self._thread_key(run, i) for i in range(self.n)]
         if self.symmetry:
             for a, b in self.program.symmetric:
-                parts[a:b] = sorted(parts[a:b], key=_stable)
+                parts[a:b] = sorted(parts[a:b], key=order_key)
         return (self.program.world_key(run.world), *parts)
 
     def _check(self, run: _Run) -> tuple[str, str] | None:
@@ -142,6 +132,10 @@ class WorldSystem:
             if not inv.check(run.world):
                 return inv.name, self._render(run)
         return None
+
+    def invariant_reads(self) -> tuple[Footprint, ...]:
+        """What each invariant reads (``None``: everything)."""
+        return tuple(inv.reads for inv in self.program.invariants)
 
     def _render(self, run: _Run) -> str:
         if self.program.render is not None:
@@ -181,11 +175,11 @@ class WorldSystem:
             lk, (reads, writes) = info[idx]
             if err is not None:
                 self._run = None
-                out.append((tid, 0, lk, reads, writes, None, None, err))
+                out.append((tid, 0, 0, lk, reads, writes, None, None, err))
                 continue
             ck = self._state_key(run)
             self._inv[child] = self._check(run)
-            out.append((tid, 0, lk, reads, writes, child, ck, None))
+            out.append((tid, 0, 0, lk, reads, writes, child, ck, None))
         out.reverse()
         return out
 
@@ -262,7 +256,23 @@ class WorldSystem:
         return f"{f.f_code.co_qualname}:{f.f_lineno} after {label!r}"
 
     def changes(self, node: Path, child: Path) -> str:
-        """The rendered world after the step, when it differs from before."""
-        before = self._render(self._materialise(node))
-        after = self._render(self._materialise(child))
-        return "" if before == after else after
+        """What the step changed: the parts of the world key (or rendered lines) that differ."""
+        run = self._materialise(node)
+        key0, text0 = self.program.world_key(run.world), self._render(run)
+        run = self._materialise(child)
+        key1, text1 = self.program.world_key(run.world), self._render(run)
+        return diff(key0, key1, text0, text1)
+
+
+def diff(key0: object, key1: object, text0: str, text1: str) -> str:
+    """The changed fields of two world keys, or failing that the changed rendered lines."""
+    if key0 == key1:
+        return ""
+    if isinstance(key0, tuple) and isinstance(key1, tuple) and len(key0) == len(key1):
+        names = getattr(key0, "_fields", None) or [f"[{i}]" for i in range(len(key0))]
+        return ", ".join(
+            f"{n}: {a!r}->{b!r}" for n, a, b in zip(names, key0, key1, strict=True) if a != b
+        )
+    lines0 = text0.splitlines()
+    changed = [line for line in text1.splitlines() if line not in lines0]
+    return "; ".join(changed) if changed else text1

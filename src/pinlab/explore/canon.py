@@ -1,0 +1,134 @@
+"""Values by content: freezing locals into state keys, and a total order to sort them by.
+
+Both must not depend on ``PYTHONHASHSEED`` or on object identity, so sets are sorted
+by :func:`order_key` and mutable containers are copied into tagged tuples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import sys
+import types
+from collections.abc import Hashable, Iterable
+from typing import Any
+
+_SCALARS = (int, str, bytes, float, bool, type(None))
+_SCALAR_TYPES = frozenset(_SCALARS)
+
+
+class Kind(enum.Enum):
+    """Tags of frozen containers: unlike strings, no user tuple can hold one by accident."""
+
+    LIST = "list"
+    SET = "set"
+    DICT = "dict"
+    NDARRAY = "ndarray"
+    DATACLASS = "dataclass"
+    NAMEDTUPLE = "namedtuple"
+    ENUM = "enum"
+    CODE = "code"
+    WORLD = "world"
+    OPAQUE = "opaque"
+
+
+class Unfreezable(TypeError):
+    """A value the state cache cannot capture by content."""
+
+
+def order_key(v: object) -> str:
+    """A total order on frozen values (Python's ``<`` is partial on sets, and mixes types badly)."""
+    if isinstance(v, frozenset):
+        return "{" + ",".join(sorted(order_key(x) for x in v)) + "}"
+    if isinstance(v, tuple):
+        return "(" + ",".join(order_key(x) for x in v) + ")"
+    return f"{type(v).__name__}:{v!r}"
+
+
+def freeze(v: object, skip: object = None) -> Hashable:
+    """``v`` as a hashable value equal exactly when the contents are equal.
+
+    Lists, dicts, sets, NumPy arrays and plain dataclasses are copied by value (tagged
+    with their type); functions and classes stand for their qualified name, being code,
+    not state; ``skip`` (the world, covered by ``world_key``) becomes a marker.  Anything
+    else raises :class:`Unfreezable` naming where it was found.
+    """
+    if type(v) in _SCALAR_TYPES:
+        return v
+    return _freeze(v, skip, frozenset())
+
+
+def _freeze(v: object, skip: object, active: frozenset[int]) -> Hashable:
+    t = type(v)
+    if t in _SCALAR_TYPES or isinstance(v, _SCALARS):
+        return v
+    if v is skip and skip is not None:
+        return (Kind.WORLD,)
+    if t is tuple and all(type(x) in _SCALAR_TYPES for x in v):  # type: ignore[attr-defined]
+        return v
+    if id(v) in active:
+        raise Unfreezable(" is cyclic")
+    active = active | {id(v)}
+    if isinstance(v, enum.Enum):
+        return (Kind.ENUM, t.__qualname__, v.name)
+    if isinstance(v, tuple):
+        items = _each(enumerate(v), skip, active)
+        return items if t is tuple else (Kind.NAMEDTUPLE, t.__qualname__, items)
+    if isinstance(v, list):
+        return (Kind.LIST, _each(enumerate(v), skip, active))
+    if isinstance(v, frozenset | set):
+        members = sorted(_each(((None, x) for x in v), skip, active), key=order_key)
+        return (Kind.SET, tuple(members))
+    if isinstance(v, dict):
+        keys = _each(((None, k) for k in v), skip, active)
+        values = _each(v.items(), skip, active)
+        return (Kind.DICT, tuple(sorted(zip(keys, values, strict=True), key=order_key)))
+    np = sys.modules.get("numpy")  # no array can exist unless NumPy was imported
+    if np is not None and isinstance(v, np.ndarray):
+        return (Kind.NDARRAY, v.dtype.str, v.shape, v.tobytes())
+    if np is not None and isinstance(v, np.generic):
+        return freeze(v.item())
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        pairs = ((f".{f.name}", getattr(v, f.name)) for f in dataclasses.fields(v))
+        return (Kind.DATACLASS, t.__qualname__, _each(pairs, skip, active))
+    if isinstance(v, types.FunctionType | types.BuiltinFunctionType | types.MethodType | type):
+        return (Kind.CODE, getattr(v, "__module__", "?"), getattr(v, "__qualname__", "?"))
+    raise Unfreezable(f" holds a {t.__qualname__}, which has no value form")
+
+
+def _each(
+    items: Iterable[tuple[object, object]], skip: object, active: frozenset[int]
+) -> tuple[Hashable, ...]:
+    """Freeze the values of (where, value) pairs; an error gains ``where`` on its way out."""
+    out = []
+    for where, x in items:
+        try:
+            out.append(x if type(x) in _SCALAR_TYPES else _freeze(x, skip, active))
+        except Unfreezable as err:
+            step = where if isinstance(where, str) else "" if where is None else f"[{where!r}]"
+            raise Unfreezable(f"{step}{err}") from None
+    return tuple(out)
+
+
+def frame_locals(
+    f_locals: dict[str, Any], skip: object, strict: bool = True
+) -> tuple[Hashable, ...]:
+    """A frame's locals frozen and sorted by name; an error names the local.
+
+    Not ``strict`` (no state cache: keys only count distinct states), a local that
+    cannot be frozen stands for its type.
+    """
+    out: list[Hashable] = []
+    for name in sorted(f_locals):
+        v = f_locals[name]
+        if type(v) in _SCALAR_TYPES:
+            out.append((name, v))
+            continue
+        try:
+            out.append((name, _freeze(v, skip, frozenset())))
+        except Unfreezable as err:
+            if not strict:
+                out.append((name, (Kind.OPAQUE, type(v).__qualname__)))
+                continue
+            raise Unfreezable(f"{name}{err}") from None
+    return tuple(out)
