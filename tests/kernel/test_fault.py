@@ -7,11 +7,12 @@ one (v6.1 mm/swap.c folio_add_lru; large folios flush at once).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass
 
 import pytest
 
+from pinlab.interleave import Yield
 from pinlab.interleave import run_to_completion as run
 from pinlab.kernel import process as P
 from pinlab.kernel.fs import File
@@ -345,3 +346,32 @@ def test_fault_around_maps_cached_neighbours() -> None:
     for i, present in enumerate(mapped):
         pfn = k.mappings[f.mapping].i_pages[i]
         assert int(k.mem.refcount[pfn]) == 2 + present
+
+
+def test_thp_split_and_pte_fault_footprints_share_the_pmd_key() -> None:
+    """v6.1 mm/huge_memory.c __split_huge_pmd rewrites all 512 PTEs of the slot: the split
+    must conflict with a PTE-level fault at haddr + 4 KiB (explorer independence)."""
+    from pinlab.interleave import Point
+    from pinlab.kernel.mm.huge_memory import split_huge_pmd
+    from pinlab.kernel.mm.memory import handle_pte_fault
+    from pinlab.kernel.mm.pgtable import pmd_key
+    from pinlab.kernel.mm.types import find_vma
+
+    def footprints(gen: Generator[Yield, None, object]) -> set[Hashable]:
+        keys: set[Hashable] = set()
+        for y in gen:
+            if isinstance(y, Point):
+                keys |= set(y.reads or ()) | set(y.writes or ())
+        return keys
+
+    k = boot("6.1")
+    t = P.new_task(k)
+    addr = run(P.sys_mmap(k, t, None, 2 * PMD_SIZE, RW, MAP_PRIVATE | MAP_ANONYMOUS))
+    haddr = (addr + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
+    run(user_access(k, t, haddr, True, 1))
+    mm = k.mms[t.mm]
+    vma = find_vma(mm, haddr)
+    assert vma is not None and get_pmd(mm.pgtable, haddr)
+    split = footprints(split_huge_pmd(k, mm, vma, haddr))
+    fault = footprints(handle_pte_fault(k, mm, vma, haddr + PAGE_SIZE, 0, 0))
+    assert pmd_key(mm.id, haddr) in split & fault

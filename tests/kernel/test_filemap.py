@@ -82,3 +82,46 @@ def test_truncate_unmaps_even_cow_copies_and_frees_cache() -> None:
     assert k.mappings[f.mapping].i_pages == {}
     assert int(k.mem.refcount[cached]) == 0
     assert int(k.mem.refcount[cow]) == 0
+
+
+def test_ext4_shared_write_accounts_nr_dirty_and_truncate_cancels_it() -> None:
+    """v6.1 fs/buffer.c block_dirty_folio -> __folio_mark_dirty: NR_FILE_DIRTY and NR_DIRTIED
+    +1 when ext4 dirties a page; truncate's folio_cancel_dirty -> folio_account_cleaned: -1
+    (NR_DIRTIED is cumulative).  tmpfs dirties with noop_dirty_folio: no accounting."""
+    from pinlab.kernel.mm.vmstat import NR_DIRTIED, NR_FILE_DIRTY, global_node_page_state
+
+    k = boot("6.1")
+    t = P.new_task(k)
+    for create, expect in ((P.tmpfs_create, 0), (P.ext4_create, 1)):
+        f = create(k, PAGE_SIZE)
+        addr = run(P.sys_mmap(k, t, None, PAGE_SIZE, RW, MAP_SHARED, f))
+        before = global_node_page_state(k.vmstat, NR_DIRTIED)
+        run(user_access(k, t, addr, True, 3))
+        assert global_node_page_state(k.vmstat, NR_FILE_DIRTY) == expect
+        assert global_node_page_state(k.vmstat, NR_DIRTIED) - before == expect
+    run(truncate_setsize(k, k.mappings[f.mapping], 0))
+    assert global_node_page_state(k.vmstat, NR_FILE_DIRTY) == 0
+
+
+def test_second_touch_activates_through_the_per_cpu_activate_batch() -> None:
+    """v6.1 mm/swap.c folio_mark_accessed: first touch PG_referenced; second touch on an LRU
+    folio -> folio_activate: +1 ref in cpu_fbatches.activate, PG_referenced cleared;
+    lru_add_drain_cpu -> folio_activate_drain sets PG_active and drops the ref."""
+    from pinlab.kernel.mm.swap import folio_mark_accessed
+
+    k = boot("6.1")
+    f = P.tmpfs_create(k, PAGE_SIZE)
+    page = alloc_pages(k, GFP_HIGHUSER_MOVABLE, 0)
+    assert page is not None
+    run(filemap_add_folio(k, k.mappings[f.mapping], page, 0))
+    run(lru_add_drain(k))
+    base = int(k.mem.refcount[page])
+    referenced, active = k.pf.mask("PG_referenced"), k.pf.mask("PG_active")
+    run(folio_mark_accessed(k, page))
+    assert int(k.mem.flags[page]) & (referenced | active) == referenced
+    run(folio_mark_accessed(k, page))
+    assert int(k.mem.refcount[page]) == base + 1
+    assert int(k.mem.flags[page]) & (referenced | active) == 0
+    run(lru_add_drain(k))
+    assert int(k.mem.refcount[page]) == base
+    assert int(k.mem.flags[page]) & (referenced | active) == active

@@ -10,6 +10,7 @@ import pytest
 
 from pinlab.interleave import run_to_completion as run
 from pinlab.kernel import process as P
+from pinlab.kernel.errno import ENOMEM
 from pinlab.kernel.mm.gup import get_user_pages, page_array, pin_user_pages, unpin_user_pages
 from pinlab.kernel.mm.gup_flags import FOLL_WRITE
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
@@ -264,3 +265,44 @@ def test_mmf_has_pinned_not_inherited() -> None:
     assert k.mms[parent.mm].flags >> MMF_HAS_PINNED & 1
     child = fork(k, parent)
     assert not k.mms[child.mm].flags >> MMF_HAS_PINNED & 1
+
+
+@pytest.mark.parametrize(
+    ("plain_refs", "copied"),
+    [
+        # v6.1 mm/memory.c copy_present_pte: get_page before page_try_dup_anon_rmap, so
+        # ref = 1 (PTE) + plain + 1 (fork) reaches GUP_PIN_COUNTING_BIAS 1024 at 1022
+        # (include/linux/mm.h folio_maybe_dma_pinned: refcount >= 1024 for small folios).
+        (1022, True),
+        (1021, False),
+    ],
+)
+def test_fork_takes_its_reference_before_the_pin_test(plain_refs: int, copied: bool) -> None:
+    """With MMF_HAS_PINNED set, fork's own +1 decides the small-page 'maybe pinned' test."""
+    from pinlab.kernel.mm.page_ref import page_ref_add
+
+    k = boot("6.1")
+    parent = P.new_task(k)
+    addr = small_anon(k, parent)
+    mm = k.mms[parent.mm]
+    mm.flags |= 1 << MMF_HAS_PINNED
+    frame = P.pagemap(k, parent, addr).pfn
+    page_ref_add(k.mem, frame, plain_refs)
+    child = k.tasks[run(P.sys_fork(k, parent))]
+    assert (P.pagemap(k, child, addr).pfn != frame) is copied
+    assert pte_write(get_pte(mm.pgtable, addr)) is copied
+
+
+def test_hugetlb_fork_bumps_write_protect_seq_and_fails_enomem_without_pages() -> None:
+    """v6.1 mm/hugetlb.c copy_hugetlb_page_range: raw_write_seqcount_begin/end for a COW
+    mapping; a pinned page needs alloc_huge_page, whose -ENOSPC fails dup_mm and
+    copy_mm turns into -ENOMEM (v6.1 kernel/fork.c)."""
+    k = boot("6.1", BootParams(hugepages_2m=1))
+    parent = P.new_task(k)
+    addr = run(P.sys_mmap(k, parent, None, PMD_SIZE, RW, ANON | MAP_HUGETLB))
+    run(user_access(k, parent, addr, True, 7))
+    mm = k.mms[parent.mm]
+    seq = mm.write_protect_seq
+    gup(k, parent, addr, 1, FOLL_WRITE, pin=True)
+    assert run(P.sys_fork(k, parent)) == -ENOMEM
+    assert mm.write_protect_seq == seq + 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import pytest
@@ -14,23 +15,44 @@ from gupstate import (
     fault_anon,
     fault_file,
     fault_thp,
+    hugetlb_vma,
     new_mm,
     pin,
     shared_file_vma,
     unpin,
 )
 
-from pinlab.interleave import run_to_completion
-from pinlab.kernel import errno
-from pinlab.kernel.mm.gup import get_user_pages, page_array, pin_user_pages
-from pinlab.kernel.mm.gup_flags import FOLL_GET, FOLL_LONGTERM, FOLL_PIN, FOLL_WRITE
+from pinlab.interleave import Point, Yield, run_to_completion
+from pinlab.kernel import errno, process
+from pinlab.kernel.mm.gup import (
+    __gup_longterm_locked,
+    get_user_pages,
+    page_array,
+    pin_user_pages,
+    unpin_user_pages,
+)
+from pinlab.kernel.mm.gup_fast import pin_user_pages_fast
+from pinlab.kernel.mm.gup_flags import FOLL_FORCE, FOLL_GET, FOLL_LONGTERM, FOLL_PIN, FOLL_WRITE
+from pinlab.kernel.mm.gup_follow import check_vma_flags
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
-from pinlab.kernel.mm.pgtable import PAGE_SIZE, PMD_SIZE
+from pinlab.kernel.mm.mmap import MADV_HUGEPAGE, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
+from pinlab.kernel.mm.pgtable import (
+    PAGE_SIZE,
+    PMD_SIZE,
+    get_pmd,
+    get_pte,
+    pmd_key,
+    pmd_trans_huge,
+    pte_dirty,
+    pte_pfn,
+    pte_write,
+)
 from pinlab.kernel.mm.pincount import folio_pincount
-from pinlab.kernel.mm.types import FsType
+from pinlab.kernel.mm.types import VM_WRITE, FsType, MmStruct
 from pinlab.kernel.mm.vmstat import NR_FOLL_PIN_ACQUIRED, NR_FOLL_PIN_RELEASED
 from pinlab.kernel.profiles import NotInKernel, get_profile
-from pinlab.kernel.state import boot
+from pinlab.kernel.state import Kernel, boot
+from pinlab.kernel.uaccess import user_access
 
 BASE = 0x40_0000
 
@@ -210,3 +232,212 @@ def test_zero_page_pin_is_noop_on_6_1_192() -> None:
     assert int(k.mem.refcount[zero]) == before
     assert k.vmstat.counters.get(NR_FOLL_PIN_ACQUIRED, 0) == 0
     assert get_profile("6.1").zero_page_pin_noop
+
+
+def _run_bounded(gen: Generator[Yield, None, int], limit: int = 20_000) -> int:
+    """Drive `gen` alone; a livelock (the kernel would spin in __get_user_pages) fails."""
+    try:
+        for _ in range(limit):
+            next(gen)
+    except StopIteration as stop:
+        result: int = stop.value
+        return result
+    pytest.fail(f"no result after {limit} steps: __get_user_pages livelocks")
+
+
+# (profile, THP?, citation) for get_user_pages(FOLL_WRITE|FOLL_FORCE) of a private R/O
+# mapping, as ptrace/proc-mem writes do: each kernel returns 1 with the COW'ed page mapped
+# read-only, each by its own route after the write fault.
+FORCE_WRITE_ROWS = [
+    ("6.1", False, "v6.1 mm/gup.c can_follow_write_pte: exclusive anon page, private R/O VMA"),
+    ("6.1", True, "v6.1 mm/huge_memory.c can_follow_write_pmd"),
+    ("5.7", False, "v5.7 mm/gup.c faultin_page sets FOLL_COW; can_follow_write_pte: dirty"),
+    ("5.7", True, "v5.7 mm/huge_memory.c can_follow_write_pmd (8310d48b125d): FOLL_COW, dirty"),
+    ("4.4", False, "v4.4 mm/gup.c faultin_page clears FOLL_WRITE after VM_FAULT_WRITE"),
+    ("4.4", True, "v4.4 mm/gup.c faultin_page clears FOLL_WRITE; follow_trans_huge_pmd reads"),
+]
+
+
+@pytest.mark.parametrize(("profile", "thp", "cite"), FORCE_WRITE_ROWS)
+def test_force_write_to_readonly_private_mapping(profile: str, thp: bool, cite: str) -> None:
+    k = boot(profile)
+    task = process.new_task(k)
+    size = 2 * PMD_SIZE if thp else PAGE_SIZE
+    prot = PROT_READ | PROT_WRITE if thp else PROT_READ
+    raw = run_to_completion(
+        process.sys_mmap(k, task, None, size, prot, MAP_PRIVATE | MAP_ANONYMOUS)
+    )
+    addr = (raw + PMD_SIZE - 1) & ~(PMD_SIZE - 1) if thp else raw
+    if thp:
+        assert run_to_completion(process.sys_madvise(k, task, raw, size, MADV_HUGEPAGE)) == 0
+        run_to_completion(user_access(k, task, addr, True))
+        assert run_to_completion(process.sys_mprotect(k, task, raw, size, PROT_READ)) == 0
+    else:
+        run_to_completion(user_access(k, task, addr, False))
+    mm = k.mms[task.mm]
+    pages = page_array(1)
+    run_to_completion(mmap_read_lock(k, mm))
+    ret = _run_bounded(get_user_pages(k, mm, addr, 1, FOLL_WRITE | FOLL_FORCE, pages))
+    mmap_read_unlock(k, mm)
+    assert ret == 1, cite
+    entry = get_pmd(mm.pgtable, addr) if thp else get_pte(mm.pgtable, addr)
+    assert bool(pmd_trans_huge(entry)) == thp, cite
+    assert int(pages[0]) == pte_pfn(entry) and int(pages[0]) != k.zero_pfn, cite
+    assert not pte_write(entry) and pte_dirty(entry), cite
+
+
+def _reads_by_label(gen: Generator[Yield, None, int]) -> dict[str, list[frozenset[object]]]:
+    """Run `gen` alone, collecting the read footprint of every labelled Point."""
+    seen: dict[str, list[frozenset[object]]] = {}
+    try:
+        while True:
+            step = next(gen)
+            if isinstance(step, Point):
+                seen.setdefault(step.label, []).append(frozenset(step.reads or ()))
+    except StopIteration:
+        return seen
+
+
+# (pin API, PTE- or PMD-level step, citation): each step that reads a PTE or a huge PMD
+# also reads the PMD slot's key, so that a concurrent split/zap/collapse of that PMD
+# (which writes pgtable.pmd_key) never looks independent of it.
+PMD_KEY_ROWS = [
+    ("slow", "follow_pmd_mask:read", "v6.1 mm/gup.c follow_pmd_mask: pmdp_get_lockless"),
+    ("slow", "follow_page_pte:read", "v6.1 mm/gup.c follow_page_pte: pte_offset_map_lock"),
+    ("fast", "gup_pmd_range:read", "v6.1 mm/gup.c gup_pmd_range: pmdp_get_lockless"),
+    ("fast", "gup_pte_range:read", "v6.1 mm/gup.c gup_pte_range: ptep_get_lockless"),
+    ("fast", "gup_pte_range:recheck", "v6.1 mm/gup.c gup_pte_range: pmd_val != pmd_val(*pmdp)"),
+]
+
+
+@pytest.mark.parametrize(("api", "label", "cite"), PMD_KEY_ROWS)
+def test_pte_level_steps_read_the_pmd_key(api: str, label: str, cite: str) -> None:
+    k, mm, vma = _setup("6.1")
+    fault_anon(k, mm, vma, BASE)
+    k.fine_grained = True
+    pages = page_array(1)
+    if api == "slow":
+        run_to_completion(mmap_read_lock(k, mm))
+        seen = _reads_by_label(pin_user_pages(k, mm, BASE, 1, 0, pages))
+        mmap_read_unlock(k, mm)
+    else:
+        seen = _reads_by_label(pin_user_pages_fast(k, mm, BASE, 1, 0, pages))
+    assert seen.get(label), cite
+    assert all(pmd_key(mm.id, BASE) in reads for reads in seen[label]), cite
+
+
+def _twice_unpin_errno(k: Kernel, mm: MmStruct) -> None:
+    for _ in range(2):
+        run_to_completion(unpin_user_pages(k, page_array(1), -errno.EFAULT))
+
+
+def _twice_longterm_without_pin(k: Kernel, mm: MmStruct) -> None:
+    for _ in range(2):
+        got = run_to_completion(__gup_longterm_locked(k, mm, BASE, 1, page_array(1), FOLL_LONGTERM))
+        assert got == -errno.EINVAL
+
+
+def _twice_pin_with_get(k: Kernel, mm: MmStruct) -> None:
+    for _ in range(2):
+        assert pin(k, mm, BASE, 1, FOLL_GET)[0] == -errno.EINVAL
+
+
+# (trigger, warning site, times logged after two calls, citation)
+WARN_ROWS = [
+    (_twice_unpin_errno, "unpin_user_pages IS_ERR_VALUE", 2, "v6.1 mm/gup.c:445 WARN_ON"),
+    (_twice_longterm_without_pin, "without FOLL_PIN", 2, "v6.1 mm/gup.c:2153 WARN_ON"),
+    (_twice_pin_with_get, "pin_user_pages FOLL_GET", 1, "v6.1 mm/gup.c:3309 WARN_ON_ONCE"),
+]
+
+
+@pytest.mark.parametrize(("trigger", "site", "times", "cite"), WARN_ROWS)
+def test_warn_on_fires_every_time_warn_on_once_once(
+    trigger: Callable[[Kernel, MmStruct], None], site: str, times: int, cite: str
+) -> None:
+    k, mm, vma = _setup("6.1")
+    fault_anon(k, mm, vma, BASE)
+    trigger(k, mm)
+    assert sum(site in w for w in k.warned) == times, cite
+
+
+# (profile, check_vma_flags result for FOLL_WRITE|FOLL_FORCE on a private R/O hugetlb VMA)
+HUGETLB_FORCE_ROWS = [
+    ("6.1", -errno.EFAULT, "v6.1 mm/gup.c check_vma_flags (v6.0 1d8d14641fd9)"),
+    ("5.7", 0, "v5.7 mm/gup.c check_vma_flags: no hugetlb test"),
+    ("4.4", 0, "v4.4 mm/gup.c check_vma_flags: no hugetlb test"),
+]
+
+
+@pytest.mark.parametrize(("profile", "expected", "cite"), HUGETLB_FORCE_ROWS)
+def test_force_write_hugetlb_check(profile: str, expected: int, cite: str) -> None:
+    k = boot(profile)
+    mm = new_mm(k)
+    vma = hugetlb_vma(k, mm, PMD_SIZE, PMD_SIZE)
+    vma.vm_flags &= ~VM_WRITE
+    assert check_vma_flags(k, vma, FOLL_WRITE | FOLL_FORCE | FOLL_GET) == expected, cite
+
+
+# (profile, pin_user_pages(pages=NULL) result, refcount added, citation)
+NULL_PAGES_ROWS = [
+    ("6.1", -errno.EINVAL, 0, "6.1.192 mm/gup.c pin_user_pages: WARN_ON_ONCE(!pages)"),
+    ("5.7", 1, 1024, "v5.7 mm/gup.c pin_user_pages: no test; the pin is taken, not recorded"),
+]
+
+
+@pytest.mark.parametrize(("profile", "expected", "delta", "cite"), NULL_PAGES_ROWS)
+def test_pin_with_null_pages(profile: str, expected: int, delta: int, cite: str) -> None:
+    k, mm, vma = _setup(profile)
+    page = fault_anon(k, mm, vma, BASE)
+    before = int(k.mem.refcount[page])
+    run_to_completion(mmap_read_lock(k, mm))
+    ret = run_to_completion(pin_user_pages(k, mm, BASE, 1, 0, None))
+    mmap_read_unlock(k, mm)
+    assert ret == expected, cite
+    assert int(k.mem.refcount[page]) - before == delta, cite
+
+
+def _labels(gen: Generator[Yield, None, object], wanted: set[str]) -> list[str]:
+    """Labels of the wanted Points `gen` yields, in order."""
+    out: list[str] = []
+    try:
+        while True:
+            step = next(gen)
+            if isinstance(step, Point) and step.label in wanted:
+                out.append(step.label)
+    except StopIteration:
+        return out
+
+
+# (profile, order of the atomic steps of a THP-subpage pin and of its unpin, citation)
+PIN_ORDER_ROWS = [
+    (
+        "6.1",
+        ["pin:ref", "pin:pincount"],
+        ["vmstat", "unpin:pincount", "put:ref"],
+        "v6.1 mm/gup.c try_grab_page (ref, then pincount); gup_put_folio (vmstat first)",
+    ),
+    (
+        "5.7",
+        ["pin:pincount", "pin:ref"],
+        ["unpin:pincount", "put:ref", "vmstat"],
+        "v5.7 mm/gup.c try_grab_page (hpage_pincount_add first); unpin_user_page (vmstat last)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("profile", "pin_steps", "unpin_steps", "cite"), PIN_ORDER_ROWS)
+def test_pin_unpin_step_order(
+    profile: str, pin_steps: list[str], unpin_steps: list[str], cite: str
+) -> None:
+    k = boot(profile)
+    mm = new_mm(k)
+    vma = anon_vma(k, mm, PMD_SIZE, PMD_SIZE)
+    head = fault_thp(k, mm, vma, PMD_SIZE)
+    k.fine_grained = True
+    pages = page_array(1)
+    run_to_completion(mmap_read_lock(k, mm))
+    wanted = {"pin:ref", "pin:pincount", "vmstat", "unpin:pincount", "put:ref"}
+    got = _labels(pin_user_pages(k, mm, PMD_SIZE, 1, 0, pages), wanted)
+    mmap_read_unlock(k, mm)
+    assert got == [*pin_steps, "vmstat"], cite
+    assert _labels(unpin_user_pages(k, [head], 1), wanted) == unpin_steps, cite

@@ -5,11 +5,14 @@ from __future__ import annotations
 import pytest
 
 from pinlab.interleave import run_to_completion as run
+from pinlab.kernel import errno
 from pinlab.kernel import process as P
 from pinlab.kernel.fs import File
 from pinlab.kernel.mm.mmap import (
+    MADV_DONTNEED,
     MADV_HUGEPAGE,
     MADV_NOHUGEPAGE,
+    MADV_POPULATE_WRITE,
     MAP_ANONYMOUS,
     MAP_HUGETLB,
     MAP_PRIVATE,
@@ -17,7 +20,7 @@ from pinlab.kernel.mm.mmap import (
     PROT_READ,
     PROT_WRITE,
 )
-from pinlab.kernel.mm.pgtable import PAGE_SIZE, PMD_SIZE, get_pte, pte_write
+from pinlab.kernel.mm.pgtable import PAGE_SIZE, PMD_SIZE, TASK_SIZE, get_pte, pte_write
 from pinlab.kernel.mm.swap import lru_add_drain
 from pinlab.kernel.mm.types import (
     VM_ACCOUNT,
@@ -170,3 +173,70 @@ def test_madvise_hugepage_flags_and_thp_policy() -> None:
     assert int(k.mem.refcount[pfn]) == 1
     assert int(k.mem.head[pfn]) == -1 and int(k.mem.head[pfn + 1]) != pfn
     assert run(P.sys_madvise(k, t, region, PAGE_SIZE, 99)) == -22
+
+
+_FIXED_ANON = 0x10 | MAP_PRIVATE | MAP_ANONYMOUS
+ERRNO_ROWS = [
+    # (citation, call arguments (addr, len, prot, flags), errno)
+    (
+        "v6.1 mm/mmap.c ksys_mmap_pgoff: no MAP_ANONYMOUS and no fd -> fget fails",
+        (None, PAGE_SIZE, RW, MAP_PRIVATE),
+        errno.EBADF,
+    ),
+    (
+        "v6.1 mm/mmap.c do_mmap: anonymous MAP_SHARED_VALIDATE is not a valid type",
+        (None, PAGE_SIZE, RW, 0x03 | MAP_ANONYMOUS),
+        errno.EINVAL,
+    ),
+    (
+        "v6.1 mm/mmap.c get_unmapped_area: MAP_FIXED past TASK_SIZE",
+        (TASK_SIZE, 2 * PAGE_SIZE, RW, _FIXED_ANON),
+        errno.ENOMEM,
+    ),
+    (
+        "v6.1 security/commoncap.c cap_mmap_addr: below mmap_min_addr, unprivileged",
+        (PAGE_SIZE, PAGE_SIZE, RW, _FIXED_ANON),
+        errno.EPERM,
+    ),
+]
+
+
+@pytest.mark.parametrize(("cite", "args", "err"), ERRNO_ROWS)
+def test_mmap_errno_rows(cite: str, args: tuple[int | None, int, int, int], err: int) -> None:
+    """Each row is a kernel fact about mmap's return value."""
+    k = boot("6.1")
+    t = P.new_task(k)
+    assert run(P.sys_mmap(k, t, *args)) == -err, cite
+
+
+def test_madvise_errno_rows() -> None:
+    """v6.1 mm/madvise.c do_madvise: PAGE_ALIGN((size_t)-1) wraps to 0 -> -EINVAL;
+    madvise_populate: check_vma_flags refusal -> -EINVAL (faultin_vma_page_range);
+    MADV_DONTNEED on hugetlb is allowed with an aligned start (madvise_dontneed_free_valid_vma)."""
+    k = boot("6.1", BootParams(hugepages_2m=1))
+    t = P.new_task(k)
+    ro = run(P.sys_mmap(k, t, None, PAGE_SIZE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS))
+    assert run(P.sys_madvise(k, t, ro, 2**64 - 1, MADV_DONTNEED)) == -errno.EINVAL
+    assert run(P.sys_madvise(k, t, ro, PAGE_SIZE, MADV_POPULATE_WRITE)) == -errno.EINVAL
+    huge = run(P.sys_mmap(k, t, None, PMD_SIZE, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB))
+    run(user_access(k, t, huge, True, 5))
+    assert run(P.sys_madvise(k, t, huge, PMD_SIZE, MADV_DONTNEED)) == 0
+    assert not P.pagemap(k, t, huge).present
+    assert len(k.mms[t.mm].vmas) == 2
+
+
+def test_dontneed_takes_the_read_lock_and_keeps_vmas() -> None:
+    """v6.1 mm/madvise.c madvise_need_mmap_write(MADV_DONTNEED) == 0: a reader may hold
+    mmap_lock meanwhile, and a partial DONTNEED does not split the VMA."""
+    from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
+
+    k = boot("6.1")
+    t = P.new_task(k)
+    addr = run(P.sys_mmap(k, t, None, 4 * PAGE_SIZE, RW, MAP_PRIVATE | MAP_ANONYMOUS))
+    run(user_access(k, t, addr + PAGE_SIZE, True, 9))
+    mm = k.mms[t.mm]
+    run(mmap_read_lock(k, mm))
+    assert run(P.sys_madvise(k, t, addr + PAGE_SIZE, PAGE_SIZE, MADV_DONTNEED)) == 0
+    mmap_read_unlock(k, mm)
+    assert len(mm.vmas) == 1
+    assert not P.pagemap(k, t, addr + PAGE_SIZE).present

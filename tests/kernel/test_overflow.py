@@ -18,6 +18,9 @@ from pinlab.kernel.state import BootParams, boot
 
 NR = 1 << HPAGE_PUD_ORDER
 
+# v6.1 include/linux/mm.h:1267 and the 2020 series' patch 07/12: GUP_PIN_COUNTING_BIAS (1U << 10)
+GUP_PIN_COUNTING_BIAS = 1 << 10
+
 
 def _one_gig(profile: str):  # type: ignore[no-untyped-def]
     k = boot(profile, BootParams(normal_mb=8, hugepages_1g=1))
@@ -31,7 +34,7 @@ def test_bias_v4_wraps_in_predicted_round_then_refuses() -> None:
     refuses (WARN_ON_ONCE) a head count <= 0; v5.7-era follow_hugetlb_page turns the
     refusal into -ENOMEM (the same hunk is in 3faa52c03f44, mm/hugetlb.c)."""
     k, mm, head = _one_gig("foll-pin-bias-v4")
-    bias = k.profile.pin_bias
+    bias = GUP_PIN_COUNTING_BIAS
     start = int(k.mem.refcount[head])
     # grab number (1-based) whose addition carries the count past INT_MAX
     wrapping_grab = (INT_MAX - start) // bias + 1
@@ -55,7 +58,7 @@ def test_exact_counts_do_not_overflow(profile: str) -> None:
     """v5.7 hpage_pinned_refcount / v6.1 compound_pincount: +1 per subpage pin, no wrap."""
     k, mm, head = _one_gig(profile)
     start = int(k.mem.refcount[head])
-    rounds = (INT_MAX - start) // (k.profile.pin_bias * NR) + 2
+    rounds = (INT_MAX - start) // (GUP_PIN_COUNTING_BIAS * NR) + 2
     for n in range(1, rounds + 1):
         assert pin(k, mm, PUD_SIZE, NR)[0] == NR
         assert int(k.mem.refcount[head]) == start + n * NR

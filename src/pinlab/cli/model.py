@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import click
 
-from pinlab.cli.main import BadInput
+from pinlab.cli.errors import BadInput
 from pinlab.interleave import run_to_completion
 from pinlab.kernel.mm.debug import dump_page
 from pinlab.kernel.mm.gup import page_array, pin_user_pages

@@ -61,7 +61,12 @@ def dup_mmap(k: Kernel, mm: MmStruct, oldmm: MmStruct, cpu: int = 0) -> Generato
 
 
 def dup_mm(k: Kernel, oldmm: MmStruct, cpu: int = 0) -> Generator[Yield, None, MmStruct | int]:
-    """v6.1 kernel/fork.c dup_mm: a new mm with the inherited flags and copied mappings."""
+    """v6.1 kernel/fork.c dup_mm: a new mm with the inherited flags and copied mappings.
+
+    Any dup_mmap failure (-ENOMEM, or hugetlb's -ENOSPC) makes dup_mm return
+    NULL, which copy_mm reports as -ENOMEM (v6.1 kernel/fork.c copy_mm).
+    """
+    from pinlab.kernel.errno import ENOMEM
     from pinlab.kernel.mm.mmap import exit_mmap
 
     mm = mm_alloc(k, oldmm.flags & MMF_INIT_MASK)
@@ -69,5 +74,5 @@ def dup_mm(k: Kernel, oldmm: MmStruct, cpu: int = 0) -> Generator[Yield, None, M
     if ret:
         yield from exit_mmap(k, mm, cpu)
         del k.mms[mm.id]
-        return ret
+        return -ENOMEM
     return mm

@@ -149,6 +149,32 @@ class Profile:
     # PageDoubleMap (a THP mapped by PMD and PTEs at once) is a page[1] flag aliasing
     # v6.1 include/linux/page-flags.h PG_workingset / v5.7 PG_private_2; not in v4.4.
     double_map_flag: str | None = "PG_workingset"
+    # mm->write_protect_seq, odd while fork copies a COW mapping (v5.11 57efa1fe5957;
+    # v6.1 mm/memory.c copy_page_range, mm/hugetlb.c copy_hugetlb_page_range).
+    write_protect_seq: bool = True
+    # v4.4 / v5.7 mm/memory.c copy_one_pte write-protects the parent PTE before
+    # get_page + page_dup_rmap; v5.9+ copy_present_pte takes the reference first.
+    fork_wrprotect_before_get: bool = False
+    # How a FOLL_FORCE write follows a R/O PTE/PMD after its COW fault:
+    # "anon_exclusive": v6.1 mm/gup.c can_follow_write_pte, mm/huge_memory.c
+    #   can_follow_write_pmd (v6.0 5535be309971): exclusive anon page in a private R/O VMA;
+    # "foll_cow": v5.7 mm/gup.c faultin_page sets FOLL_COW on VM_FAULT_WRITE in a !VM_WRITE
+    #   VMA, can_follow_write_pte/_pmd then need FOLL_FORCE|FOLL_COW and a dirty entry
+    #   (19be0eaffa3a, v4.9 and stable 4.4.26; THP: 8310d48b125d, v4.10);
+    # "drop_write": v4.4 mm/gup.c faultin_page clears FOLL_WRITE after such a fault and the
+    #   retry follows the entry as a read (the Dirty COW race, CVE-2016-5195).
+    foll_force_write: str = "anon_exclusive"
+    # pin_user_pages/_remote/_unlocked/_fast refuse pages == NULL with WARN_ON_ONCE and
+    # -EINVAL: 6.1.192 mm/gup.c (stable backport; v6.3 is_valid_gup_args upstream).
+    # v5.7 mm/gup.c pins without recording the pages (VM_BUG_ON is DEBUG_VM only).
+    pin_null_pages_refused: bool = True
+    # v6.0 1d8d14641fd9, v6.1 mm/gup.c check_vma_flags: FOLL_FORCE write to a R/O hugetlb
+    # VMA is -EFAULT; v5.7 / v4.4 mm/gup.c check_vma_flags let it through.
+    hugetlb_force_write_refused: bool = True
+    # v5.7 mm/gup.c try_grab_page adds the exact pincount before the refcount, and
+    # unpin_user_page(s) unpins page by page, updating NR_FOLL_PIN_RELEASED after the put;
+    # v6.1 mm/gup.c: refcount first, and gup_put_folio per folio run with vmstat first.
+    pin_v5_7_order: bool = False
 
     def flag_bit(self, name: str) -> int:
         """Bit number of page flag `name` (aliases resolved) in this kernel."""
@@ -263,6 +289,12 @@ P5_7 = Profile(
     # v5.7 mm/memory.c do_wp_page -> reuse_swap_page(page, &total_map_swapcount)
     wp_reuse_by_refcount=False,
     double_map_flag="PG_private_2",
+    write_protect_seq=False,
+    fork_wrprotect_before_get=True,
+    foll_force_write="foll_cow",
+    pin_null_pages_refused=False,
+    hugetlb_force_write_refused=False,
+    pin_v5_7_order=True,
 )
 
 P4_4 = Profile(
@@ -300,6 +332,13 @@ P4_4 = Profile(
     pagevec_size=14,
     lru_add_flush_first=True,
     double_map_flag=None,
+    write_protect_seq=False,
+    fork_wrprotect_before_get=True,
+    # "4.4" is mainline v4.4 (as its other facts: no try_get_page backport), so before the
+    # Dirty COW fix that 4.4.26 and Ubuntu's 4.4.0-45+ carried.
+    foll_force_write="drop_write",
+    pin_null_pages_refused=False,
+    hugetlb_force_write_refused=False,
 )
 
 # Not a released kernel: "[PATCH v4 07/12] mm/gup: track FOLL_PIN pages"

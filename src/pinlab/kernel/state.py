@@ -45,7 +45,11 @@ class Kernel:
     mappings: dict[int, AddressSpace] = field(default_factory=dict)
     tasks: dict[int, Task] = field(default_factory=dict)
     ptl: set[tuple[int, int]] = field(default_factory=set)
+    # v6.1 mm/hugetlb.c hugetlb_fault_mutex_table, held as (mapping id, huge page index)
+    hugetlb_fault_mutex: set[tuple[int, int]] = field(default_factory=set)
     lru_add: list[list[int]] = field(default_factory=list)
+    # v6.1 mm/swap.c cpu_fbatches.activate: folios queued for activation, one ref each.
+    lru_activate: list[list[int]] = field(default_factory=list)
     warned: list[str] = field(default_factory=list)
     hooks: Hooks = field(default_factory=Hooks)
     next_id: int = 1
@@ -90,6 +94,7 @@ def boot(profile: Profile | str, params: BootParams | None = None) -> Kernel:
         zero_pfn=0,
         nr_cpus=p.nr_cpus,
         lru_add=[[] for _ in range(p.nr_cpus)],
+        lru_activate=[[] for _ in range(p.nr_cpus)],
     )
     free_area_add_range(k.free_area, 0, normal_pages, "normal")
     if cma_pages:
@@ -148,7 +153,9 @@ def kernel_copy(k: Kernel) -> Kernel:
         },
         tasks={pid: Task(t.pid, t.mm, t.parent, t.cpu) for pid, t in k.tasks.items()},
         ptl=set(k.ptl),
+        hugetlb_fault_mutex=set(k.hugetlb_fault_mutex),
         lru_add=[list(b) for b in k.lru_add],
+        lru_activate=[list(b) for b in k.lru_activate],
         warned=list(k.warned),
         hooks=k.hooks,
         next_id=k.next_id,
@@ -216,7 +223,9 @@ def kernel_digest(k: Kernel) -> bytes:
                 sorted(k.vmstat.counters.items()),
                 sorted((t.pid, t.mm, t.parent, t.cpu) for t in k.tasks.values()),
                 sorted(k.ptl),
+                sorted(k.hugetlb_fault_mutex),
                 k.lru_add,
+                k.lru_activate,
                 k.warned,
                 k.next_id,
                 k.thp_enabled,

@@ -8,15 +8,24 @@ A page's contents are one token (Memmap.data); a store writes `value`.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Hashable
 from typing import TYPE_CHECKING
 
 from pinlab.interleave import Point, Yield
-from pinlab.kernel.mm.hugetlb import huge_page_order, huge_ptep_get, is_vm_hugetlb_page
+from pinlab.kernel.mm.hugetlb import (
+    huge_page_order,
+    huge_pte_key,
+    huge_ptep_get,
+    is_vm_hugetlb_page,
+)
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
 from pinlab.kernel.mm.memory import (
+    FAULT_FLAG_ALLOW_RETRY,
+    FAULT_FLAG_INTERRUPTIBLE,
+    FAULT_FLAG_KILLABLE,
     FAULT_FLAG_USER,
     FAULT_FLAG_WRITE,
+    VM_FAULT_COMPLETED,
     VM_FAULT_OOM,
     VM_FAULT_SIGBUS,
     VM_FAULT_SIGSEGV,
@@ -31,6 +40,7 @@ from pinlab.kernel.mm.pgtable import (
     PMD_SHIFT,
     PMD_SIZE,
     get_pte,
+    pte_footprint,
     pte_pfn,
     pte_write,
     set_pte_at,
@@ -39,6 +49,10 @@ from pinlab.kernel.mm.types import VM_EXEC, VM_READ, VM_WRITE, MmStruct, Task, V
 
 if TYPE_CHECKING:
     from pinlab.kernel.state import Kernel
+
+
+# v6.1 include/linux/mm.h FAULT_FLAG_DEFAULT
+FAULT_FLAG_DEFAULT = FAULT_FLAG_ALLOW_RETRY | FAULT_FLAG_KILLABLE | FAULT_FLAG_INTERRUPTIBLE
 
 
 class UserFault(Exception):
@@ -85,13 +99,53 @@ def _walk(k: Kernel, mm: MmStruct, vma: VmArea, addr: int, write: bool) -> int |
     return pte_pfn(pte)
 
 
+def _walk_keys(k: Kernel, mm: MmStruct, vma: VmArea | None, addr: int) -> frozenset[Hashable]:
+    """The entries the MMU walk reads and may set A/D in: the PTE and its PMD, or the huge entry."""
+    if vma is not None and is_vm_hugetlb_page(vma):
+        order = huge_page_order(k, vma)
+        haddr = addr & ~((PAGE_SIZE << order) - 1)
+        return frozenset({huge_pte_key(mm, order, haddr)})
+    return pte_footprint(mm.id, addr)
+
+
+def _data_key(
+    k: Kernel, mm: MmStruct, vma: VmArea | None, addr: int, write: bool
+) -> frozenset[Hashable]:
+    """A store writes the frame's contents (Memmap.data); which frame is read from the tables."""
+    if not write or vma is None:
+        return frozenset()
+    frame = _frame(k, mm, vma, addr)
+    return frozenset() if frame is None else frozenset({("page", frame, "data")})
+
+
+def _frame(k: Kernel, mm: MmStruct, vma: VmArea, addr: int) -> int | None:
+    """The frame currently mapped at `addr` (no A/D update), None if not present."""
+    if is_vm_hugetlb_page(vma):
+        order = huge_page_order(k, vma)
+        size = PAGE_SIZE << order
+        entry = huge_ptep_get(k, mm, order, addr & ~(size - 1))
+        if not entry & _PAGE_PRESENT:
+            return None
+        return pte_pfn(entry) + ((addr & (size - 1)) >> PAGE_SHIFT)
+    pmd = mm.pgtable.pmd.get(addr >> PMD_SHIFT)
+    if pmd is not None:
+        return pte_pfn(pmd) + ((addr & (PMD_SIZE - 1)) >> PAGE_SHIFT)
+    pte = get_pte(mm.pgtable, addr)
+    return pte_pfn(pte) if pte & _PAGE_PRESENT else None
+
+
 def user_access(
     k: Kernel, task: Task, addr: int, write: bool, value: int = 0
 ) -> Generator[Yield, None, int]:
     """A load (returns the page's token) or a store of `value` by `task` at `addr`."""
     mm = k.mms[task.mm]
     while True:
-        yield Point("user access", writes=frozenset({("pte", mm.id, addr & ~(PAGE_SIZE - 1))}))
+        vma = find_vma(mm, addr)
+        yield Point(
+            "user access",
+            reads=_walk_keys(k, mm, vma, addr),
+            writes=_walk_keys(k, mm, vma, addr) | _data_key(k, mm, vma, addr, write),
+        )
         vma = find_vma(mm, addr)
         frame = _walk(k, mm, vma, addr, write) if vma is not None else None
         if frame is not None:
@@ -104,9 +158,11 @@ def user_access(
         if vma is None or access_error(vma, write):
             mmap_read_unlock(k, mm)
             raise UserFault("SIGSEGV", addr)
-        flags = FAULT_FLAG_USER | (FAULT_FLAG_WRITE if write else 0)
+        # v6.1 arch/x86/mm/fault.c do_user_addr_fault: FAULT_FLAG_DEFAULT | USER (| WRITE)
+        flags = FAULT_FLAG_DEFAULT | FAULT_FLAG_USER | (FAULT_FLAG_WRITE if write else 0)
         ret = yield from handle_mm_fault(k, mm, vma, addr, flags, task.cpu)
-        mmap_read_unlock(k, mm)
+        if not ret & VM_FAULT_COMPLETED:
+            mmap_read_unlock(k, mm)
         if ret & VM_FAULT_OOM:
             raise UserFault("OOM", addr)
         if ret & VM_FAULT_SIGBUS:

@@ -62,17 +62,36 @@ def do_page_mkwrite(k: Kernel, vma: VmArea, page: int) -> Generator[Yield, None,
     return (yield from ramfs.filemap_page_mkwrite(k, mapping, page))
 
 
-def fault_dirty_shared_page(k: Kernel, vma: VmArea, page: int) -> Generator[Yield, None, None]:
-    """v6.1 mm/memory.c fault_dirty_shared_page: set_page_dirty, unlock (page was locked)."""
-    from pinlab.interleave import Point
+def fault_dirty_shared_page(
+    k: Kernel, mm: MmStruct, vma: VmArea, page: int, flags: int
+) -> Generator[Yield, None, int]:
+    """v6.1 mm/memory.c fault_dirty_shared_page: set_page_dirty, unlock; maybe drop mmap_lock.
+
+    When the page was newly dirtied or the fs has ->page_mkwrite, the kernel
+    throttles in balance_dirty_pages_ratelimited and first drops mmap_lock if
+    the fault may retry (maybe_unlock_mmap_for_io: FAULT_FLAG_ALLOW_RETRY
+    without RETRY_NOWAIT or TRIED), returning VM_FAULT_COMPLETED.
+    """
     from pinlab.kernel.mm.filemap import folio_mark_dirty
-    from pinlab.kernel.mm.locking import folio_unlock
+    from pinlab.kernel.mm.locking import folio_unlock, mmap_read_unlock
     from pinlab.kernel.mm.memmap import compound_head
+    from pinlab.kernel.mm.memory import (
+        FAULT_FLAG_ALLOW_RETRY,
+        FAULT_FLAG_RETRY_NOWAIT,
+        FAULT_FLAG_TRIED,
+        VM_FAULT_COMPLETED,
+    )
 
     folio = compound_head(k.mem, page)
-    yield Point("set_page_dirty", writes=frozenset({("page", folio, "flags")}))
-    folio_mark_dirty(k, folio)
+    assert vma.vm_file is not None
+    page_mkwrite = k.mappings[vma.vm_file].fs.has_page_mkwrite
+    dirtied = yield from folio_mark_dirty(k, folio)
     folio_unlock(k, folio)
+    retry_first = flags & (FAULT_FLAG_ALLOW_RETRY | FAULT_FLAG_TRIED) == FAULT_FLAG_ALLOW_RETRY
+    if (dirtied or page_mkwrite) and retry_first and not flags & FAULT_FLAG_RETRY_NOWAIT:
+        mmap_read_unlock(k, mm)
+        return VM_FAULT_COMPLETED
+    return 0
 
 
 def dax_fault(

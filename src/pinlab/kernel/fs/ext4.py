@@ -19,7 +19,14 @@ from pinlab.kernel.mm.locking import folio_lock, folio_unlock, pte_lock, pte_unl
 from pinlab.kernel.mm.memmap import compound_head
 from pinlab.kernel.mm.page_alloc import GFP_HIGHUSER_MOVABLE, GFP_KERNEL, alloc_pages
 from pinlab.kernel.mm.page_ref import folio_get
-from pinlab.kernel.mm.pgtable import _PAGE_DEVMAP, PAGE_SIZE, get_pte, pte_mkdirty, set_pte_at
+from pinlab.kernel.mm.pgtable import (
+    _PAGE_DEVMAP,
+    PAGE_SIZE,
+    get_pte,
+    pte_footprint,
+    pte_mkdirty,
+    set_pte_at,
+)
 from pinlab.kernel.mm.rmap import file_mapping_value, linear_page_index
 from pinlab.kernel.mm.types import VM_SHARED, AddressSpace, FsType, MmStruct, VmArea
 
@@ -74,7 +81,7 @@ def ext4_page_mkwrite(k: Kernel, mapping: AddressSpace, page: int) -> Generator[
         return VM_FAULT_NOPAGE
     yield Point("ext4_page_mkwrite", writes=frozenset({("page", folio, "refcount")}))
     attach_buffers(k, folio)
-    folio_mark_dirty(k, folio)
+    yield from folio_mark_dirty(k, folio)
     return VM_FAULT_LOCKED
 
 
@@ -112,7 +119,6 @@ def ext4_dax_fault(
         finish_fault,
         maybe_mkwrite,
         mk_pte,
-        pte_key,
     )
 
     assert vma.vm_file is not None
@@ -137,8 +143,8 @@ def ext4_dax_fault(
     if write:
         entry = maybe_mkwrite(pte_mkdirty(entry), vma)
     yield from pte_lock(k, mm, address)
-    key = pte_key(mm, address)
-    yield Point("dax insert pfn", reads=frozenset({key}), writes=frozenset({key}))
+    key = pte_footprint(mm.id, address)
+    yield Point("dax insert pfn", reads=key, writes=key)
     if get_pte(mm.pgtable, address) == 0 or write:
         set_pte_at(mm.pgtable, address, entry)
     pte_unlock(k, mm, address)

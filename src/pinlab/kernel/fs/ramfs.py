@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
-from pinlab.interleave import Point, Yield
+from pinlab.interleave import Yield
 from pinlab.kernel.fs import File, new_inode
 from pinlab.kernel.mm.filemap import filemap_fault, folio_mark_dirty
 from pinlab.kernel.mm.locking import folio_lock, folio_unlock
@@ -46,6 +46,5 @@ def filemap_page_mkwrite(
     if int(k.mem.mapping[folio]) != file_mapping_value(mapping.id):
         folio_unlock(k, folio)
         return VM_FAULT_NOPAGE
-    yield Point("folio_mark_dirty", writes=frozenset({("page", folio, "flags")}))
-    folio_mark_dirty(k, folio)
+    yield from folio_mark_dirty(k, folio)
     return VM_FAULT_LOCKED

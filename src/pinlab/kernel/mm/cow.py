@@ -11,6 +11,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING
 
 from pinlab.interleave import Point, Yield
+from pinlab.kernel.mm.filemap import folio_put_footprint
 from pinlab.kernel.mm.locking import folio_lock, folio_unlock, pte_lock, pte_unlock
 from pinlab.kernel.mm.memmap import compound_head, folio_nr_pages, folio_test_large
 from pinlab.kernel.mm.memory import (
@@ -23,12 +24,18 @@ from pinlab.kernel.mm.memory import (
     anon_vma_prepare,
     maybe_mkwrite,
     mk_pte,
-    pte_key,
     vm_normal_page,
 )
 from pinlab.kernel.mm.page_alloc import GFP_HIGHUSER_MOVABLE, alloc_pages
 from pinlab.kernel.mm.page_ref import folio_put, get_page, put_page
-from pinlab.kernel.mm.pgtable import get_pte, pte_mkdirty, pte_mkyoung, set_pte_at
+from pinlab.kernel.mm.pgtable import (
+    get_pte,
+    pte_footprint,
+    pte_key,
+    pte_mkdirty,
+    pte_mkyoung,
+    set_pte_at,
+)
 from pinlab.kernel.mm.rmap import (
     PageAnon,
     PageAnonExclusive,
@@ -97,10 +104,10 @@ def do_wp_page(
         pte_unlock(k, mm, address)
         return (yield from wp_page_copy(k, mm, vma, address, flags, orig, None, cpu))
     folio = compound_head(k.mem, page)
-    rfp = frozenset({("page", folio, "refcount"), ("page", folio, "flags")})
     if PageAnon(k, page):
-        yield Point("do_wp_page anon test", reads=rfp)
-        reuse = yield from _can_reuse_anon(k, vma, page, cpu)
+        reuse = yield from _can_reuse_anon(k, mm, vma, address, page, orig, cpu)
+        if reuse is None:
+            return 0
         if reuse:
             if unshare:
                 pte_unlock(k, mm, address)
@@ -111,41 +118,84 @@ def do_wp_page(
         pte_unlock(k, mm, address)
         return 0
     elif vma.vm_flags & (VM_WRITE | VM_SHARED) == VM_WRITE | VM_SHARED:
-        return (yield from wp_page_shared(k, mm, vma, address, page, orig))
+        return (yield from wp_page_shared(k, mm, vma, address, page, orig, flags))
     yield Point("do_wp_page get_page", writes=frozenset({("page", folio, "refcount")}))
     get_page(k, page)
     pte_unlock(k, mm, address)
     return (yield from wp_page_copy(k, mm, vma, address, flags, orig, page, cpu))
 
 
-def _can_reuse_anon(k: Kernel, vma: VmArea, page: int, cpu: int) -> Generator[Yield, None, bool]:
-    """The anon-page reuse decision of do_wp_page for the profile's kernel."""
+def _can_reuse_anon(
+    k: Kernel, mm: MmStruct, vma: VmArea, address: int, page: int, orig: int, cpu: int
+) -> Generator[Yield, None, bool | None]:
+    """The anon-page reuse decision of do_wp_page for the profile's kernel (PTL held).
+
+    None: the PTE changed while the PTL was dropped; everything is unlocked.
+    """
     folio = compound_head(k.mem, page)
     lock = k.pf.mask("PG_locked")
+    ref = ("page", folio, "refcount")
+    fflags = ("page", folio, "flags")
     if not k.profile.wp_reuse_by_refcount:
-        if int(k.mem.flags[folio]) & lock:
-            # v4.4/v5.7 sleep on the page lock here; the model only runs uncontended.
-            yield from folio_lock(k, folio)
-            folio_unlock(k, folio)
-        reusable, total = reuse_swap_page(k, page)
-        if reusable and total == 1:
-            page_move_anon_rmap(k, page, vma)
-        return reusable
-    if k.profile.page_anon_exclusive and PageAnonExclusive(k, page):
-        return True
+        return (yield from _reuse_by_mapcount(k, mm, vma, address, page, orig))
+    if k.profile.page_anon_exclusive:
+        yield Point("PageAnonExclusive?", reads=frozenset({("page", page, "flags")}))
+        if PageAnonExclusive(k, page):
+            return True
+    yield Point("do_wp_page refcount", reads=frozenset({ref, fflags}))
     if _ref(k, folio) > 3:
         return False
     if not int(k.mem.flags[folio]) & k.pf.mask("PG_lru"):
         yield from lru_add_drain(k, cpu)
-    yield Point("do_wp_page refcount", reads=frozenset({("page", folio, "refcount")}))
+    yield Point("do_wp_page refcount", reads=frozenset({ref}))
     if _ref(k, folio) > 1:
         return False
+    yield Point("folio_trylock", reads=frozenset({ref}), writes=frozenset({fflags}))
     if int(k.mem.flags[folio]) & lock:
         return False
-    if _ref(k, folio) != 1:
-        return False
-    page_move_anon_rmap(k, page, vma)
-    return True
+    k.mem.flags[folio] |= lock
+    reuse = _ref(k, folio) == 1
+    if reuse:
+        page_move_anon_rmap(k, page, vma)
+    folio_unlock(k, folio)
+    return reuse
+
+
+def _reuse_by_mapcount(
+    k: Kernel, mm: MmStruct, vma: VmArea, address: int, page: int, orig: int
+) -> Generator[Yield, None, bool | None]:
+    """v4.4 / v5.7 mm/memory.c do_wp_page: under the page lock, reuse iff reuse_swap_page.
+
+    A contended page lock is taken the slow way: get_page, drop the PTL,
+    lock_page, retake the PTL and give up (return 0) if the PTE changed.
+    """
+    folio = compound_head(k.mem, page)
+    lock = k.pf.mask("PG_locked")
+    fflags = ("page", folio, "flags")
+    yield Point("trylock_page", reads=frozenset({fflags}), writes=frozenset({fflags}))
+    if int(k.mem.flags[folio]) & lock:
+        yield Point("do_wp_page get_page", writes=frozenset({("page", folio, "refcount")}))
+        get_page(k, page)
+        pte_unlock(k, mm, address)
+        yield from folio_lock(k, folio)
+        yield from pte_lock(k, mm, address)
+        yield Point("pte_same", reads=pte_footprint(mm.id, address))
+        if get_pte(mm.pgtable, address) != orig:
+            folio_unlock(k, folio)
+            pte_unlock(k, mm, address)
+            yield Point("put_page", writes=folio_put_footprint(folio))
+            put_page(k, page)
+            return None
+        yield Point("put_page", writes=frozenset({("page", folio, "refcount")}))
+        put_page(k, page)
+    else:
+        k.mem.flags[folio] |= lock
+    yield Point("reuse_swap_page", reads=frozenset({("page", folio, "mapcount")}))
+    reusable, total = reuse_swap_page(k, page)
+    if reusable and total == 1:
+        page_move_anon_rmap(k, page, vma)
+    folio_unlock(k, folio)
+    return reusable
 
 
 def wp_page_copy(
@@ -175,9 +225,12 @@ def wp_page_copy(
         if old_page is not None:
             put_page(k, old_page)
         return VM_FAULT_OOM
-    key = pte_key(mm, address)
+    key = pte_footprint(mm.id, address)
+    writes = key | {("page", new_page, "refcount")}
+    if old_page is not None:
+        writes |= {("page", compound_head(k.mem, old_page), "mapcount")}
     yield from pte_lock(k, mm, address)
-    yield Point("wp_page_copy install", reads=frozenset({key}), writes=frozenset({key}))
+    yield Point("wp_page_copy install", reads=key, writes=writes)
     copied = False
     drop: int = new_page
     if get_pte(mm.pgtable, address) == orig:
@@ -194,11 +247,12 @@ def wp_page_copy(
         page_remove_rmap(k, old_page, vma, False)
         drop = old_page
         copied = True
-    yield Point("wp_page_copy put", writes=frozenset({("page", drop, "refcount")}))
+    yield Point("wp_page_copy put", writes=folio_put_footprint(compound_head(k.mem, drop)))
     put_page(k, drop)
     pte_unlock(k, mm, address)
     if old_page is not None:
-        yield Point("wp_page_copy put old", writes=frozenset({("page", old_page, "refcount")}))
+        old = compound_head(k.mem, old_page)
+        yield Point("wp_page_copy put old", writes=folio_put_footprint(old))
         put_page(k, old_page)
     return VM_FAULT_WRITE if copied and not unshare else 0
 
@@ -208,8 +262,11 @@ def finish_mkwrite_fault(
 ) -> Generator[Yield, None, int]:
     """v6.1 mm/memory.c finish_mkwrite_fault: relock; if the PTE is unchanged reuse it."""
     yield from pte_lock(k, mm, address)
-    key = pte_key(mm, address)
-    yield Point("finish_mkwrite_fault", reads=frozenset({key}), writes=frozenset({key}))
+    yield Point(
+        "finish_mkwrite_fault",
+        reads=pte_footprint(mm.id, address),
+        writes=frozenset({pte_key(mm.id, address)}),
+    )
     if get_pte(mm.pgtable, address) != orig:
         pte_unlock(k, mm, address)
         return VM_FAULT_NOPAGE
@@ -218,7 +275,7 @@ def finish_mkwrite_fault(
 
 
 def wp_page_shared(
-    k: Kernel, mm: MmStruct, vma: VmArea, address: int, page: int, orig: int
+    k: Kernel, mm: MmStruct, vma: VmArea, address: int, page: int, orig: int, flags: int
 ) -> Generator[Yield, None, int]:
     """v6.1 mm/memory.c wp_page_shared: ->page_mkwrite, reuse the PTE, dirty the page."""
     from pinlab.kernel.fs import do_page_mkwrite, fault_dirty_shared_page
@@ -231,17 +288,19 @@ def wp_page_shared(
         pte_unlock(k, mm, address)
         tmp = yield from do_page_mkwrite(k, vma, page)
         if not tmp or tmp & (VM_FAULT_ERROR | VM_FAULT_NOPAGE):
+            yield Point("put_page", writes=folio_put_footprint(folio))
             folio_put(k, folio)
             return tmp
         tmp = yield from finish_mkwrite_fault(k, mm, vma, address, orig)
         if tmp & (VM_FAULT_ERROR | VM_FAULT_NOPAGE):
             folio_unlock(k, folio)
+            yield Point("put_page", writes=folio_put_footprint(folio))
             folio_put(k, folio)
             return tmp
     else:
         wp_page_reuse(k, mm, vma, address, orig)
         yield from folio_lock(k, folio)
-    yield from fault_dirty_shared_page(k, vma, page)
-    yield Point("wp_page_shared put", writes=frozenset({("page", folio, "refcount")}))
+    ret = VM_FAULT_WRITE | (yield from fault_dirty_shared_page(k, mm, vma, page, flags))
+    yield Point("wp_page_shared put", writes=folio_put_footprint(folio))
     folio_put(k, folio)
-    return VM_FAULT_WRITE
+    return ret

@@ -7,23 +7,25 @@ per-CPU LRU-add batch with one more (swap.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Hashable
 from typing import TYPE_CHECKING
 
 from pinlab.interleave import Point, Yield
 from pinlab.kernel.mm.locking import folio_lock, folio_unlock, pte_lock, pte_unlock
-from pinlab.kernel.mm.memmap import folio_nr_pages, folio_test_large
+from pinlab.kernel.mm.memmap import compound_head, folio_nr_pages
 from pinlab.kernel.mm.page_alloc import GFP_HIGHUSER_MOVABLE, alloc_pages
 from pinlab.kernel.mm.page_ref import folio_put, folio_put_refs, page_ref_add
-from pinlab.kernel.mm.pgtable import PAGE_SHIFT, PAGE_SIZE, get_pte
-from pinlab.kernel.mm.rmap import PageHuge, file_mapping_value
+from pinlab.kernel.mm.pgtable import PAGE_SHIFT, PAGE_SIZE, get_pte, pmd_key, pte_key
+from pinlab.kernel.mm.rmap import PageHuge, file_mapping_value, page_mapping_id
 from pinlab.kernel.mm.swap import folio_add_lru
 from pinlab.kernel.mm.types import AddressSpace, MmStruct, VmArea
+from pinlab.kernel.mm.vmstat import NR_DIRTIED, NR_FILE_DIRTY, mod_node_page_state
 
 if TYPE_CHECKING:
     from pinlab.kernel.state import Kernel
 
 ReadFolio = Callable[["Kernel", AddressSpace, int, int], None]
+_ALL_BITS = 0xFFFF_FFFF_FFFF_FFFF
 
 
 def _mkey(mapping: AddressSpace) -> tuple[str, int]:
@@ -41,15 +43,31 @@ def folio_try_get(k: Kernel, folio: int) -> bool:
 def filemap_get_folio(
     k: Kernel, mapping: AddressSpace, index: int
 ) -> Generator[Yield, None, int | None]:
-    """v6.1 mm/filemap.c filemap_get_folio (__filemap_get_folio, no FGP flags): +1 ref."""
-    yield Point("page cache lookup", reads=frozenset({_mkey(mapping)}))
-    folio = mapping.i_pages.get(index)
-    if folio is None:
-        return None
-    yield Point("folio_try_get", writes=frozenset({("page", folio, "refcount")}))
-    if not folio_try_get(k, folio):
-        return None
-    return folio
+    """v6.1 mm/filemap.c mapping_get_entry (filemap_get_folio, no FGP flags): +1 ref.
+
+    The speculative reference is retried while the count is 0, and dropped
+    and retried when the slot no longer holds the folio (xas_reload).
+    """
+    while True:
+        yield Point("page cache lookup", reads=frozenset({_mkey(mapping)}))
+        folio = mapping.i_pages.get(index)
+        if folio is None:
+            return None
+        yield Point("folio_try_get", writes=frozenset({("page", folio, "refcount")}))
+        if not folio_try_get(k, folio):
+            continue
+        yield Point("xas_reload", reads=frozenset({_mkey(mapping)}))
+        if mapping.i_pages.get(index) == folio:
+            return folio
+        yield Point("folio_put", writes=folio_put_footprint(folio))
+        folio_put(k, folio)
+
+
+def folio_put_footprint(folio: int) -> frozenset[Hashable]:
+    """What dropping a reference may write: the count, and the page's fields if it is freed."""
+    return frozenset(
+        {("page", folio, "refcount"), ("page", folio, "flags"), ("page", folio, "mapping")}
+    )
 
 
 def find_get_page(
@@ -69,9 +87,13 @@ def filemap_add_folio(
     from pinlab.kernel.errno import EEXIST
 
     k.mem.flags[folio] |= k.pf.mask("PG_locked")
-    yield Point("page cache insert", writes=frozenset({_mkey(mapping)}))
+    yield Point(
+        "page cache insert",
+        reads=frozenset({_mkey(mapping)}),
+        writes=frozenset({_mkey(mapping), ("page", folio, "refcount"), ("page", folio, "mapping")}),
+    )
     if index in mapping.i_pages:
-        k.mem.flags[folio] &= ~k.pf.mask("PG_locked") & 0xFFFF_FFFF_FFFF_FFFF
+        k.mem.flags[folio] &= ~k.pf.mask("PG_locked") & _ALL_BITS
         return -EEXIST
     nr = 1 if PageHuge(k, folio) else folio_nr_pages(k.mem, folio)
     page_ref_add(k.mem, folio, nr)
@@ -83,23 +105,68 @@ def filemap_add_folio(
     return 0
 
 
+def remove_footprint(mapping: AddressSpace, folio: int) -> frozenset[Hashable]:
+    """What filemap_remove_folio writes: the cache slot, the folio's mapping and its count."""
+    return folio_put_footprint(folio) | {_mkey(mapping)}
+
+
 def filemap_remove_folio(k: Kernel, mapping: AddressSpace, folio: int) -> None:
     """v6.1 mm/filemap.c filemap_remove_folio + filemap_free_folio (folio locked by caller)."""
     index = int(k.mem.index[folio])
     del mapping.i_pages[index]
     k.mem.mapping[folio] = 0
-    refs = folio_nr_pages(k.mem, folio) if folio_test_large(k.mem, folio) else 1
-    if PageHuge(k, folio):
-        refs = 1
+    refs = 1 if PageHuge(k, folio) else folio_nr_pages(k.mem, folio)
     folio_put_refs(k, folio, refs)
 
 
-def folio_mark_dirty(k: Kernel, folio: int) -> bool:
-    """v6.1 mm/page-writeback.c folio_mark_dirty: set PG_dirty; True if newly dirtied."""
+def folio_mapping(k: Kernel, folio: int) -> AddressSpace | None:
+    """v6.1 mm/util.c folio_mapping: the page cache a folio belongs to (None for anon)."""
+    as_id = page_mapping_id(k, folio)
+    return None if as_id is None else k.mappings.get(as_id)
+
+
+def folio_mark_dirty(k: Kernel, folio: int) -> Generator[Yield, None, bool]:
+    """v6.1 mm/page-writeback.c folio_mark_dirty: True if this call dirtied the folio.
+
+    With a mapping PG_reclaim is cleared first and the fs's ->dirty_folio runs:
+    ext4 block_dirty_folio (v6.1 fs/buffer.c) accounts NR_FILE_DIRTY and
+    NR_DIRTIED through __folio_mark_dirty -> folio_account_dirtied, which only
+    counts for mappings that write back; tmpfs, ramfs and hugetlbfs use
+    noop_dirty_folio (v6.1 mm/shmem.c, fs/ramfs/inode.c, fs/hugetlbfs/inode.c),
+    as does an anon folio (no mapping).
+    """
+    m = k.mem
+    mapping = folio_mapping(k, folio)
     dirty = k.pf.mask("PG_dirty")
-    was = bool(int(k.mem.flags[folio]) & dirty)
-    k.mem.flags[folio] |= dirty
-    return not was
+    accounts = mapping is not None and mapping.fs.writes_back
+    writes: set[Hashable] = {("page", folio, "flags")}
+    if accounts:
+        writes |= {("vmstat", NR_FILE_DIRTY), ("vmstat", NR_DIRTIED)}
+    yield Point("folio_mark_dirty", reads=frozenset(writes), writes=frozenset(writes))
+    if mapping is not None:
+        m.flags[folio] &= ~k.pf.mask("PG_reclaim") & _ALL_BITS
+    if int(m.flags[folio]) & dirty:
+        return False
+    m.flags[folio] |= dirty
+    if accounts:
+        nr = folio_nr_pages(m, folio)
+        mod_node_page_state(k.vmstat, NR_FILE_DIRTY, nr)
+        mod_node_page_state(k.vmstat, NR_DIRTIED, nr)
+    return True
+
+
+def set_page_dirty(k: Kernel, page: int) -> Generator[Yield, None, bool]:
+    """v6.1 mm/folio-compat.c set_page_dirty: folio_mark_dirty on the page's folio."""
+    return (yield from folio_mark_dirty(k, compound_head(k.mem, page)))
+
+
+def set_page_dirty_lock(k: Kernel, page: int) -> Generator[Yield, None, bool]:
+    """v6.1 mm/page-writeback.c set_page_dirty_lock: lock_page, set_page_dirty, unlock_page."""
+    folio = compound_head(k.mem, page)
+    yield from folio_lock(k, folio)
+    ret = yield from folio_mark_dirty(k, folio)
+    folio_unlock(k, folio)
+    return ret
 
 
 def filemap_fault(
@@ -147,7 +214,13 @@ def filemap_fault(
 
 
 def filemap_map_pages(
-    k: Kernel, mm: MmStruct, vma: VmArea, address: int, start_pgoff: int, end_pgoff: int
+    k: Kernel,
+    mm: MmStruct,
+    vma: VmArea,
+    address: int,
+    start_pgoff: int,
+    end_pgoff: int,
+    cpu: int,
 ) -> Generator[Yield, None, int]:
     """v6.1 mm/filemap.c filemap_map_pages: map cached, uptodate, unlocked pages read-only.
 
@@ -170,17 +243,30 @@ def filemap_map_pages(
     first_addr = vma.vm_start + ((start_pgoff - vma.vm_pgoff) << PAGE_SHIFT)
     yield from pte_lock(k, mm, first_addr)
     for index in indices:
-        folio = mapping.i_pages[index]
-        flags = int(k.mem.flags[folio])
-        if not flags & uptodate or flags & locked:
+        folio = mapping.i_pages.get(index)
+        if folio is None:
             continue
         addr = vma.vm_start + ((index - vma.vm_pgoff) << PAGE_SHIFT)
-        yield Point("map_pages pte", writes=frozenset({("pte", mm.id, addr)}))
+        yield Point(
+            "map_pages pte",
+            reads=frozenset({_mkey(mapping), ("page", folio, "flags")}),
+            writes=frozenset(
+                {
+                    pte_key(mm.id, addr),
+                    pmd_key(mm.id, addr),
+                    ("page", folio, "refcount"),
+                    ("page", folio, "mapcount"),
+                }
+            ),
+        )
+        flags = int(k.mem.flags[folio])
+        if mapping.i_pages.get(index) != folio or not flags & uptodate or flags & locked:
+            continue
         if get_pte(mm.pgtable, addr) != 0:
             continue
         if addr == address:
             ret = VM_FAULT_NOPAGE
         page_ref_add(k.mem, folio, 1)
-        yield from do_set_pte(k, mm, vma, folio, addr, False, 0)
+        yield from do_set_pte(k, mm, vma, folio, addr, False, cpu)
     pte_unlock(k, mm, first_addr)
     return ret

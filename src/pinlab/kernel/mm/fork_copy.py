@@ -14,7 +14,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING
 
 from pinlab.interleave import Point, Yield
-from pinlab.kernel.errno import EAGAIN, EBUSY, ENOMEM
+from pinlab.kernel.errno import EAGAIN, EBUSY, ENOMEM, ENOSPC
 from pinlab.kernel.mm.huge_memory import (
     is_huge_zero_pmd,
     mm_get_huge_zero_page,
@@ -22,7 +22,7 @@ from pinlab.kernel.mm.huge_memory import (
 )
 from pinlab.kernel.mm.locking import pte_lock, pte_unlock
 from pinlab.kernel.mm.memmap import compound_head
-from pinlab.kernel.mm.memory import maybe_mkwrite, mk_pte, pte_key, vm_normal_page
+from pinlab.kernel.mm.memory import maybe_mkwrite, mk_pte, vm_normal_page
 from pinlab.kernel.mm.page_alloc import GFP_HIGHUSER_MOVABLE, alloc_pages
 from pinlab.kernel.mm.page_ref import get_page, put_page
 from pinlab.kernel.mm.pgtable import (
@@ -30,15 +30,18 @@ from pinlab.kernel.mm.pgtable import (
     PMD_SHIFT,
     PMD_SIZE,
     get_pte,
+    pmd_key,
+    pte_footprint,
+    pte_key,
     pte_mkclean,
     pte_mkdirty,
     pte_mkold,
+    pte_pfn,
     pte_present,
     pte_write,
     pte_wrprotect,
     set_pte_at,
 )
-from pinlab.kernel.mm.pincount import page_needs_cow_for_dma
 from pinlab.kernel.mm.rmap import (
     ClearPageAnonExclusive,
     PageAnon,
@@ -66,20 +69,32 @@ def fork_must_copy(
 ) -> Generator[Yield, None, bool]:
     """Whether the child must get its own copy of exclusive anon `page` now.
 
-    v6.1 include/linux/rmap.h page_try_dup_anon_rmap: page_needs_cow_for_dma
-    (MMF_HAS_PINNED and maybe pinned; the caller already holds fork's own
-    reference).  The fork_must_copy hook replaces this test in every profile.
+    v6.1 include/linux/mm.h page_needs_cow_for_dma: test MMF_HAS_PINNED, then
+    read the folio's pin state (the caller already holds fork's own
+    reference), two separate reads.  The fork_must_copy hook replaces this
+    test in every profile.
     """
-    from pinlab.kernel.mm.pincount import pinned_footprint
+    from pinlab.kernel.mm.pincount import mm_has_pinned, page_maybe_dma_pinned, pinned_footprint
 
     folio = compound_head(k.mem, page)
-    reads = pinned_footprint(k, folio) | {("mm", src_mm.id, "flags")}
-    yield Point("fork pinned?", reads=frozenset(reads))
+    mm_flags = ("mm", src_mm.id, "flags")
     if k.hooks.fork_must_copy is not None:
+        yield Point("fork pinned?", reads=pinned_footprint(k, folio) | {mm_flags})
         return k.hooks.fork_must_copy(k, src_mm, page)
     if not k.profile.fork_cow_pinned:
         return False
-    return page_needs_cow_for_dma(k, src_mm, src_vma, page)
+    yield Point("MMF_HAS_PINNED?", reads=frozenset({mm_flags}))
+    if not mm_has_pinned(src_mm):
+        return False
+    yield Point("page_maybe_dma_pinned", reads=pinned_footprint(k, folio))
+    return page_maybe_dma_pinned(k, page)
+
+
+def _dup_rmap(k: Kernel, page: int, compound: bool) -> Generator[Yield, None, None]:
+    """page_dup_rmap as its own atomic step (mapcount, or the folio's entire mapcount)."""
+    target = compound_head(k.mem, page) if compound else page
+    yield Point("page_dup_rmap", writes=frozenset({("page", target, "mapcount")}))
+    page_dup_rmap(k, page, compound)
 
 
 def page_try_dup_anon_rmap(
@@ -92,13 +107,14 @@ def page_try_dup_anon_rmap(
     if k.profile.page_anon_exclusive:
         yield Point("PageAnonExclusive?", reads=frozenset({("page", page, "flags")}))
         if not PageAnonExclusive(k, page):
-            page_dup_rmap(k, page, compound)
+            yield from _dup_rmap(k, page, compound)
             return 0
     if (yield from fork_must_copy(k, src_mm, src_vma, page)):
         return -EBUSY
     if k.profile.page_anon_exclusive:
+        yield Point("ClearPageAnonExclusive", writes=frozenset({("page", page, "flags")}))
         ClearPageAnonExclusive(k, page)
-    page_dup_rmap(k, page, compound)
+    yield from _dup_rmap(k, page, compound)
     return 0
 
 
@@ -141,27 +157,49 @@ def copy_present_pte(
     prealloc: list[int],
     cpu: int,
 ) -> Generator[Yield, None, int]:
-    """v6.1 mm/memory.c copy_present_pte: fork's reference first, then the pin test."""
+    """v6.1 mm/memory.c copy_present_pte: fork's reference first, then the pin test.
+
+    v4.4 / v5.7 mm/memory.c copy_one_pte write-protects the parent PTE first
+    (profile.fork_wrprotect_before_get).
+    """
     pte = get_pte(src.pgtable, addr)
     page = vm_normal_page(k, src_vma, addr, pte)
-    if page is not None and PageAnon(k, page):
+    wrprotect_first = k.profile.fork_wrprotect_before_get and k.hooks.fork_must_copy is None
+    if wrprotect_first:
+        pte = yield from _fork_wrprotect(src, src_vma, addr, pte)
+    if page is not None:
         folio = compound_head(k.mem, page)
         yield Point("fork get_page", writes=frozenset({("page", folio, "refcount")}))
         get_page(k, page)
-        if (yield from page_try_dup_anon_rmap(k, src, page, False, src_vma)):
-            put_page(k, page)
-            return (yield from copy_present_page(k, dst, dst_vma, addr, page, prealloc, cpu))
-    elif page is not None:
-        get_page(k, page)
-        page_dup_rmap(k, page, False)
-    if is_cow_mapping(src_vma.vm_flags) and pte_write(pte):
-        yield Point("fork wrprotect", writes=frozenset({pte_key(src, addr)}))
-        pte = pte_wrprotect(pte)
-        set_pte_at(src.pgtable, addr, pte)
+        if PageAnon(k, page):
+            if (yield from page_try_dup_anon_rmap(k, src, page, False, src_vma)):
+                yield Point("fork put_page", writes=frozenset({("page", folio, "refcount")}))
+                put_page(k, page)
+                return (yield from copy_present_page(k, dst, dst_vma, addr, page, prealloc, cpu))
+        else:
+            yield from _dup_rmap(k, page, False)
+    if not wrprotect_first:
+        pte = yield from _fork_wrprotect(src, src_vma, addr, pte)
     if src_vma.vm_flags & VM_SHARED:
         pte = pte_mkclean(pte)
     set_pte_at(dst.pgtable, addr, pte_mkold(pte))
     return 0
+
+
+def _fork_wrprotect(
+    src: MmStruct, src_vma: VmArea, addr: int, pte: int
+) -> Generator[Yield, None, int]:
+    """v6.1 mm/memory.c copy_present_pte: a COW mapping's writable parent PTE becomes R/O."""
+    if not (is_cow_mapping(src_vma.vm_flags) and pte_write(pte)):
+        return pte
+    yield Point(
+        "fork wrprotect",
+        reads=pte_footprint(src.id, addr),
+        writes=frozenset({pte_key(src.id, addr)}),
+    )
+    pte = pte_wrprotect(get_pte(src.pgtable, addr))
+    set_pte_at(src.pgtable, addr, pte)
+    return pte
 
 
 def copy_pte_range(
@@ -181,7 +219,7 @@ def copy_pte_range(
         yield from pte_lock(k, src, addr)
         ret = 0
         while addr < end:
-            yield Point("fork pte", reads=frozenset({pte_key(src, addr)}))
+            yield Point("fork pte", reads=pte_footprint(src.id, addr))
             pte = get_pte(src.pgtable, addr)
             if pte and pte_present(pte):
                 ret = yield from copy_present_pte(
@@ -216,22 +254,25 @@ def copy_huge_pmd(
         return 0
     slot = haddr >> PMD_SHIFT
     yield from pte_lock(k, src, haddr)
-    yield Point("copy huge pmd", reads=frozenset({pte_key(src, haddr)}))
-    pmd = src.pgtable.pmd[slot]
-    if is_huge_zero_pmd(k, pmd):
-        mm_get_huge_zero_page(k)
-        dst.pgtable.pmd[slot] = pmd
+    yield Point("copy huge pmd", reads=frozenset({pmd_key(src.id, haddr)}))
+    pmd = src.pgtable.pmd.get(slot, 0)
+    if not pmd:
         pte_unlock(k, src, haddr)
-        return 0
-    from pinlab.kernel.mm.pgtable import pte_pfn
-
-    page = pte_pfn(pmd)
-    get_page(k, page)
-    if (yield from page_try_dup_anon_rmap(k, src, page, True, src_vma)):
-        put_page(k, page)
-        pte_unlock(k, src, haddr)
-        yield from split_huge_pmd(k, src, src_vma, haddr)
         return -EAGAIN
+    if is_huge_zero_pmd(k, pmd):
+        mm_get_huge_zero_page(k, dst)
+    else:
+        page = pte_pfn(pmd)
+        yield Point("fork get_page", writes=frozenset({("page", page, "refcount")}))
+        get_page(k, page)
+        if (yield from page_try_dup_anon_rmap(k, src, page, True, src_vma)):
+            yield Point("fork put_page", writes=frozenset({("page", page, "refcount")}))
+            put_page(k, page)
+            pte_unlock(k, src, haddr)
+            yield from split_huge_pmd(k, src, src_vma, haddr)
+            return -EAGAIN
+    yield Point("pmdp_set_wrprotect", writes=frozenset({pmd_key(src.id, haddr)}))
+    pmd = src.pgtable.pmd[slot]
     src.pgtable.pmd[slot] = pte_wrprotect(pmd)
     dst.pgtable.pmd[slot] = pte_mkold(pte_wrprotect(pmd))
     pte_unlock(k, src, haddr)
@@ -241,22 +282,16 @@ def copy_huge_pmd(
 def copy_page_range(
     k: Kernel, dst: MmStruct, src: MmStruct, dst_vma: VmArea, src_vma: VmArea, cpu: int = 0
 ) -> Generator[Yield, None, int]:
-    """v6.1 mm/memory.c copy_page_range: hugetlb, huge PMDs, then PTE tables; 0 or -ENOMEM.
-
-    write_protect_seq (v5.11) is odd while a COW mapping is copied, so GUP-fast
-    pins back off (v6.1 mm/gup.c lockless_pages_from_mm).
-    """
+    """v6.1 mm/memory.c copy_page_range: hugetlb, huge PMDs, then PTE tables; 0 or -errno."""
     from pinlab.kernel.mm.hugetlb import copy_hugetlb_page_range, is_vm_hugetlb_page
 
     if not vma_needs_copy(dst_vma, src_vma):
         return 0
     if is_vm_hugetlb_page(src_vma):
         return (yield from copy_hugetlb_page_range(k, dst, src, dst_vma, src_vma))
-    cow = is_cow_mapping(src_vma.vm_flags)
-    seq = cow and k.profile.mmf_has_pinned
+    seq = is_cow_mapping(src_vma.vm_flags) and k.profile.write_protect_seq
     if seq:
-        yield Point("write_protect_seq begin", writes=frozenset({("mm", src.id, "wpseq")}))
-        src.write_protect_seq += 1
+        yield from raw_write_seqcount(src, "begin")
     ret = 0
     first = src_vma.vm_start >> PMD_SHIFT
     last = (src_vma.vm_end - 1) >> PMD_SHIFT
@@ -274,6 +309,15 @@ def copy_page_range(
             if ret:
                 break
     if seq:
-        yield Point("write_protect_seq end", writes=frozenset({("mm", src.id, "wpseq")}))
-        src.write_protect_seq += 1
-    return ret if ret == -ENOMEM else 0
+        yield from raw_write_seqcount(src, "end")
+    return ret if ret in (-ENOMEM, -ENOSPC) else 0
+
+
+def raw_write_seqcount(mm: MmStruct, which: str) -> Generator[Yield, None, None]:
+    """v6.1 include/linux/seqlock.h raw_write_seqcount_begin/_end on mm->write_protect_seq.
+
+    Odd while fork write-protects a COW mapping, so GUP-fast pins back off
+    (v6.1 mm/gup.c lockless_pages_from_mm); the seqcount is v5.11 (57efa1fe5957).
+    """
+    yield Point(f"write_protect_seq {which}", writes=frozenset({("mm", mm.id, "wpseq")}))
+    mm.write_protect_seq += 1

@@ -17,7 +17,7 @@ import numpy as np
 from pinlab.interleave import Point, Yield
 from pinlab.kernel import errno
 from pinlab.kernel.bug import bug_on, warn_on_once
-from pinlab.kernel.mm.gup_dirty import folio_mark_dirty
+from pinlab.kernel.mm.gup_dirty import folio_mark_dirty, set_page_dirty_lock
 from pinlab.kernel.mm.gup_flags import (
     FOLL_GET,
     FOLL_LONGTERM,
@@ -29,7 +29,7 @@ from pinlab.kernel.mm.gup_flags import (
     require_gup_flags,
 )
 from pinlab.kernel.mm.gup_follow import Locked, Pages, __get_user_pages
-from pinlab.kernel.mm.gup_grab import gup_put_folio
+from pinlab.kernel.mm.gup_grab import gup_put_folio, unpin_folio_vmstat_last
 from pinlab.kernel.mm.gup_longterm import check_and_migrate_movable_pages, check_dax_vmas
 from pinlab.kernel.mm.gup_range import unpin_folios_range, unpin_range_ok
 from pinlab.kernel.mm.locking import (
@@ -49,6 +49,11 @@ if TYPE_CHECKING:
 NULL_PAGE = -1
 # v6.1 include/linux/err.h MAX_ERRNO: IS_ERR_VALUE covers [-4095, -1]
 MAX_ERRNO = 4095
+
+
+def warn_on(k: Kernel, site: str) -> None:
+    """WARN_ON (v6.1 include/asm-generic/bug.h): logged every time it fires, unlike _ONCE."""
+    k.warned.append(site)
 
 
 def page_array(nr_pages: int) -> Pages:
@@ -133,7 +138,7 @@ def __gup_longterm_locked(
     if not gup_flags & FOLL_LONGTERM:
         return (yield from __get_user_pages_locked(k, mm, start, nr_pages, pages, None, gup_flags))
     if k.profile.longterm_requires_pin and not gup_flags & FOLL_PIN:
-        warn_on_once(k, "mm/gup.c __gup_longterm_locked FOLL_LONGTERM without FOLL_PIN")
+        warn_on(k, "mm/gup.c __gup_longterm_locked FOLL_LONGTERM without FOLL_PIN")
         return -errno.EINVAL
     while True:
         nr_pinned = yield from __get_user_pages_locked(
@@ -232,7 +237,7 @@ def _pin_args_ok(k: Kernel, gup_flags: int, pages: Pages | None, func: str) -> b
     if gup_flags & FOLL_GET:
         warn_on_once(k, f"mm/gup.c {func} FOLL_GET")
         return False
-    if pages is None:
+    if pages is None and k.profile.pin_null_pages_refused:
         warn_on_once(k, f"mm/gup.c {func} pages == NULL")
         return False
     return True
@@ -292,7 +297,11 @@ def put_page_api(k: Kernel, page: int) -> Generator[Yield, None, None]:
 def unpin_user_page(k: Kernel, page: int) -> Generator[Yield, None, None]:
     """v6.1 mm/gup.c unpin_user_page (the DEBUG_VM sanity check is not built on Debian)."""
     require_gup_api(k.profile, "unpin_user_page")
-    yield from gup_put_folio(k, compound_head(k.mem, page), 1, FOLL_PIN)
+    folio = compound_head(k.mem, page)
+    if k.profile.pin_v5_7_order:
+        yield from unpin_folio_vmstat_last(k, folio)
+    else:
+        yield from gup_put_folio(k, folio, 1, FOLL_PIN)
 
 
 def _folio_runs(k: Kernel, pages: Sequence[int]) -> list[tuple[int, int]]:
@@ -320,11 +329,15 @@ def unpin_user_pages(
     """v6.1 mm/gup.c unpin_user_pages: WARN on an -errno count, else one put per folio run."""
     require_gup_api(k.profile, "unpin_user_pages")
     if -MAX_ERRNO <= npages < 0:
-        warn_on_once(k, "mm/gup.c unpin_user_pages IS_ERR_VALUE(npages)")
+        warn_on(k, "mm/gup.c unpin_user_pages IS_ERR_VALUE(npages)")
         return
     if unpin_range_ok(k):
         yield "unpin_user_pages:range"
         unpin_folios_range(k, np.asarray(pages[:npages], dtype=np.int64))
+        return
+    if k.profile.pin_v5_7_order:
+        for page in _page_list(pages, npages):
+            yield from unpin_user_page(k, page)
         return
     for folio, nr in _folio_runs(k, _page_list(pages, npages)):
         yield from gup_put_folio(k, folio, nr, FOLL_PIN)
@@ -348,11 +361,19 @@ def unpin_user_pages_dirty_lock(
 ) -> Generator[Yield, None, None]:
     """v6.1 mm/gup.c unpin_user_pages_dirty_lock: dirty clean folios under the folio lock, unpin.
 
-    v5.7 dirtied page by page with set_page_dirty_lock; the end state is the same.
+    v5.7 dirties and unpins page by page (set_page_dirty_lock, unpin_user_page).
     """
     require_gup_api(k.profile, "unpin_user_pages_dirty_lock")
     if not make_dirty:
         yield from unpin_user_pages(k, pages, npages)
+        return
+    if k.profile.pin_v5_7_order:
+        for page in _page_list(pages, npages):
+            head = compound_head(k.mem, page)
+            yield Point("PageDirty", reads=frozenset({("page", head, "flags")}))
+            if not int(k.mem.flags[head]) & k.pf.mask("PG_dirty"):
+                yield from set_page_dirty_lock(k, head)
+            yield from unpin_user_page(k, head)
         return
     for folio, nr in _folio_runs(k, _page_list(pages, npages)):
         yield from _dirty_then_put(k, folio, nr, True)

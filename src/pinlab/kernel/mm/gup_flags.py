@@ -25,6 +25,9 @@ FOLL_HWPOISON = 0x100
 FOLL_MIGRATION = 0x400
 FOLL_TRIED = 0x800
 FOLL_REMOTE = 0x2000
+# v5.7 include/linux/mm.h internal flag "a COW fault was taken", v4.9 19be0eaffa3a
+# (Dirty COW fix, stable 4.4.26) until v6.0 5535be309971 removed it; 6.1 has no bit 0x4000.
+FOLL_COW = 0x4000
 FOLL_ANON = 0x8000
 FOLL_LONGTERM = 0x10000
 FOLL_SPLIT_PMD = 0x20000

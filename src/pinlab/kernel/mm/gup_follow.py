@@ -9,7 +9,7 @@ None is the kernel's NULL ("fault it in"), a negative int is ERR_PTR(-errno).
 
 from __future__ import annotations
 
-from collections.abc import Generator, Hashable
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,6 +22,7 @@ from pinlab.kernel.bug import warn_on_once
 from pinlab.kernel.mm.gup_dirty import folio_mark_dirty, mark_page_accessed
 from pinlab.kernel.mm.gup_flags import (
     FOLL_ANON,
+    FOLL_COW,
     FOLL_DUMP,
     FOLL_FORCE,
     FOLL_GET,
@@ -49,13 +50,16 @@ from pinlab.kernel.mm.pgtable import (
     PAGE_SIZE,
     PMD_SHIFT,
     PUD_SHIFT,
+    pmd_key,
     pmd_trans_huge,
     pte_devmap,
     pte_dirty,
+    pte_footprint,
     pte_pfn,
     pte_present,
     pte_protnone,
     pte_write,
+    pud_key,
 )
 from pinlab.kernel.mm.types import (
     VM_HUGETLB,
@@ -90,11 +94,6 @@ class Locked:
     """The caller's `int *locked`: whether it still holds mmap_lock for read."""
 
     held: bool = True
-
-
-def pte_key(mm: MmStruct, addr: int) -> frozenset[Hashable]:
-    """Footprint of the PTE (or huge entry) mapping `addr`."""
-    return frozenset({("pte", mm.id, addr & PAGE_MASK)})
 
 
 def vma_fs(k: Kernel, vma: VmArea) -> FsType | None:
@@ -145,7 +144,7 @@ def check_vma_flags(k: Kernel, vma: VmArea, gup_flags: int) -> int:
         if not vm_flags & VM_WRITE:
             if not gup_flags & FOLL_FORCE:
                 return -errno.EFAULT
-            if is_vm_hugetlb_page(vma):
+            if k.profile.hugetlb_force_write_refused and is_vm_hugetlb_page(vma):
                 return -errno.EFAULT
             if not is_cow_mapping(vm_flags):
                 return -errno.EFAULT
@@ -179,10 +178,18 @@ def gup_must_unshare(k: Kernel, flags: int, page: int) -> bool:
     return not page_anon_exclusive(k, page)
 
 
-def _can_follow_write(k: Kernel, writable: bool, page: int | None, vma: VmArea, flags: int) -> bool:
-    """v6.1 mm/gup.c can_follow_write_pte / mm/huge_memory.c can_follow_write_pmd."""
-    if writable:
+def _can_follow_write(k: Kernel, entry: int, page: int | None, vma: VmArea, flags: int) -> bool:
+    """v6.1 mm/gup.c can_follow_write_pte / mm/huge_memory.c can_follow_write_pmd.
+
+    v5.7: pte_write || (FOLL_FORCE && FOLL_COW && pte_dirty); v4.4: pte_write only.
+    """
+    if pte_write(entry):
         return True
+    how = k.profile.foll_force_write
+    if how == "drop_write":
+        return False
+    if how == "foll_cow":
+        return flags & (FOLL_FORCE | FOLL_COW) == FOLL_FORCE | FOLL_COW and pte_dirty(entry)
     if not flags & FOLL_FORCE:
         return False
     if vma.vm_flags & (VM_MAYSHARE | VM_SHARED):
@@ -194,6 +201,15 @@ def _can_follow_write(k: Kernel, writable: bool, page: int | None, vma: VmArea, 
     if page is None or not k.profile.page_anon_exclusive:
         return False
     return folio_test_anon(k, compound_head(k.mem, page)) and page_anon_exclusive(k, page)
+
+
+def gup_page_hook(k: Kernel, vma: VmArea, page: int, flags: int) -> Generator[Yield, None, int]:
+    """The gup_page design hook between finding the page and grabbing it: 0 or -errno."""
+    hook = k.hooks.gup_page
+    if hook is None:
+        return 0
+    yield "gup_page"
+    return hook(k, vma, page, flags)
 
 
 def no_page_table(vma: VmArea, flags: int) -> Follow:
@@ -212,7 +228,7 @@ def follow_page_pte(
         return -errno.EINVAL
     yield from pte_lock(k, mm, address)
     try:
-        yield Point("follow_page_pte:read", reads=pte_key(mm, address))
+        yield Point("follow_page_pte:read", reads=pte_footprint(mm.id, address))
         table = mm.pgtable.pte.get(address >> PMD_SHIFT)
         index = (address >> PAGE_SHIFT) & 511
         pte = 0 if table is None else int(table[index])
@@ -223,7 +239,7 @@ def follow_page_pte(
             return None
         pfn = pte_pfn(pte)
         page = vm_normal_page(k, vma, address, pte)
-        if flags & FOLL_WRITE and not _can_follow_write(k, pte_write(pte), page, vma, flags):
+        if flags & FOLL_WRITE and not _can_follow_write(k, pte, page, vma, flags):
             return None
         if page is None and pte_devmap(pte) and flags & (FOLL_GET | FOLL_PIN):
             page = pfn
@@ -235,6 +251,9 @@ def follow_page_pte(
             page = pfn
         if not pte_write(pte) and gup_must_unshare(k, flags, page):
             return -errno.EMLINK
+        refused = yield from gup_page_hook(k, vma, page, flags)
+        if refused:
+            return refused
         if not (yield from try_grab_page(k, page, flags)):
             return -errno.ENOMEM
         if flags & FOLL_TOUCH:
@@ -255,16 +274,20 @@ def follow_trans_huge_pmd(
     slot = address >> PMD_SHIFT
     pmd = mm.pgtable.pmd[slot]
     head = pte_pfn(pmd)
-    if flags & FOLL_WRITE and not _can_follow_write(k, pte_write(pmd), head, vma, flags):
+    if flags & FOLL_WRITE and not _can_follow_write(k, pmd, head, vma, flags):
         return None
     if not pte_write(pmd) and gup_must_unshare(k, flags, head):
         return -errno.EMLINK
+    page = head + ((address >> PAGE_SHIFT) & ((1 << HPAGE_PMD_ORDER) - 1))
+    refused = yield from gup_page_hook(k, vma, page, flags)
+    if refused:
+        return refused
     if not (yield from try_grab_page(k, head, flags)):
         return -errno.ENOMEM
     if flags & FOLL_TOUCH:
         # v6.1 mm/huge_memory.c touch_pmd: young, and dirty for a write
         mm.pgtable.pmd[slot] = pmd | _PAGE_ACCESSED | (_PAGE_DIRTY if flags & FOLL_WRITE else 0)
-    return head + ((address >> PAGE_SHIFT) & ((1 << HPAGE_PMD_ORDER) - 1))
+    return page
 
 
 def follow_page_mask(
@@ -272,7 +295,7 @@ def follow_page_mask(
 ) -> Generator[Yield, None, tuple[Follow, int]]:
     """v6.1 mm/gup.c follow_page_mask / follow_pmd_mask: (result, ctx.page_mask)."""
     slot = address >> PMD_SHIFT
-    yield Point("follow_pmd_mask:read", reads=pte_key(mm, address))
+    yield Point("follow_pmd_mask:read", reads=frozenset({pmd_key(mm.id, address)}))
     pmd = mm.pgtable.pmd.get(slot, 0)
     if not pmd_trans_huge(pmd):
         if slot not in mm.pgtable.pte:
@@ -310,12 +333,16 @@ def faultin_page(
     flags: int,
     unshare: bool,
     locked: Locked | None,
-) -> Generator[Yield, None, int]:
-    """v6.1 mm/gup.c faultin_page: handle_mm_fault, mapped to 0 / -EBUSY / -EAGAIN / -errno."""
+) -> Generator[Yield, None, tuple[int, int]]:
+    """v6.1 mm/gup.c faultin_page: (0 / -EBUSY / -EAGAIN / -errno, the caller's new flags).
+
+    After a write fault that broke COW in a !VM_WRITE VMA, v5.7 adds FOLL_COW
+    and v4.4 drops FOLL_WRITE (both mm/gup.c faultin_page); 6.1 changes nothing.
+    """
     from pinlab.kernel.mm import memory as mem
 
     if flags & FOLL_NOFAULT:
-        return -errno.EFAULT
+        return -errno.EFAULT, flags
     fault_flags = 0
     if flags & FOLL_WRITE:
         fault_flags |= mem.FAULT_FLAG_WRITE
@@ -333,17 +360,23 @@ def faultin_page(
     if ret & mem.VM_FAULT_COMPLETED:
         if locked is not None:
             locked.held = False
-        return -errno.EAGAIN
+        return -errno.EAGAIN, flags
     if ret & mem.VM_FAULT_ERROR:
         err = vm_fault_to_errno(ret, flags)
         if err:
-            return err
+            return err, flags
         raise AssertionError("BUG: VM_FAULT_ERROR without an errno (v6.1 mm/gup.c faultin_page)")
     if ret & mem.VM_FAULT_RETRY:
         if locked is not None and not fault_flags & mem.FAULT_FLAG_RETRY_NOWAIT:
             locked.held = False
-        return -errno.EBUSY
-    return 0
+        return -errno.EBUSY, flags
+    if ret & mem.VM_FAULT_WRITE and not vma.vm_flags & VM_WRITE:
+        how = k.profile.foll_force_write
+        if how == "foll_cow":
+            flags |= FOLL_COW
+        elif how == "drop_write":
+            flags &= ~FOLL_WRITE
+    return 0, flags
 
 
 def _huge_entry(mm: MmStruct, vaddr: int) -> tuple[int, int]:
@@ -376,7 +409,10 @@ def follow_hugetlb_page(
     err = -errno.EFAULT
     while vaddr < vma.vm_end and remainder:
         yield from pte_lock(k, mm, vaddr)
-        yield Point("follow_hugetlb_page:read", reads=pte_key(mm, vaddr))
+        yield Point(
+            "follow_hugetlb_page:read",
+            reads=frozenset({pud_key(mm.id, vaddr), pmd_key(mm.id, vaddr)}),
+        )
         entry, order = _huge_entry(mm, vaddr)
         must_fault = not pte_present(entry)
         unshare = False
@@ -423,6 +459,11 @@ def follow_hugetlb_page(
             i += nr
             continue
         refs = min(nr - pfn_offset, remainder, (vma.vm_end - (vaddr & PAGE_MASK)) >> PAGE_SHIFT)
+        refused = yield from gup_page_hook(k, vma, head + pfn_offset, flags)
+        if refused:
+            pte_unlock(k, mm, vaddr)
+            err = refused
+            break
         grabbed = yield from _hugetlb_grab(k, pages, i, head + pfn_offset, refs, flags)
         pte_unlock(k, mm, vaddr)
         if grabbed < refs:
@@ -516,7 +557,7 @@ def __get_user_pages(
         while True:
             page, page_mask = yield from follow_page_mask(k, mm, vma, start, foll_flags)
             if page is None or page == -errno.EMLINK:
-                ret = yield from faultin_page(
+                ret, foll_flags = yield from faultin_page(
                     k, mm, vma, start, foll_flags, page == -errno.EMLINK, locked
                 )
                 if ret == 0:

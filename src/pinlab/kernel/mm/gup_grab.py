@@ -93,7 +93,13 @@ def try_get_folio(k: Kernel, page: int, refs: int) -> Generator[Yield, None, int
 def _pin_folio(k: Kernel, folio: int, refs: int, have_ref: int) -> Gen:
     """Account `refs` pins on a folio already holding `have_ref` of them as plain refs."""
     m = k.mem
-    if has_exact_pincount(k, folio):
+    if has_exact_pincount(k, folio) and not have_ref and k.profile.pin_v5_7_order:
+        # v5.7 mm/gup.c try_grab_page: hpage_pincount_add, then page_ref_add
+        yield Point("pin:pincount", writes=pin_key(folio))
+        m.pincount[folio + k.profile.pincount_page] += refs
+        yield Point("pin:ref", writes=ref_key(folio))
+        page_ref_add(m, folio, refs)
+    elif has_exact_pincount(k, folio):
         if have_ref < refs:
             yield Point("pin:ref", writes=ref_key(folio))
             page_ref_add(m, folio, refs - have_ref)
@@ -181,6 +187,21 @@ def gup_put_folio(k: Kernel, folio: int, refs: int, flags: int) -> Generator[Yie
             refs *= k.profile.pin_bias
     yield Point("put:ref", reads=ref_key(folio), writes=ref_key(folio))
     folio_put_refs(k, folio, refs)
+
+
+def unpin_folio_vmstat_last(k: Kernel, folio: int) -> Generator[Yield, None, None]:
+    """v5.7 mm/gup.c unpin_user_page: pincount or bias off, put, then NR_FOLL_PIN_RELEASED."""
+    if k.hooks.pin_release is not None:
+        yield from gup_put_folio(k, folio, 1, FOLL_PIN)
+        return
+    refs = k.profile.pin_bias
+    if has_exact_pincount(k, folio):
+        yield Point("unpin:pincount", writes=pin_key(folio))
+        k.mem.pincount[folio + k.profile.pincount_page] -= 1
+        refs = 1
+    yield Point("put:ref", reads=ref_key(folio), writes=ref_key(folio))
+    folio_put_refs(k, folio, refs)
+    yield from node_stat_mod_folio(k, NR_FOLL_PIN_RELEASED, 1)
 
 
 def folio_test_anon(k: Kernel, folio: int) -> bool:

@@ -77,8 +77,8 @@ def _must_unshare(k: Kernel, pages: I64, heads: I64, flags: int) -> NDArray[np.b
     return result
 
 
-def _pte_prefix(k: Kernel, mm: MmStruct, start: int, n: int, flags: int) -> tuple[I64, I64]:
-    """(PFNs, heads) of the leading pages of the range the follow_page path grabs as is."""
+def _pte_prefix(k: Kernel, mm: MmStruct, start: int, n: int, flags: int) -> tuple[I64, I64 | None]:
+    """(PFNs, heads or None: not computed) of the leading pages the follow_page path grabs as is."""
     segs: list[tuple[bool, int, int, int, NDArray[np.uint64] | None]] = []
     addr, left = start, n
     pt = mm.pgtable
@@ -97,7 +97,7 @@ def _pte_prefix(k: Kernel, mm: MmStruct, start: int, n: int, flags: int) -> tupl
         addr += cnt << PAGE_SHIFT
         left -= cnt
     pfn_parts: list[I64] = []
-    head_parts: list[I64] = []
+    head_parts: list[I64 | None] = []
     i = 0
     while i < len(segs):
         j = i
@@ -115,13 +115,16 @@ def _pte_prefix(k: Kernel, mm: MmStruct, start: int, n: int, flags: int) -> tupl
         return empty, empty
     if len(pfn_parts) == 1:
         return pfn_parts[0], head_parts[0]
-    return np.concatenate(pfn_parts), np.concatenate(head_parts)
+    pfns = np.concatenate(pfn_parts)
+    if any(h is None for h in head_parts):
+        return pfns, None
+    return pfns, np.concatenate([h for h in head_parts if h is not None])
 
 
 Seg = tuple[bool, int, int, int, NDArray[np.uint64] | None]
 
 
-def _pmd_group(k: Kernel, group: list[Seg], flags: int) -> tuple[I64, I64, bool]:
+def _pmd_group(k: Kernel, group: list[Seg], flags: int) -> tuple[I64, None, bool]:
     """Subpages of consecutive PMD-mapped THPs (v6.1 mm/huge_memory.c follow_trans_huge_pmd)."""
     vals = np.array([seg[3] for seg in group], np.uint64)
     heads = ((vals & _PFN_MASK) >> np.uint64(PAGE_SHIFT)).astype(np.int64)
@@ -130,16 +133,13 @@ def _pmd_group(k: Kernel, group: list[Seg], flags: int) -> tuple[I64, I64, bool]
     keep = int(np.argmax(bad)) if bad.any() else len(group)
     idxs = np.array([seg[1] for seg in group[:keep]], np.int64)
     cnts = np.array([seg[2] for seg in group[:keep]], np.int64)
-    total = int(cnts.sum())
     if keep and (cnts == 512).all():
-        head_of = np.repeat(heads[:keep], 512)
-        pfns = np.tile(np.arange(512, dtype=np.int64), keep)
+        pfns = (heads[:keep, None] + np.arange(512, dtype=np.int64)).ravel()
     else:
-        head_of = np.repeat(heads[:keep], cnts)
+        total = int(cnts.sum())
         pfns = np.arange(total, dtype=np.int64)
-        pfns -= np.repeat(np.cumsum(cnts) - cnts - idxs, cnts)
-    pfns += head_of
-    return pfns, head_of, keep == len(group)
+        pfns += np.repeat(heads[:keep] - np.cumsum(cnts) + cnts + idxs, cnts)
+    return pfns, None, keep == len(group)
 
 
 def _pte_group(k: Kernel, group: list[Seg], flags: int) -> tuple[I64, I64, bool]:
@@ -226,6 +226,40 @@ def _per_folio(k: Kernel, heads: I64) -> tuple[I64, I64]:
     return folios, cnt[folios]
 
 
+def _runs_per_folio(k: Kernel, pfns: I64) -> tuple[I64, I64] | None:
+    """(folios, entries) for an array made of runs inside large folios of order >= 9; else None.
+
+    A new folio can only start at a break in consecutive PFNs or at a
+    512-aligned PFN, and a folio of order >= 9 covers the whole aligned
+    512-block around any of its pages: so only those entries need a head.
+    """
+    n = pfns.shape[0]
+    if not n:
+        return None
+    cand_mask = np.empty(n, np.bool_)
+    cand_mask[0] = True
+    np.not_equal(pfns[1:] - pfns[:-1], 1, out=cand_mask[1:])
+    cand_mask |= (pfns & 511) == 0
+    cand = np.flatnonzero(cand_mask)
+    if cand.shape[0] > (n >> 6) + 1:
+        return None
+    heads = _heads(k, pfns[cand])
+    m = k.mem
+    nxt = np.minimum(heads + 1, m.nr_pages - 1)
+    if not ((m.head[nxt] == heads) & (m.order[nxt] >= HPAGE_PMD_ORDER)).all():
+        return None
+    lens = np.diff(np.append(cand, n))
+    return _per_folio_weighted(k, heads, lens)
+
+
+def _per_folio_weighted(k: Kernel, heads: I64, lens: I64) -> tuple[I64, I64]:
+    """Distinct folios among `heads` and the summed `lens` of each."""
+    if heads.shape[0] > 1 and not (np.diff(heads) > 0).all():
+        folios, inverse = np.unique(heads, return_inverse=True)
+        return folios, np.bincount(inverse, weights=lens).astype(np.int64)
+    return heads, lens.astype(np.int64)
+
+
 def _folio_facts(k: Kernel, folios: I64) -> tuple[NDArray[np.bool_], I64]:
     """For each folio head: whether it keeps an exact pincount, and its order."""
     m = k.mem
@@ -268,16 +302,19 @@ def range_grab(
     n = min(nr_pages, (vma.vm_end - start) >> PAGE_SHIFT)
     if n <= 0:
         return 0
+    maybe_heads: I64 | None
     if hugetlb:
-        pfns, heads = _hugetlb_prefix(k, mm, vma, start, n, flags)
+        pfns, maybe_heads = _hugetlb_prefix(k, mm, vma, start, n, flags)
     else:
-        pfns, heads = _pte_prefix(k, mm, start, n, flags)
+        pfns, maybe_heads = _pte_prefix(k, mm, start, n, flags)
     if not pfns.shape[0]:
         return 0
+    runs = _runs_per_folio(k, pfns) if maybe_heads is None else None
+    heads = maybe_heads if maybe_heads is not None or runs is not None else _heads(k, pfns)
     m = k.mem
     pin = bool(flags & FOLL_PIN)
     counted: NDArray[np.bool_] | None = None
-    if pin and k.profile.zero_page_pin_noop:
+    if pin and k.profile.zero_page_pin_noop and heads is not None:
         zero = heads == k.zero_pfn
         counted = ~zero if zero.any() else None
     if pin and hugetlb and k.profile.hugetlb_grab_batched and flags & FOLL_LONGTERM:
@@ -286,7 +323,11 @@ def range_grab(
             bad &= counted
         if bad.any():
             return _cut(k, mm, vma, start, flags, pages, pfns, int(np.argmax(bad)))
-    folios, fcnt = _per_folio(k, heads if counted is None else heads[counted])
+    if runs is not None:
+        folios, fcnt = runs
+    else:
+        assert heads is not None
+        folios, fcnt = _per_folio(k, heads if counted is None else heads[counted])
     exact, _ = _folio_facts(k, folios)
     delta: I64 | int = 1
     if pin:
@@ -295,14 +336,14 @@ def range_grab(
         exact = np.zeros(folios.shape, np.bool_)
     ref0 = m.refcount[folios].astype(np.int64)
     final = ref0 + fcnt * delta
-    stop = _first_refused(k, heads, counted, folios, fcnt, delta, ref0, final, hugetlb)
+    stop = _first_refused(k, pfns, heads, counted, folios, fcnt, delta, ref0, final, hugetlb)
     if stop is not None:
         return _cut(k, mm, vma, start, flags, pages, pfns, stop)
     m.refcount[folios] = _wrap(final)
     if exact.any():
         pc_at = folios[exact] + k.profile.pincount_page
         m.pincount[pc_at] = _wrap(m.pincount[pc_at].astype(np.int64) + fcnt[exact])
-    if pin and k.profile.vmstat_foll_pin:
+    if pin and k.profile.vmstat_foll_pin and folios.shape[0]:
         mod_node_page_state(k.vmstat, NR_FOLL_PIN_ACQUIRED, int(fcnt.sum()))
     pages[: pfns.shape[0]] = pfns
     return int(pfns.shape[0])
@@ -318,7 +359,8 @@ def _wrap(values: I64) -> NDArray[np.int32]:
 
 def _first_refused(
     k: Kernel,
-    heads: I64,
+    pfns: I64,
+    maybe_heads: I64 | None,
     counted: NDArray[np.bool_] | None,
     folios: I64,
     fcnt: I64,
@@ -350,6 +392,7 @@ def _first_refused(
         return None
     if not refused.any():
         return None
+    heads = maybe_heads if maybe_heads is not None else _heads(k, pfns)
     stop = int(heads.shape[0])
     positions = np.arange(stop) if counted is None else np.flatnonzero(counted)
     for folio, take in zip(folios[refused].tolist(), allowed[refused].tolist(), strict=True):
@@ -379,17 +422,21 @@ def unpin_folios_range(k: Kernel, pages: I64) -> None:
     m = k.mem
     if not pages.shape[0]:
         return
-    heads = _heads(k, pages)
-    if k.profile.zero_page_pin_noop:
-        heads = heads[heads != k.zero_pfn]
-    folios, fcnt = _per_folio(k, heads)
+    runs = _runs_per_folio(k, pages)
+    if runs is not None:
+        folios, fcnt = runs
+    else:
+        heads = _heads(k, pages)
+        if k.profile.zero_page_pin_noop:
+            heads = heads[heads != k.zero_pfn]
+        folios, fcnt = _per_folio(k, heads)
     exact, _ = _folio_facts(k, folios)
     delta = np.where(exact, 1, k.profile.pin_bias) if exact.any() else k.profile.pin_bias
     final = m.refcount[folios].astype(np.int64) - fcnt * delta
     if (final < 0).any():
         _unpin_runs(k, pages)
         return
-    if k.profile.vmstat_foll_pin:
+    if k.profile.vmstat_foll_pin and folios.shape[0]:
         mod_node_page_state(k.vmstat, NR_FOLL_PIN_RELEASED, int(fcnt.sum()))
     if exact.any():
         m.pincount[folios[exact] + k.profile.pincount_page] -= fcnt[exact].astype(np.int32)

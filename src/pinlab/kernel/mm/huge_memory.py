@@ -7,7 +7,7 @@ PageDoubleMap is modelled where the profile has it (profile.double_map_flag).
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Hashable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,6 +29,7 @@ from pinlab.kernel.mm.pgtable import (
     PTRS_PER_PTE,
     PageTable,
     pfn_pte,
+    pmd_key,
     pte_pfn,
 )
 from pinlab.kernel.mm.rmap import (
@@ -60,7 +61,9 @@ if TYPE_CHECKING:
 HPAGE_PMD_NR = 1 << HPAGE_PMD_ORDER
 # v6.1 include/linux/mm.h VM_NO_KHUGEPAGED = VM_SPECIAL | VM_HUGETLB
 VM_NO_KHUGEPAGED = VM_IO | VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP | VM_HUGETLB
-# v6.1 include/linux/sched/coredump.h MMF_DISABLE_THP (prctl PR_SET_THP_DISABLE)
+# v6.1 include/linux/sched/coredump.h MMF_HUGE_ZERO_PAGE (the mm has used the huge zero
+# page) and MMF_DISABLE_THP (prctl PR_SET_THP_DISABLE)
+MMF_HUGE_ZERO_PAGE = 23
 MMF_DISABLE_THP = 24
 
 
@@ -98,8 +101,9 @@ def transhuge_vma_suitable(vma: VmArea, addr: int) -> bool:
     return haddr >= vma.vm_start and haddr + PMD_SIZE <= vma.vm_end
 
 
-def mm_get_huge_zero_page(k: Kernel) -> int | None:
-    """v6.1 mm/huge_memory.c get_huge_zero_page: allocated zeroed on first use, kept."""
+def mm_get_huge_zero_page(k: Kernel, mm: MmStruct) -> int | None:
+    """v6.1 mm/huge_memory.c mm_get_huge_zero_page: allocated zeroed on first use; marks the mm."""
+    mm.flags |= 1 << MMF_HUGE_ZERO_PAGE
     if k.huge_zero_pfn < 0:
         pfn = alloc_pages(k, GFP_KERNEL | __GFP_COMP, HPAGE_PMD_ORDER)
         if pfn is None:
@@ -109,8 +113,9 @@ def mm_get_huge_zero_page(k: Kernel) -> int | None:
     return k.huge_zero_pfn
 
 
-def _pmd_key(mm: MmStruct, addr: int) -> tuple[str, int, int]:
-    return ("pte", mm.id, addr & ~(PMD_SIZE - 1))
+def _folio_footprint(folio: int) -> frozenset[Hashable]:
+    """A THP's refcount, mapcounts and flags (a split or zap writes all of them)."""
+    return frozenset({("page", folio, f) for f in ("refcount", "mapcount", "flags")})
 
 
 def do_huge_pmd_anonymous_page(
@@ -129,10 +134,10 @@ def do_huge_pmd_anonymous_page(
     if not transhuge_vma_suitable(vma, haddr):
         return VM_FAULT_FALLBACK
     anon_vma_prepare(k, vma)
-    key = _pmd_key(mm, haddr)
+    key = pmd_key(mm.id, haddr)
     slot = haddr >> PMD_SHIFT
     if not flags & FAULT_FLAG_WRITE and k.thp_use_zero_page:
-        zero = mm_get_huge_zero_page(k)
+        zero = mm_get_huge_zero_page(k, mm)
         if zero is None:
             return VM_FAULT_FALLBACK
         yield from pte_lock(k, mm, haddr)
@@ -170,7 +175,7 @@ def huge_pmd_set_accessed(
 
     slot = address >> PMD_SHIFT
     yield from pte_lock(k, mm, address)
-    yield Point("pmd mkyoung", writes=frozenset({_pmd_key(mm, address)}))
+    yield Point("pmd mkyoung", writes=frozenset({pmd_key(mm.id, address)}))
     if slot in mm.pgtable.pmd:
         bits = _PAGE_ACCESSED | (_PAGE_DIRTY if flags & FAULT_FLAG_WRITE else 0)
         mm.pgtable.pmd[slot] |= bits
@@ -199,11 +204,15 @@ def do_huge_pmd_wp_page(
     orig = mm.pgtable.pmd.get(slot, 0)
     if not is_huge_zero_pmd(k, orig):
         yield from pte_lock(k, mm, haddr)
-        yield Point("wp huge pmd", reads=frozenset({_pmd_key(mm, haddr)}))
+        page = pte_pfn(orig)
+        yield Point(
+            "wp huge pmd",
+            reads=_folio_footprint(page) | {pmd_key(mm.id, haddr)},
+            writes=frozenset({pmd_key(mm.id, haddr), ("page", page, "flags")}),
+        )
         if mm.pgtable.pmd.get(slot, 0) != orig:
             pte_unlock(k, mm, haddr)
             return 0
-        page = pte_pfn(orig)
         if k.profile.wp_reuse_by_refcount:
             reuse = k.profile.page_anon_exclusive and PageAnonExclusive(k, page)
             if not reuse and int(k.mem.refcount[page]) == 1:
@@ -228,7 +237,9 @@ def split_huge_pmd(
     """v6.1 mm/huge_memory.c __split_huge_pmd (freeze=false): 512 PTEs, the folio stays whole."""
     haddr = address & ~(PMD_SIZE - 1)
     yield from pte_lock(k, mm, haddr)
-    yield Point("split huge pmd", writes=frozenset({_pmd_key(mm, haddr)}))
+    pmd = mm.pgtable.pmd.get(haddr >> PMD_SHIFT, 0)
+    writes = {pmd_key(mm.id, haddr)} | (_folio_footprint(pte_pfn(pmd)) if pmd else set())
+    yield Point("split huge pmd", reads=frozenset(writes), writes=frozenset(writes))
     __split_huge_pmd_locked(k, mm, vma, haddr)
     pte_unlock(k, mm, haddr)
 
@@ -279,20 +290,29 @@ def __split_huge_pmd_locked(k: Kernel, mm: MmStruct, vma: VmArea, haddr: int) ->
         m.mapcount[page : page + HPAGE_PMD_NR] -= 1
 
 
-def zap_huge_pmd(k: Kernel, mm: MmStruct, vma: VmArea, haddr: int) -> int | None:
-    """v6.1 mm/huge_memory.c zap_huge_pmd: clear the PMD, drop the rmap; returns the folio.
+def zap_huge_pmd(
+    k: Kernel, mm: MmStruct, vma: VmArea, haddr: int
+) -> Generator[Yield, None, int | None]:
+    """v6.1 mm/huge_memory.c zap_huge_pmd: under the PMD lock clear it, drop the rmap.
 
-    The caller drops the folio's reference after the TLB flush (tlb_remove_page_size).
+    Returns the folio whose reference the caller drops after the TLB flush
+    (tlb_remove_page_size); None for the huge zero page or a vanished PMD.
     """
     from pinlab.kernel.mm.filemap import folio_mark_dirty
     from pinlab.kernel.mm.rmap import page_remove_rmap
 
     slot = haddr >> PMD_SHIFT
-    pmd = mm.pgtable.pmd.pop(slot)
-    if is_huge_zero_pmd(k, pmd):
+    yield from pte_lock(k, mm, haddr)
+    pmd = mm.pgtable.pmd.get(slot, 0)
+    writes = {pmd_key(mm.id, haddr)} | (_folio_footprint(pte_pfn(pmd)) if pmd else set())
+    yield Point("zap huge pmd", reads=frozenset(writes), writes=frozenset(writes))
+    pmd = mm.pgtable.pmd.pop(slot, 0)
+    if not pmd or is_huge_zero_pmd(k, pmd):
+        pte_unlock(k, mm, haddr)
         return None
     page = pte_pfn(pmd)
     page_remove_rmap(k, page, vma, True)
     if not PageAnon(k, page) and pmd & _PAGE_DIRTY:
-        folio_mark_dirty(k, page)
+        yield from folio_mark_dirty(k, page)
+    pte_unlock(k, mm, haddr)
     return page

@@ -6,11 +6,13 @@ page reservations (resv_huge_pages) and PMD sharing are not modelled.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Hashable
 from typing import TYPE_CHECKING
 
-from pinlab.interleave import Point, Yield
+from pinlab.interleave import Await, Point, Yield
+from pinlab.kernel.errno import EEXIST, ENOSPC
 from pinlab.kernel.mm.locking import folio_unlock, pte_lock, pte_unlock
+from pinlab.kernel.mm.memmap import compound_head
 from pinlab.kernel.mm.page_alloc import alloc_hugetlb_folio
 from pinlab.kernel.mm.page_ref import get_page, put_page
 from pinlab.kernel.mm.pgtable import (
@@ -22,10 +24,11 @@ from pinlab.kernel.mm.pgtable import (
     PMD_SHIFT,
     PUD_SHIFT,
     pfn_pte,
+    pmd_key,
     pte_pfn,
+    pud_key,
 )
 from pinlab.kernel.mm.rmap import (
-    ClearPageAnonExclusive,
     PageAnon,
     PageAnonExclusive,
     hugepage_add_new_anon_rmap,
@@ -39,6 +42,7 @@ from pinlab.kernel.mm.types import (
     VM_MAYSHARE,
     VM_SHARED,
     VM_WRITE,
+    AddressSpace,
     MmStruct,
     VmArea,
     is_cow_mapping,
@@ -94,64 +98,111 @@ def vma_hugecache_offset(vma: VmArea, order: int, haddr: int) -> int:
     return ((haddr - vma.vm_start) >> (order + PAGE_SHIFT)) + (vma.vm_pgoff >> order)
 
 
+def huge_pte_key(mm: MmStruct, order: int, haddr: int) -> tuple[str, int, int]:
+    """Footprint key of a hugetlb entry: the PMD (2 MiB) or PUD (1 GiB) it lives in."""
+    return pmd_key(mm.id, haddr) if order == HPAGE_PMD_ORDER else pud_key(mm.id, haddr)
+
+
+def hugetlb_fault_mutex_lock(
+    k: Kernel, mapping: AddressSpace, idx: int
+) -> Generator[Yield, None, None]:
+    """v6.1 mm/hugetlb.c hugetlb_fault_mutex_hash + mutex_lock: one fault per file index.
+
+    The kernel hashes (mapping, index) into a table of mutexes; the model
+    keeps one per key (hash collisions are not modelled).
+    """
+    key = (mapping.id, idx)
+    yield Await(
+        "hugetlb_fault_mutex",
+        lambda: key not in k.hugetlb_fault_mutex,
+        writes=frozenset({("hugetlb_fault_mutex", *key)}),
+    )
+    k.hugetlb_fault_mutex.add(key)
+
+
 def hugetlb_fault(
     k: Kernel, mm: MmStruct, vma: VmArea, address: int, flags: int
 ) -> Generator[Yield, None, int]:
-    """v6.1 mm/hugetlb.c hugetlb_fault: no page -> hugetlb_no_page; write/unshare -> hugetlb_wp."""
+    """v6.1 mm/hugetlb.c hugetlb_fault: under the fault mutex, no page -> hugetlb_no_page;
+    write/unshare on a read-only entry -> hugetlb_wp."""
     from pinlab.kernel.mm.memory import FAULT_FLAG_UNSHARE, FAULT_FLAG_WRITE
-
-    order = huge_page_order(k, vma)
-    haddr = address & ~((1 << (order + PAGE_SHIFT)) - 1)
-    key = ("pte", mm.id, haddr)
-    yield from pte_lock(k, mm, haddr)
-    yield Point("hugetlb pte", reads=frozenset({key}), writes=frozenset({key}))
-    entry = huge_ptep_get(k, mm, order, haddr)
-    if entry == 0:
-        pte_unlock(k, mm, haddr)
-        return (yield from hugetlb_no_page(k, mm, vma, haddr, order, flags))
-    ret = 0
-    if flags & (FAULT_FLAG_WRITE | FAULT_FLAG_UNSHARE) and not entry & _PAGE_RW:
-        ret = hugetlb_wp(k, mm, vma, haddr, order, flags)
-    elif flags & FAULT_FLAG_WRITE:
-        set_huge_pte_at(k, mm, order, haddr, entry | _PAGE_DIRTY)
-    pte_unlock(k, mm, haddr)
-    return ret
-
-
-def hugetlb_no_page(
-    k: Kernel, mm: MmStruct, vma: VmArea, haddr: int, order: int, flags: int
-) -> Generator[Yield, None, int]:
-    """v6.1 mm/hugetlb.c hugetlb_no_page: page-cache page (shared) or new anon page (private)."""
-    from pinlab.kernel.mm.filemap import filemap_add_folio, filemap_get_folio, folio_mark_dirty
-    from pinlab.kernel.mm.memory import (
-        FAULT_FLAG_WRITE,
-        VM_FAULT_SIGBUS,
-        anon_vma_prepare,
-    )
 
     assert vma.vm_file is not None
     mapping = k.mappings[vma.vm_file]
+    order = huge_page_order(k, vma)
+    haddr = address & ~((1 << (order + PAGE_SHIFT)) - 1)
     idx = vma_hugecache_offset(vma, order, haddr)
-    if idx >= mapping.i_size >> (order + PAGE_SHIFT):
-        return VM_FAULT_SIGBUS
+    yield from hugetlb_fault_mutex_lock(k, mapping, idx)
+    try:
+        key = huge_pte_key(mm, order, haddr)
+        yield Point("hugetlb pte", reads=frozenset({key}))
+        if huge_ptep_get(k, mm, order, haddr) == 0:
+            return (yield from hugetlb_no_page(k, mm, vma, mapping, idx, haddr, order, flags))
+        yield from pte_lock(k, mm, haddr)
+        entry = huge_ptep_get(k, mm, order, haddr)
+        ret = 0
+        if entry and flags & (FAULT_FLAG_WRITE | FAULT_FLAG_UNSHARE) and not entry & _PAGE_RW:
+            page = pte_pfn(entry)
+            yield Point("hugetlb_wp", reads=_hfootprint(key, page), writes=_hfootprint(key, page))
+            ret = hugetlb_wp(k, mm, vma, haddr, order, flags)
+        elif entry and flags & FAULT_FLAG_WRITE:
+            yield Point("huge_ptep_set_access_flags", writes=frozenset({key}))
+            set_huge_pte_at(k, mm, order, haddr, entry | _PAGE_DIRTY)
+        pte_unlock(k, mm, haddr)
+        return ret
+    finally:
+        k.hugetlb_fault_mutex.discard((mapping.id, idx))
+
+
+def _hfootprint(key: Hashable, page: int) -> frozenset[Hashable]:
+    """A hugetlb entry and its folio's refcount, mapcount and flags."""
+    return frozenset({key} | {("page", page, f) for f in ("refcount", "mapcount", "flags")})
+
+
+def hugetlb_no_page(
+    k: Kernel,
+    mm: MmStruct,
+    vma: VmArea,
+    mapping: AddressSpace,
+    idx: int,
+    haddr: int,
+    order: int,
+    flags: int,
+) -> Generator[Yield, None, int]:
+    """v6.1 mm/hugetlb.c hugetlb_no_page: page-cache page (shared) or new anon page (private).
+
+    A lost race to add the page to the cache (-EEXIST) retries the lookup.
+    """
+    from pinlab.kernel.mm.filemap import filemap_add_folio, filemap_get_folio, folio_mark_dirty
+    from pinlab.kernel.mm.memory import FAULT_FLAG_WRITE, VM_FAULT_SIGBUS, anon_vma_prepare
+
     nr = 1 << order
-    anon = False
-    page = yield from filemap_get_folio(k, mapping, idx)
-    if page is None:
+    while True:
+        if idx >= mapping.i_size >> (order + PAGE_SHIFT):
+            return VM_FAULT_SIGBUS
+        anon = False
+        page = yield from filemap_get_folio(k, mapping, idx)
+        if page is not None:
+            break
         page = alloc_hugetlb_folio(k, order)
         if page is None:
             # alloc_huge_page -> -ENOSPC -> vmf_error: VM_FAULT_SIGBUS
             return VM_FAULT_SIGBUS
         k.mem.data[page : page + nr] = 0
         k.mem.flags[page] |= k.pf.mask("PG_uptodate")
-        if vma.vm_flags & VM_MAYSHARE:
-            yield from filemap_add_folio(k, mapping, page, idx)
-            folio_mark_dirty(k, page)
-            folio_unlock(k, page)
-        else:
+        if not vma.vm_flags & VM_MAYSHARE:
             anon = True
+            break
+        err = yield from filemap_add_folio(k, mapping, page, idx)
+        if err == -EEXIST:
+            put_page(k, page)
+            continue
+        yield from folio_mark_dirty(k, page)
+        folio_unlock(k, page)
+        break
+    key = huge_pte_key(mm, order, haddr)
     yield from pte_lock(k, mm, haddr)
-    yield Point("hugetlb install", writes=frozenset({("pte", mm.id, haddr)}))
+    yield Point("hugetlb install", reads=_hfootprint(key, page), writes=_hfootprint(key, page))
     if huge_ptep_get(k, mm, order, haddr) != 0:
         pte_unlock(k, mm, haddr)
         put_page(k, page)
@@ -217,59 +268,99 @@ def hugetlb_wp(k: Kernel, mm: MmStruct, vma: VmArea, haddr: int, order: int, fla
 def copy_hugetlb_page_range(
     k: Kernel, dst: MmStruct, src: MmStruct, dst_vma: VmArea, src_vma: VmArea
 ) -> Generator[Yield, None, int]:
-    """v6.1 mm/hugetlb.c copy_hugetlb_page_range: share, or copy a maybe-pinned anon page now."""
-    from pinlab.kernel.errno import ENOMEM
-    from pinlab.kernel.mm.fork_copy import fork_must_copy
-    from pinlab.kernel.mm.memmap import compound_head
+    """v6.1 mm/hugetlb.c copy_hugetlb_page_range: share, or copy a maybe-pinned anon page now.
+
+    Each entry is copied under the page-table lock; a COW mapping bumps
+    write_protect_seq around the walk; the copy for the child is allocated
+    with the locks dropped, and a changed source entry restarts that entry.
+    A failed allocation returns alloc_huge_page's -ENOSPC.
+    """
+    from pinlab.kernel.mm.fork_copy import page_try_dup_anon_rmap, raw_write_seqcount
 
     order = huge_page_order(k, src_vma)
     size = 1 << (order + PAGE_SHIFT)
+    nr = 1 << order
     cow = is_cow_mapping(src_vma.vm_flags)
-    for haddr in range(src_vma.vm_start, src_vma.vm_end, size):
-        yield Point("copy hugetlb pte", reads=frozenset({("pte", src.id, haddr)}))
+    seq = cow and k.profile.write_protect_seq
+    if seq:
+        yield from raw_write_seqcount(src, "begin")
+    ret = 0
+    haddr = src_vma.vm_start
+    while haddr < src_vma.vm_end:
+        key = huge_pte_key(src, order, haddr)
+        yield from pte_lock(k, src, haddr)
+        yield Point("copy hugetlb pte", reads=frozenset({key}))
         entry = huge_ptep_get(k, src, order, haddr)
         if entry == 0:
+            pte_unlock(k, src, haddr)
+            haddr += size
             continue
         page = compound_head(k.mem, pte_pfn(entry))
+        yield Point("fork get_page", writes=frozenset({("page", page, "refcount")}))
         get_page(k, page)
         if not PageAnon(k, page):
+            yield Point("page_dup_file_rmap", writes=frozenset({("page", page, "mapcount")}))
             page_dup_rmap(k, page, True)
-        elif (yield from fork_must_copy(k, src, src_vma, page)):
+        elif (yield from page_try_dup_anon_rmap(k, src, page, True, src_vma)):
+            pte_unlock(k, src, haddr)
             new = alloc_hugetlb_folio(k, order)
             if new is None:
+                yield Point("fork put_page", writes=frozenset({("page", page, "refcount")}))
                 put_page(k, page)
-                return -ENOMEM
-            nr = 1 << order
+                ret = -ENOSPC
+                break
             k.mem.data[new : new + nr] = k.mem.data[page : page + nr]
             k.mem.flags[new] |= k.pf.mask("PG_uptodate")
+            yield Point("fork put_page", writes=frozenset({("page", page, "refcount")}))
             put_page(k, page)
-            hugepage_add_new_anon_rmap(k, new, dst_vma, haddr)
+            yield from pte_lock(k, src, haddr)
+            yield Point("hugetlb pte_same", reads=frozenset({key}))
+            if huge_ptep_get(k, src, order, haddr) != entry:
+                pte_unlock(k, src, haddr)
+                put_page(k, new)
+                continue
             set_huge_pte_at(k, dst, order, haddr, make_huge_pte(k, dst_vma, new, True))
+            hugepage_add_new_anon_rmap(k, new, dst_vma, haddr)
+            pte_unlock(k, src, haddr)
+            haddr += size
             continue
-        else:
-            if k.profile.page_anon_exclusive:
-                ClearPageAnonExclusive(k, page)
-            page_dup_rmap(k, page, True)
         if cow:
-            entry &= ~_PAGE_RW
+            yield Point("huge_ptep_set_wrprotect", writes=frozenset({key}))
+            entry = huge_ptep_get(k, src, order, haddr) & ~_PAGE_RW
             set_huge_pte_at(k, src, order, haddr, entry)
         set_huge_pte_at(k, dst, order, haddr, entry)
-    return 0
+        pte_unlock(k, src, haddr)
+        haddr += size
+    if seq:
+        yield from raw_write_seqcount(src, "end")
+    return ret
 
 
-def unmap_hugepage_range(k: Kernel, mm: MmStruct, vma: VmArea, start: int, end: int) -> None:
-    """v6.1 mm/hugetlb.c __unmap_hugepage_range: clear, dirty->set_page_dirty, rmap, put."""
+def unmap_hugepage_range(
+    k: Kernel, mm: MmStruct, vma: VmArea, start: int, end: int, gather: list[int]
+) -> Generator[Yield, None, None]:
+    """v6.1 mm/hugetlb.c __unmap_hugepage_range: under the PTL clear, dirty, drop the rmap.
+
+    The page's reference is dropped after the TLB flush (tlb_remove_page_size):
+    the page joins `gather`.
+    """
     from pinlab.kernel.mm.filemap import folio_mark_dirty
 
     order = huge_page_order(k, vma)
     size = 1 << (order + PAGE_SHIFT)
     for haddr in range(start, end, size):
+        key = huge_pte_key(mm, order, haddr)
+        yield from pte_lock(k, mm, haddr)
+        yield Point("huge_ptep_get_and_clear", reads=frozenset({key}), writes=frozenset({key}))
         entry = huge_ptep_get(k, mm, order, haddr)
         if entry == 0:
+            pte_unlock(k, mm, haddr)
             continue
         set_huge_pte_at(k, mm, order, haddr, 0)
         page = pte_pfn(entry)
         if entry & _PAGE_DIRTY:
-            folio_mark_dirty(k, page)
+            yield from folio_mark_dirty(k, page)
+        yield Point("page_remove_rmap", writes=frozenset({("page", page, "mapcount")}))
         page_remove_rmap(k, page, vma, True)
-        put_page(k, page)
+        pte_unlock(k, mm, haddr)
+        gather.append(page)

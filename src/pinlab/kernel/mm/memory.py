@@ -12,6 +12,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING
 
 from pinlab.interleave import Point, Yield
+from pinlab.kernel.mm.filemap import folio_put_footprint
 from pinlab.kernel.mm.locking import folio_unlock, pte_lock, pte_unlock
 from pinlab.kernel.mm.memmap import compound_head
 from pinlab.kernel.mm.page_alloc import GFP_HIGHUSER_MOVABLE, alloc_pages
@@ -20,13 +21,19 @@ from pinlab.kernel.mm.pgtable import (
     _PAGE_DIRTY,
     _PAGE_RW,
     _PAGE_SPECIAL,
+    PAGE_NONE,
+    PAGE_READONLY,
+    PAGE_SHARED,
     PAGE_SHIFT,
     PAGE_SIZE,
     PTRS_PER_PTE,
     get_pmd,
     pfn_pte,
+    pmd_key,
     pmd_trans_huge,
     pte_devmap,
+    pte_footprint,
+    pte_key,
     pte_mkyoung,
     pte_pfn,
     pte_present,
@@ -34,12 +41,13 @@ from pinlab.kernel.mm.pgtable import (
     pte_special,
     pte_write,
     set_pte_at,
-    vm_get_page_prot,
 )
 from pinlab.kernel.mm.pgtable import get_pte as read_pte
 from pinlab.kernel.mm.rmap import linear_page_index, page_add_file_rmap, page_add_new_anon_rmap
 from pinlab.kernel.mm.swap import folio_add_lru
 from pinlab.kernel.mm.types import (
+    VM_EXEC,
+    VM_READ,
     VM_SHARED,
     VM_WRITE,
     MmStruct,
@@ -96,9 +104,13 @@ FAULT_AROUND_BYTES = 65536
 U64 = 0xFFFF_FFFF_FFFF_FFFF
 
 
-def pte_key(mm: MmStruct, addr: int) -> tuple[str, int, int]:
-    """Footprint key of one PTE."""
-    return ("pte", mm.id, addr & ~(PAGE_SIZE - 1))
+def vm_get_page_prot(vm_flags: int) -> int:
+    """v6.1 arch/x86/mm/pgprot.c protection_map: private never RW, shared writable RW."""
+    if not vm_flags & (VM_READ | VM_WRITE | VM_EXEC):
+        return PAGE_NONE
+    if vm_flags & (VM_SHARED | VM_WRITE) == VM_SHARED | VM_WRITE:
+        return PAGE_SHARED
+    return PAGE_READONLY
 
 
 def vma_wants_writenotify(k: Kernel, vma: VmArea) -> bool:
@@ -183,7 +195,7 @@ def __handle_mm_fault(
 
     address &= ~(PAGE_SIZE - 1)
     pt = mm.pgtable
-    yield Point("pmd read", reads=frozenset({pte_key(mm, address)}))
+    yield Point("pmd read", reads=frozenset({pmd_key(mm.id, address)}))
     if thp.pmd_none(pt, address) and thp.hugepage_vma_check(k, mm, vma):
         ret = yield from thp.do_huge_pmd_anonymous_page(k, mm, vma, address, flags, cpu)
         if not ret & VM_FAULT_FALLBACK:
@@ -207,8 +219,8 @@ def handle_pte_fault(
     """v6.1 mm/memory.c handle_pte_fault."""
     from pinlab.kernel.mm.cow import do_wp_page
 
-    key = pte_key(mm, address)
-    yield Point("pte read", reads=frozenset({key}))
+    key = pte_key(mm.id, address)
+    yield Point("pte read", reads=pte_footprint(mm.id, address))
     orig = read_pte(mm.pgtable, address)
     if orig == 0:
         if vma_is_anonymous(vma):
@@ -219,7 +231,7 @@ def handle_pte_fault(
         # refused before handle_mm_fault.
         return VM_FAULT_SIGBUS
     yield from pte_lock(k, mm, address)
-    yield Point("pte recheck", reads=frozenset({key}), writes=frozenset({key}))
+    yield Point("pte recheck", reads=pte_footprint(mm.id, address), writes=frozenset({key}))
     entry = read_pte(mm.pgtable, address)
     if entry != orig:
         pte_unlock(k, mm, address)
@@ -241,11 +253,11 @@ def do_anonymous_page(
     """v6.1 mm/memory.c do_anonymous_page: zero page on read, fresh exclusive page on write."""
     if vma.vm_flags & VM_SHARED:
         return VM_FAULT_SIGBUS
-    key = pte_key(mm, address)
+    key = pte_footprint(mm.id, address)
     if not flags & FAULT_FLAG_WRITE:
         entry = pfn_pte(k.zero_pfn, vma_page_prot(k, vma)) | _PAGE_SPECIAL
         yield from pte_lock(k, mm, address)
-        yield Point("pte install zero", reads=frozenset({key}), writes=frozenset({key}))
+        yield Point("pte install zero", reads=key, writes=key)
         if read_pte(mm.pgtable, address) == 0:
             set_pte_at(mm.pgtable, address, entry)
         pte_unlock(k, mm, address)
@@ -258,7 +270,7 @@ def do_anonymous_page(
     if vma.vm_flags & VM_WRITE:
         entry = maybe_mkwrite(entry | _PAGE_DIRTY, vma)
     yield from pte_lock(k, mm, address)
-    yield Point("pte install anon", reads=frozenset({key}), writes=frozenset({key}))
+    yield Point("pte install anon", reads=key, writes=key)
     if read_pte(mm.pgtable, address) != 0:
         pte_unlock(k, mm, address)
         put_page(k, page)
@@ -320,9 +332,9 @@ def finish_fault(
     k: Kernel, mm: MmStruct, vma: VmArea, address: int, page: int, write: bool, cpu: int
 ) -> Generator[Yield, None, int]:
     """v6.1 mm/memory.c finish_fault: under the PTE lock, map the page if the PTE is still none."""
-    key = pte_key(mm, address)
+    key = pte_footprint(mm.id, address) | {("page", page, "refcount"), ("page", page, "mapcount")}
     yield from pte_lock(k, mm, address)
-    yield Point("finish_fault", reads=frozenset({key}), writes=frozenset({key}))
+    yield Point("finish_fault", reads=key, writes=key)
     if read_pte(mm.pgtable, address) != 0:
         pte_unlock(k, mm, address)
         return VM_FAULT_NOPAGE
@@ -332,7 +344,7 @@ def finish_fault(
 
 
 def do_fault_around(
-    k: Kernel, mm: MmStruct, vma: VmArea, address: int
+    k: Kernel, mm: MmStruct, vma: VmArea, address: int, cpu: int
 ) -> Generator[Yield, None, int]:
     """v6.1 mm/memory.c do_fault_around: map up to 16 cached neighbours via ->map_pages."""
     from pinlab.kernel.mm.filemap import filemap_map_pages
@@ -345,7 +357,7 @@ def do_fault_around(
     end_pgoff = start_pgoff - ((start_addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)) + PTRS_PER_PTE - 1
     vma_pages = (vma.vm_end - vma.vm_start) >> PAGE_SHIFT
     end_pgoff = min(end_pgoff, vma_pages + vma.vm_pgoff - 1, start_pgoff + nr_pages - 1)
-    return (yield from filemap_map_pages(k, mm, vma, address, start_pgoff, end_pgoff))
+    return (yield from filemap_map_pages(k, mm, vma, address, start_pgoff, end_pgoff, cpu))
 
 
 def should_fault_around(k: Kernel, vma: VmArea) -> bool:
@@ -360,7 +372,7 @@ def do_read_fault(
 ) -> Generator[Yield, None, int]:
     """v6.1 mm/memory.c do_read_fault: fault-around, else ->fault and finish_fault."""
     if should_fault_around(k, vma):
-        ret = yield from do_fault_around(k, mm, vma, address)
+        ret = yield from do_fault_around(k, mm, vma, address, cpu)
         if ret:
             return ret
     ret, page = yield from __do_fault(k, mm, vma, address, cpu)
@@ -369,7 +381,7 @@ def do_read_fault(
     ret |= yield from finish_fault(k, mm, vma, address, page, False, cpu)
     folio_unlock(k, compound_head(k.mem, page))
     if ret & (VM_FAULT_ERROR | VM_FAULT_NOPAGE | VM_FAULT_RETRY):
-        yield Point("put_page", writes=frozenset({("page", page, "refcount")}))
+        yield Point("put_page", writes=folio_put_footprint(compound_head(k.mem, page)))
         put_page(k, page)
     return ret
 
@@ -391,7 +403,7 @@ def do_cow_fault(
     ret |= yield from finish_fault(k, mm, vma, address, cow_page, True, cpu)
     folio = compound_head(k.mem, page)
     folio_unlock(k, folio)
-    yield Point("put_page", writes=frozenset({("page", folio, "refcount")}))
+    yield Point("put_page", writes=folio_put_footprint(folio))
     folio_put(k, folio)
     if ret & (VM_FAULT_ERROR | VM_FAULT_NOPAGE | VM_FAULT_RETRY):
         put_page(k, cow_page)
@@ -413,14 +425,15 @@ def do_shared_fault(
     if mapping.fs.has_page_mkwrite:
         folio_unlock(k, folio)
         tmp = yield from do_page_mkwrite(k, vma, page)
-        if tmp & (VM_FAULT_ERROR | VM_FAULT_NOPAGE):
-            yield Point("put_page", writes=frozenset({("page", folio, "refcount")}))
+        if not tmp or tmp & (VM_FAULT_ERROR | VM_FAULT_NOPAGE):
+            yield Point("put_page", writes=folio_put_footprint(folio))
             folio_put(k, folio)
             return tmp
     ret |= yield from finish_fault(k, mm, vma, address, page, True, cpu)
     if ret & (VM_FAULT_ERROR | VM_FAULT_NOPAGE | VM_FAULT_RETRY):
         folio_unlock(k, folio)
+        yield Point("put_page", writes=folio_put_footprint(folio))
         folio_put(k, folio)
         return ret
-    yield from fault_dirty_shared_page(k, vma, page)
+    ret |= yield from fault_dirty_shared_page(k, mm, vma, page, flags)
     return ret

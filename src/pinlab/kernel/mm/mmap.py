@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pinlab.interleave import Point, Yield
-from pinlab.kernel.errno import EACCES, EEXIST, EINVAL, ENOMEM, EOVERFLOW
+from pinlab.kernel.errno import EACCES, EBADF, EEXIST, EINVAL, ENOMEM, EOVERFLOW, EPERM
 from pinlab.kernel.mm.huge_memory import split_huge_pmd
 from pinlab.kernel.mm.locking import (
     mmap_write_lock,
@@ -60,6 +60,7 @@ from pinlab.kernel.mm.types import (
     VM_MAYWRITE,
     VM_NOHUGEPAGE,
     VM_NORESERVE,
+    VM_PFNMAP,
     VM_READ,
     VM_SHARED,
     VM_SOFTDIRTY,
@@ -110,6 +111,7 @@ MADV_POPULATE_WRITE = 23
 # Model choice: the top of the mmap area (the kernel's mmap_base is randomised).
 MMAP_BASE = 0x7F00_0000_0000
 MMAP_MIN_ADDR = 0x10000
+U64 = 0xFFFF_FFFF_FFFF_FFFF
 
 
 def calc_vm_prot_bits(prot: int) -> int:
@@ -173,7 +175,8 @@ def do_mmap(
         return -EINVAL
     pgoff = offset >> PAGE_SHIFT
     if file is None and not flags & MAP_ANONYMOUS:
-        return -EINVAL
+        # v6.1 mm/mmap.c ksys_mmap_pgoff: fget(fd) fails
+        return -EBADF
     if flags & MAP_ANONYMOUS:
         file = None
     if flags & MAP_HUGETLB and file is None:
@@ -201,6 +204,9 @@ def do_mmap(
     map_type = flags & MAP_TYPE
     if map_type not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE):
         return -EINVAL
+    # v6.1 mm/mmap.c do_mmap: anonymous MAP_SHARED_VALIDATE is not a valid type
+    if file is None and map_type == MAP_SHARED_VALIDATE:
+        return -EINVAL
     shared = map_type != MAP_PRIVATE
     vm_flags = calc_vm_prot_bits(prot) | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
     if flags & MAP_LOCKED:
@@ -227,8 +233,15 @@ def do_mmap(
     yield from mmap_write_lock(k, mm)
     try:
         if addr is not None and flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
-            if addr & (align - 1) or addr + length > TASK_SIZE or addr < MMAP_MIN_ADDR:
+            # v6.1 mm/mmap.c get_unmapped_area: beyond TASK_SIZE -ENOMEM, misaligned -EINVAL;
+            # security/commoncap.c cap_mmap_addr: below mmap_min_addr -EPERM (tasks are
+            # unprivileged in the model)
+            if addr + length > TASK_SIZE:
+                return -ENOMEM
+            if addr & (align - 1):
                 return -EINVAL
+            if addr < MMAP_MIN_ADDR:
+                return -EPERM
             if _overlaps(mm, addr, addr + length):
                 if flags & MAP_FIXED_NOREPLACE:
                     return -EEXIST
@@ -237,7 +250,9 @@ def do_mmap(
             hint = addr
             addr = None
             if hint is not None:
-                hint = (hint + align - 1) & ~(align - 1)
+                # v6.1 mm/mmap.c do_mmap round_hint_to_min + arch_get_unmapped_area_topdown:
+                # the hint is rounded down (PAGE_ALIGN of addr is done on len only)
+                hint &= ~(align - 1)
                 fits = hint >= MMAP_MIN_ADDR and hint + length <= TASK_SIZE
                 if fits and not _overlaps(mm, hint, hint + length):
                     addr = hint
@@ -394,7 +409,7 @@ def do_munmap_locked(
     for vma in victims:
         mm.vmas.remove(vma)
     free_pgtables(mm, start, end)
-    yield from tlb_finish_mmu(k, gather)
+    yield from tlb_finish_mmu(k, gather, cpu)
     return 0
 
 
@@ -520,22 +535,26 @@ def do_madvise(
         MADV_POPULATE_READ,
         MADV_POPULATE_WRITE,
     }
-    if start & (PAGE_SIZE - 1) or advice not in known:
+    if advice not in known or start & (PAGE_SIZE - 1):
         return -EINVAL
-    length = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
-    end = start + length
-    if end < start:
+    aligned = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1) & U64
+    if length and not aligned:
+        return -EINVAL
+    end = start + aligned
+    if end > U64:
         return -EINVAL
     if end == start:
         return 0
     if advice in (MADV_POPULATE_READ, MADV_POPULATE_WRITE):
         return (yield from madvise_populate(k, mm, start, end, advice == MADV_POPULATE_WRITE, cpu))
+    if advice == MADV_DONTNEED:
+        return (yield from madvise_dontneed(k, mm, start, end, cpu))
     yield from mmap_write_lock(k, mm)
     try:
         vmas = yield from vmas_in_range(k, mm, start, end)
         covered = sum(v.vm_end - v.vm_start for v in vmas)
         for vma in vmas:
-            err = yield from madvise_vma(k, mm, vma, advice, cpu)
+            err = madvise_vma(k, mm, vma, advice)
             if err:
                 return err
         # v6.1 mm/madvise.c madvise_walk_vmas: a hole in the range -> -ENOMEM
@@ -544,17 +563,48 @@ def do_madvise(
         mmap_write_unlock(k, mm)
 
 
-def madvise_vma(
-    k: Kernel, mm: MmStruct, vma: VmArea, advice: int, cpu: int
+def madvise_dontneed(
+    k: Kernel, mm: MmStruct, start: int, end: int, cpu: int
 ) -> Generator[Yield, None, int]:
-    """One VMA's madvise (v6.1 mm/madvise.c madvise_vma_behavior, hugepage_madvise)."""
-    from pinlab.kernel.mm.zap import zap_page_range
+    """v6.1 mm/madvise.c madvise_dontneed_free under mmap_read_lock (madvise_need_mmap_write 0).
 
-    if advice == MADV_DONTNEED:
-        if vma.vm_flags & (VM_LOCKED | VM_HUGETLB):
-            return -EINVAL
-        yield from zap_page_range(k, mm, vma, vma.vm_start, vma.vm_end, cpu)
-    elif advice == MADV_DONTFORK:
+    Each VMA's part of the range is zapped with zap_page_range_single; VMAs
+    are not split.  VM_LOCKED / VM_PFNMAP VMAs are refused; hugetlb VMAs need
+    a huge-page-aligned start and the end is rounded down to a huge page
+    (madvise_dontneed_free_valid_vma).  A hole gives -ENOMEM after the walk.
+    """
+    from pinlab.kernel.mm.hugetlb import huge_page_order, is_vm_hugetlb_page
+    from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
+    from pinlab.kernel.mm.zap import zap_page_range_single
+
+    yield from mmap_read_lock(k, mm)
+    try:
+        unmapped = False
+        addr = start
+        for vma in sorted(mm.vmas, key=lambda v: v.vm_start):
+            if vma.vm_end <= addr or vma.vm_start >= end:
+                continue
+            if vma.vm_start > addr:
+                unmapped = True
+            lo, hi = max(addr, vma.vm_start), min(end, vma.vm_end)
+            if is_vm_hugetlb_page(vma):
+                size = PAGE_SIZE << huge_page_order(k, vma)
+                if lo & (size - 1):
+                    return -EINVAL
+                hi &= ~(size - 1)
+            elif vma.vm_flags & (VM_LOCKED | VM_PFNMAP):
+                return -EINVAL
+            if lo < hi:
+                yield from zap_page_range_single(k, mm, vma, lo, hi, True, cpu)
+            addr = vma.vm_end
+        return -ENOMEM if unmapped or addr < end else 0
+    finally:
+        mmap_read_unlock(k, mm)
+
+
+def madvise_vma(k: Kernel, mm: MmStruct, vma: VmArea, advice: int) -> int:
+    """One VMA's flag madvise (v6.1 mm/madvise.c madvise_vma_behavior, hugepage_madvise)."""
+    if advice == MADV_DONTFORK:
         vma.vm_flags |= VM_DONTCOPY
     elif advice == MADV_DOFORK:
         vma.vm_flags &= ~VM_DONTCOPY
@@ -575,7 +625,6 @@ def madvise_populate(
     k: Kernel, mm: MmStruct, start: int, end: int, write: bool, cpu: int
 ) -> Generator[Yield, None, int]:
     """v6.1 mm/madvise.c madvise_populate: fault in each VMA of the range (-ENOMEM on a hole)."""
-    from pinlab.kernel.errno import EFAULT
     from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
 
     yield from mmap_read_lock(k, mm)
@@ -585,8 +634,9 @@ def madvise_populate(
             vma = find_vma(mm, addr)
             if vma is None:
                 return -ENOMEM
-            if write and not vma.vm_flags & VM_WRITE:
-                return -EFAULT
+            # v6.1 mm/gup.c faultin_vma_page_range: check_vma_flags failure -> -EINVAL
+            if (write and not vma.vm_flags & VM_WRITE) or not vma.vm_flags & VM_READ:
+                return -EINVAL
             hi = min(end, vma.vm_end)
             err = yield from faultin_range(k, mm, vma, addr, hi, write, cpu)
             if err:
@@ -598,13 +648,18 @@ def madvise_populate(
 
 
 def exit_mmap(k: Kernel, mm: MmStruct, cpu: int = 0) -> Generator[Yield, None, None]:
-    """v6.1 mm/mmap.c exit_mmap: drain, unmap every VMA, free the tables."""
-    yield from mmap_write_lock(k, mm)
+    """v6.1 mm/mmap.c exit_mmap: drain and unmap_vmas under mmap_read_lock, then free
+    the tables and VMAs under mmap_write_lock."""
+    from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
+
+    yield from mmap_read_lock(k, mm)
     yield from lru_add_drain(k, cpu)
     gather: list[int] = []
     for vma in list(mm.vmas):
-        yield from unmap_page_range(k, mm, vma, vma.vm_start, vma.vm_end, True, gather)
-    yield from tlb_finish_mmu(k, gather)
+        yield from unmap_page_range(k, mm, vma, vma.vm_start, vma.vm_end, True, gather, cpu)
+    mmap_read_unlock(k, mm)
+    yield from mmap_write_lock(k, mm)
+    yield from tlb_finish_mmu(k, gather, cpu)
     mm.vmas.clear()
     mm.pgtable.pte.clear()
     mm.pgtable.pmd.clear()

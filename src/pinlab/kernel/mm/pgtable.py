@@ -122,20 +122,34 @@ PAGE_READONLY = _PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED
 PAGE_SHARED = _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED
 
 
-def vm_get_page_prot(vm_flags: int) -> int:
-    """v6.1 arch/x86/mm/pgprot.c protection_map: private never RW, shared writable RW."""
-    read_write_exec = 0x7
-    if not vm_flags & read_write_exec:
-        return PAGE_NONE
-    shared_write = 0x8 | 0x2
-    if vm_flags & shared_write == shared_write:
-        return PAGE_SHARED
-    return PAGE_READONLY
-
-
 def pmd_trans_huge(pmd: int) -> bool:
     """v6.1 arch/x86/include/asm/pgtable.h pmd_trans_huge: a present PSE entry."""
     return bool(pmd & _PAGE_PSE) and bool(pmd & _PAGE_PRESENT)
+
+
+def pte_key(mm_id: int, addr: int) -> tuple[str, int, int]:
+    """Footprint key of the PTE mapping `addr`."""
+    return ("pte", mm_id, addr & ~(PAGE_SIZE - 1))
+
+
+def pmd_key(mm_id: int, addr: int) -> tuple[str, int, int]:
+    """Footprint key of the PMD entry covering `addr`: a huge PMD or the PTE table under it.
+
+    Every step that reads or writes a PTE also reads this key; every step that
+    changes the PMD (install or split a huge PMD, zap it, allocate or free the
+    PTE table) writes it, so PMD-level and PTE-level steps never look independent.
+    """
+    return ("pmd", mm_id, addr >> PMD_SHIFT)
+
+
+def pud_key(mm_id: int, addr: int) -> tuple[str, int, int]:
+    """Footprint key of the PUD entry covering `addr` (1 GiB hugetlb entries)."""
+    return ("pud", mm_id, addr >> PUD_SHIFT)
+
+
+def pte_footprint(mm_id: int, addr: int) -> frozenset[tuple[str, int, int]]:
+    """The keys a PTE-level step touches: the PTE and the PMD above it."""
+    return frozenset({pte_key(mm_id, addr), pmd_key(mm_id, addr)})
 
 
 @dataclass(slots=True)
@@ -176,11 +190,6 @@ def set_pte_at(pt: PageTable, addr: int, pte: int) -> None:
 def get_pmd(pt: PageTable, addr: int) -> int:
     """The huge PMD for `addr`, 0 when the slot is none or holds a PTE table."""
     return pt.pmd.get(addr >> PMD_SHIFT, 0)
-
-
-def get_pud(pt: PageTable, addr: int) -> int:
-    """The huge PUD for `addr`, 0 when none."""
-    return pt.pud.get(addr >> PUD_SHIFT, 0)
 
 
 def pagetable_copy(pt: PageTable) -> PageTable:

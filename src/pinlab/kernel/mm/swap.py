@@ -1,13 +1,16 @@
-"""The per-CPU LRU-add batch: a reference held on every fresh page until it is drained.
+"""Per-CPU LRU batches and page aging: a reference held on every batched folio until it drains.
 
-v6.1 mm/swap.c folio_add_lru / folio_batch_move_lru / lru_add_drain.  The LRU
-lists themselves hold no reference and are not modelled; only PG_lru and the
-batch's reference are, because a user can observe them (refcount, kpageflags).
+v6.1 mm/swap.c: folio_add_lru (the lru_add batch), folio_mark_accessed and
+folio_activate (the activate batch), folio_batch_move_lru and lru_add_drain.
+The LRU lists themselves hold no reference and are not modelled; PG_lru,
+PG_active, PG_referenced and the batches' references are, because a user can
+observe them (refcount, kpageflags).  MGLRU is built in but off by default in
+Debian's config (CONFIG_LRU_GEN_ENABLED unset), so the classic two-list aging applies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Hashable
 from typing import TYPE_CHECKING
 
 from pinlab.interleave import Point, Yield
@@ -17,14 +20,38 @@ from pinlab.kernel.mm.page_ref import folio_get, folio_put
 if TYPE_CHECKING:
     from pinlab.kernel.state import Kernel
 
+_ALL_BITS = 0xFFFF_FFFF_FFFF_FFFF
 
-def folio_batch_move_lru(k: Kernel, cpu: int) -> None:
-    """v6.1 mm/swap.c folio_batch_move_lru: set PG_lru on each, then drop the batch refs."""
-    batch = k.lru_add[cpu]
-    k.lru_add[cpu] = []
-    lru = k.pf.mask("PG_lru")
+
+def _batch_footprint(k: Kernel, batch: list[int], key: Hashable) -> frozenset[Hashable]:
+    """What moving a batch writes: the batch, and every batched folio's flags and refcount."""
+    keys: set[Hashable] = {key}
     for folio in batch:
-        k.mem.flags[folio] |= lru
+        keys |= {("page", folio, "refcount"), ("page", folio, "flags")}
+    return frozenset(keys)
+
+
+def folio_batch_move_lru(k: Kernel, cpu: int, activate: bool = False) -> None:
+    """v6.1 mm/swap.c folio_batch_move_lru: move each folio, set PG_lru, then drop the batch refs.
+
+    The lru_add batch (lru_add_fn) takes every folio; the activate batch
+    (folio_activate_fn) skips a folio whose PG_lru was already cleared, and
+    sets PG_active unless it is active or unevictable.
+    """
+    batches = k.lru_activate if activate else k.lru_add
+    batch = batches[cpu]
+    batches[cpu] = []
+    lru = k.pf.mask("PG_lru")
+    active = k.pf.mask("PG_active")
+    unevictable = k.pf.mask("PG_unevictable")
+    for folio in batch:
+        flags = int(k.mem.flags[folio])
+        if activate:
+            if not flags & lru:
+                continue
+            if not flags & (active | unevictable):
+                flags |= active
+        k.mem.flags[folio] = flags | lru
     for folio in batch:
         folio_put(k, folio)
 
@@ -35,9 +62,12 @@ def folio_add_lru(k: Kernel, folio: int, cpu: int = 0) -> Generator[Yield, None,
     v4.4 mm/swap.c __lru_cache_add flushed a full pagevec before adding and let
     compound pages wait in it like any other (profile.lru_add_flush_first).
     """
-    yield Point("folio_add_lru", writes=frozenset({("page", folio, "refcount"), ("lru", cpu)}))
-    folio_get(k, folio)
     batch = k.lru_add[cpu]
+    yield Point(
+        "folio_add_lru",
+        writes=_batch_footprint(k, [*batch, folio], ("lru", cpu)),
+    )
+    folio_get(k, folio)
     if k.profile.lru_add_flush_first:
         if len(batch) >= k.profile.pagevec_size:
             folio_batch_move_lru(k, cpu)
@@ -48,11 +78,66 @@ def folio_add_lru(k: Kernel, folio: int, cpu: int = 0) -> Generator[Yield, None,
         folio_batch_move_lru(k, cpu)
 
 
+def folio_activate(k: Kernel, folio: int, cpu: int) -> None:
+    """v6.1 mm/swap.c folio_activate (SMP): an inactive LRU folio joins the activate batch.
+
+    The batch holds a reference until it is full, the folio is large, or it
+    drains (v4.4 / v5.7 mm/swap.c activate_page: the same pagevec scheme).
+    """
+    flags = int(k.mem.flags[folio])
+    if not flags & k.pf.mask("PG_lru") or flags & (
+        k.pf.mask("PG_active") | k.pf.mask("PG_unevictable")
+    ):
+        return
+    folio_get(k, folio)
+    batch = k.lru_activate[cpu]
+    batch.append(folio)
+    if len(batch) >= k.profile.pagevec_size or folio_test_large(k.mem, folio):
+        folio_batch_move_lru(k, cpu, activate=True)
+
+
+def __lru_cache_activate_folio(k: Kernel, folio: int, cpu: int) -> None:
+    """v6.1 mm/swap.c __lru_cache_activate_folio: still in this CPU's lru_add batch -> PG_active."""
+    if folio in k.lru_add[cpu]:
+        k.mem.flags[folio] |= k.pf.mask("PG_active")
+
+
+def folio_mark_accessed(k: Kernel, folio: int, cpu: int = 0) -> Generator[Yield, None, None]:
+    """v6.1 mm/swap.c folio_mark_accessed: referenced on the first touch, activated on the second.
+
+    The second touch of an inactive folio activates it through the per-CPU
+    activate batch (on the LRU) or marks it active in the lru_add batch, and
+    clears PG_referenced.  PG_idle (page_idle tracking) is not modelled.
+    """
+    batch = [*k.lru_activate[cpu], *k.lru_add[cpu], folio]
+    yield Point(
+        "folio_mark_accessed",
+        reads=frozenset({("page", folio, "flags"), ("lru", cpu)}),
+        writes=_batch_footprint(k, batch, ("lru_activate", cpu)),
+    )
+    ref = k.pf.mask("PG_referenced")
+    flags = int(k.mem.flags[folio])
+    if not flags & ref:
+        k.mem.flags[folio] |= ref
+        return
+    if flags & (k.pf.mask("PG_unevictable") | k.pf.mask("PG_active")):
+        return
+    if flags & k.pf.mask("PG_lru"):
+        folio_activate(k, folio, cpu)
+    else:
+        __lru_cache_activate_folio(k, folio, cpu)
+    k.mem.flags[folio] &= ~ref & _ALL_BITS
+
+
 def lru_add_drain_cpu(k: Kernel, cpu: int) -> Generator[Yield, None, None]:
-    """v6.1 mm/swap.c lru_add_drain_cpu: move `cpu`'s batch to the LRU."""
+    """v6.1 mm/swap.c lru_add_drain_cpu: the lru_add batch, then folio_activate_drain."""
     if k.lru_add[cpu]:
-        yield Point("lru_add_drain", writes=frozenset({("lru", cpu)}))
+        yield Point("lru_add_drain", writes=_batch_footprint(k, k.lru_add[cpu], ("lru", cpu)))
         folio_batch_move_lru(k, cpu)
+    if k.lru_activate[cpu]:
+        key = ("lru_activate", cpu)
+        yield Point("folio_activate_drain", writes=_batch_footprint(k, k.lru_activate[cpu], key))
+        folio_batch_move_lru(k, cpu, activate=True)
 
 
 def lru_add_drain(k: Kernel, cpu: int = 0) -> Generator[Yield, None, None]:
@@ -61,11 +146,11 @@ def lru_add_drain(k: Kernel, cpu: int = 0) -> Generator[Yield, None, None]:
 
 
 def lru_add_drain_all(k: Kernel) -> Generator[Yield, None, None]:
-    """v6.1 mm/swap.c lru_add_drain_all: drain every CPU's batch."""
+    """v6.1 mm/swap.c lru_add_drain_all: drain every CPU's batches."""
     for cpu in range(k.nr_cpus):
         yield from lru_add_drain_cpu(k, cpu)
 
 
 def folio_in_lru_batch(k: Kernel, folio: int) -> int:
     """How many references the per-CPU batches hold on `folio` (for invariants and probes)."""
-    return sum(batch.count(folio) for batch in k.lru_add)
+    return sum(batch.count(folio) for batch in (*k.lru_add, *k.lru_activate))
