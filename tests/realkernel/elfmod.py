@@ -16,8 +16,7 @@ def elf_with_modinfo(strings: list[str]) -> bytes:
     shstr_off = modinfo_off + len(modinfo)
     shoff = (shstr_off + len(shstrtab) + 7) & ~7
     header = b"\x7fELF" + bytes([2, 1, 1, 0]) + b"\0" * 8
-    header += struct.pack("<HHIQQQIHHHHHH", 1, 62, 1, 0, 0, shoff, 0, ehsize, 0, 0,
-                          shentsize, 3, 2)
+    header += struct.pack("<HHIQQQIHHHHHH", 1, 62, 1, 0, 0, shoff, 0, ehsize, 0, 0, shentsize, 3, 2)
     body = header + modinfo + shstrtab
     body += b"\0" * (shoff - len(body))
 
@@ -29,9 +28,15 @@ def elf_with_modinfo(strings: list[str]) -> bytes:
     return body
 
 
-def write_module(root: Path, relpath: str, name: str, depends: str = "",
-                 softdep: str | None = None, aliases: tuple[str, ...] = (),
-                 xz: bool = False) -> Path:
+def write_module(
+    root: Path,
+    relpath: str,
+    name: str,
+    depends: str = "",
+    softdep: str | None = None,
+    aliases: tuple[str, ...] = (),
+    xz: bool = False,
+) -> Path:
     """A module file under root with the given modinfo."""
     strings = [f"alias={a}" for a in aliases]
     if softdep is not None:

@@ -1,8 +1,5 @@
-"""Boots Debian's 6.1.192 kernel under QEMU and runs every probe (the kernel side of the check).
-
-The rows below are what the v6.1.192 source says each probe must observe; they check the
-harness (guest, interpreter, framing), not pinlab's model, which is compared by `kernel check`.
-"""
+"""Boots Debian's 6.1.192 kernel under QEMU once (the session's `kernel_run`) and holds every
+probe's kernel observation against the row the v6.1.192 source gives (test_model_probes)."""
 
 from __future__ import annotations
 
@@ -14,95 +11,74 @@ import pytest
 from click.testing import CliRunner
 
 from pinlab.cli.kernel import kernel_group
+from pinlab.realkernel import qemu
 from pinlab.realkernel.catalog import PROBES
-from pinlab.realkernel.check import Report, run_check
+from pinlab.realkernel.check import run_check
 from pinlab.realkernel.fetch import KernelImage
+from tests.realkernel.conftest import KernelRun
+from tests.realkernel.test_model_probes import EXPECTED
 
 pytestmark = [
     pytest.mark.realkernel,
     pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="no QEMU"),
 ]
 
-SOURCE_FACTS = [
-    # io_uring/rsrc.c io_pin_pages: pin_user_pages per 4 KiB page; mm/gup.c try_grab_page
-    # counts one nr_foll_pin_acquired per page, gup_put_folio one released per page.
-    ("pins-uring-small", {"register": "ok", "reg.acquired": "256", "unreg.released": "256"}),
-    # mm/huge_memory.c follow_trans_huge_pmd: one try_grab_page per subpage of the THP.
-    ("pins-uring-thp", {"reg.acquired": "512", "unreg.released": "512"}),
-    # mm/hugetlb.c follow_hugetlb_page: try_grab_folio(refs = subpages covered).
-    ("pins-uring-hugetlb", {"reg.acquired": "512", "unreg.released": "512"}),
-    # io_uring/rsrc.c io_pin_pages: short pin → -EFAULT, the prefix is unpinned.
-    ("partial-uring-hole", {"register": "EFAULT", "reg.acquired": "48", "reg.released": "48"}),
-    # io_uring/rsrc.c io_pin_pages: pages of different vm_file → -EINVAL after a full pin.
-    ("partial-uring-hugetlb-anon", {"register": "EINVAL", "reg.acquired": "528",
-                                    "reg.released": "528"}),
-    # io_uring/rsrc.c io_pin_pages: file VMA neither shmem nor hugetlbfs → -EOPNOTSUPP.
-    ("longterm-ext4-shared", {"register": "EOPNOTSUPP"}),
-    ("longterm-ext4-private", {"register": "EOPNOTSUPP"}),
-    ("longterm-ramfs-shared", {"register": "EOPNOTSUPP"}),
-    ("longterm-memfd-shared", {"register": "ok"}),
-    ("longterm-tmpfs-shared", {"register": "ok"}),
-    # mm/memory.c copy_present_pte → page_try_dup_anon_rmap (include/linux/rmap.h): pinned
-    # exclusive anon pages are copied for the child, others shared, absent ones stay absent.
-    ("fork-pinned-small", {"child": "s4d4s4n4", "parent": "s12n4"}),
-    # mm/huge_memory.c copy_huge_pmd splits a maybe-pinned THP; every subpage then counts as
-    # pinned (folio_maybe_dma_pinned on a large folio reads the compound pincount).
-    ("fork-pinned-thp", {"child": "d512", "parent": "s512"}),
-    # block/bio.c __bio_iov_iter_get_pages: iov_iter_get_pages2 (FOLL_GET), no pins.
-    ("odirect-read-pins", {"read": "65536", "dio.acquired": "0"}),
-    # mm/process_vm_access.c process_vm_rw_single_vec: pin_user_pages_remote.
-    ("process-vm-readv-pins", {"read": "65536", "pvm.acquired": "16", "pvm.released": "16"}),
-]
 
-
-def boot(image: KernelImage, monkeypatch: pytest.MonkeyPatch, accel: str) -> Report:
-    monkeypatch.setenv("PINLAB_QEMU_ACCEL", accel)
-    return run_check(image, None, timeout_s=240)
-
-
-@pytest.fixture(scope="module")
-def tcg_report(debian_kernel: KernelImage) -> Report:
-    with pytest.MonkeyPatch.context() as mp:
-        return boot(debian_kernel, mp, "tcg")
-
-
-def test_every_probe_ran_with_its_preconditions_met(tcg_report: Report) -> None:
-    assert tcg_report.release == "6.1.0-56-amd64"
-    assert tcg_report.accel == "tcg"
-    bad = [(r.probe, r.kernel.describe()) for r in tcg_report.rows if r.kernel.status != "ok"]
+def test_every_probe_ran_with_its_preconditions_met(kernel_run: KernelRun) -> None:
+    report = kernel_run.report
+    assert report.release == "6.1.0-56-amd64"
+    bad = [(r.probe, r.kernel.describe()) for r in report.rows if r.kernel.status != "ok"]
     assert bad == []
-    assert tcg_report.seconds < 180
+    assert report.seconds < 180
 
 
-@pytest.mark.parametrize(("probe", "expected"), SOURCE_FACTS, ids=[f[0] for f in SOURCE_FACTS])
-def test_kernel_observation_agrees_with_the_source(tcg_report: Report, probe: str,
-                                                   expected: dict[str, str]) -> None:
-    row = next(r for r in tcg_report.rows if r.probe == probe)
-    assert {k: row.kernel.values.get(k) for k in expected} == expected
+@pytest.mark.parametrize("probe", sorted(EXPECTED))
+def test_kernel_observation_agrees_with_the_source(kernel_run: KernelRun, probe: str) -> None:
+    """Each row is a cited 6.1.192 fact (test_model_probes.EXPECTED), e.g. fuzzy-threshold
+    = GUP_PIN_COUNTING_BIAS - 2 = 1022: the page's mapping reference and copy_present_pte's
+    get_page come on top of the N pipe references."""
+    row = next(r for r in kernel_run.report.rows if r.probe == probe)
+    assert row.kernel.values == EXPECTED[probe]
 
 
-def test_fuzzy_threshold_is_bracketed(tcg_report: Report) -> None:
-    """The search must find a flip point: below it fork shares, at it fork copies."""
-    row = next(r for r in tcg_report.rows if r.probe == "fuzzy-threshold")
-    assert row.kernel.values["threshold"] != "none"
-    assert 0 < int(row.kernel.values["threshold"]) <= 4096
-    no_pin = next(r for r in tcg_report.rows if r.probe == "fuzzy-threshold-no-pin")
-    assert no_pin.kernel.values == {"child": "s1"}
+def test_model_matches_the_kernel_on_every_probe(kernel_run: KernelRun) -> None:
+    report = kernel_run.report
+    assert [(r.probe, r.verdict) for r in report.rows if r.verdict != "match"] == []
+    assert report.passed
 
 
 def test_default_accelerator_gives_identical_observations(
-        debian_kernel: KernelImage, tcg_report: Report, monkeypatch: pytest.MonkeyPatch) -> None:
-    """KVM if it works here (else the fallback to TCG); observations must be deterministic."""
-    again = boot(debian_kernel, monkeypatch, "auto")
-    assert {r.probe: r.kernel for r in again.rows} == {r.probe: r.kernel for r in tcg_report.rows}
-
-
-def test_cli_check_writes_json(debian_kernel: KernelImage, tmp_path: Path,
-                               monkeypatch: pytest.MonkeyPatch) -> None:
+    debian_kernel: KernelImage, kernel_run: KernelRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KVM run against a TCG run: only meaningful where KVM really ran."""
+    if kernel_run.report.accel != "kvm":
+        pytest.skip(
+            f"KVM did not run here ({'; '.join(kernel_run.report.notes) or 'no KVM'})"
+            ": a second TCG boot would compare TCG with TCG"
+        )
     monkeypatch.setenv("PINLAB_QEMU_ACCEL", "tcg")
+    again = run_check(debian_kernel, None, timeout_s=240)
+    assert {r.probe: r.kernel for r in again.rows} == {
+        r.probe: r.kernel for r in kernel_run.report.rows
+    }
+
+
+def test_cli_check_writes_json_from_the_kernels_console(
+    kernel_run: KernelRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI end to end (guest build, model, table, JSON) over the session boot's console."""
+
+    def replay(spec: qemu.BootSpec, on_output: object = None) -> qemu.BootResult:
+        return qemu.BootResult(kernel_run.console, kernel_run.report.accel, 1.0, False, 0, None)
+
+    monkeypatch.setattr(qemu, "boot", replay)
     out = tmp_path / "check.json"
-    result = CliRunner().invoke(kernel_group, ["check", "--json", str(out)])
+    log = tmp_path / "console.log"
+    result = CliRunner().invoke(
+        kernel_group, ["check", "--json", str(out), "--console-log", str(log)]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert [r["probe"] for r in data["rows"]] == [p.name for p in PROBES]
-    assert {r["verdict"] for r in data["rows"]} == {"no model evaluator"}
+    assert {r["verdict"] for r in data["rows"]} == {"match"}
+    assert log.read_text() == kernel_run.console

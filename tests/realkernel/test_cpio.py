@@ -19,15 +19,15 @@ def read_newc(data: bytes) -> list[tuple[str, int, bytes, tuple[int, int]]]:
     out = []
     pos = 0
     while True:
-        assert data[pos:pos + 6] == b"070701", f"bad magic at {pos}"
-        f = [int(data[pos + 6 + 8 * i: pos + 14 + 8 * i], 16) for i in range(13)]
+        assert data[pos : pos + 6] == b"070701", f"bad magic at {pos}"
+        f = [int(data[pos + 6 + 8 * i : pos + 14 + 8 * i], 16) for i in range(13)]
         namesize, filesize = f[11], f[6]
         name_at = pos + 110
-        name = data[name_at:name_at + namesize - 1].decode()
+        name = data[name_at : name_at + namesize - 1].decode()
         assert data[name_at + namesize - 1] == 0
         data_at = name_at + namesize + (-(110 + namesize) % 4)
         assert data_at % 4 == 0
-        body = data[data_at:data_at + filesize]
+        body = data[data_at : data_at + filesize]
         pos = data_at + filesize + (-filesize % 4)
         if name == cpio.TRAILER:
             assert pos == len(data)
@@ -51,7 +51,8 @@ def test_members_read_back_in_order() -> None:
     entries = sample()
     got = read_newc(cpio.write_newc(entries))
     assert [(n, m, d, r) for n, m, d, r in got] == [
-        (e.name, e.mode, e.data, e.rdev) for e in entries]
+        (e.name, e.mode, e.data, e.rdev) for e in entries
+    ]
 
 
 def test_device_node_and_symlink_modes() -> None:
@@ -73,8 +74,9 @@ def test_gnu_cpio_extracts_the_archive(tmp_path: Path) -> None:
     archive.write_bytes(cpio.write_newc(entries))
     out = tmp_path / "x"
     out.mkdir()
-    listing = subprocess.run(["cpio", "-it"], stdin=archive.open("rb"), capture_output=True,
-                             text=True, check=True).stdout.split()
+    listing = subprocess.run(
+        ["cpio", "-it"], stdin=archive.open("rb"), capture_output=True, text=True, check=True
+    ).stdout.split()
     assert listing == [e.name for e in entries]
     subprocess.run(["cpio", "-idm", "--quiet"], cwd=out, stdin=archive.open("rb"), check=True)
     assert (out / "bin/busybox").read_bytes() == sample()[3].data
@@ -83,10 +85,15 @@ def test_gnu_cpio_extracts_the_archive(tmp_path: Path) -> None:
     assert (out / "empty").stat().st_size == 0
 
 
-@given(st.dictionaries(
-    st.text(alphabet="abcdefghij/._-", min_size=1, max_size=30).filter(
-        lambda s: not s.startswith("/") and s != cpio.TRAILER),
-    st.binary(max_size=300), max_size=8))
+@given(
+    st.dictionaries(
+        st.text(alphabet="abcdefghij/._-", min_size=1, max_size=30).filter(
+            lambda s: not s.startswith("/") and s != cpio.TRAILER
+        ),
+        st.binary(max_size=300),
+        max_size=8,
+    )
+)
 def test_any_regular_files_round_trip(files: dict[str, bytes]) -> None:
     entries = [cpio.regular(name, data) for name, data in files.items()]
     got = read_newc(cpio.write_newc(entries))

@@ -26,8 +26,12 @@ def plan(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_init_loads_modules_in_plan_order_before_running(tmp_path: Path) -> None:
     script = init_script(plan(tmp_path), with_disk=True)
     lines = script.splitlines()
-    at = {name: i for i, line in enumerate(lines) for name in ("crc32c_generic", "jbd2", "ext4")
-          if f"/lib/modules/{name}.ko" in line}
+    at = {
+        name: i
+        for i, line in enumerate(lines)
+        for name in ("crc32c_generic", "jbd2", "ext4")
+        if f"/lib/modules/{name}.ko" in line
+    }
     assert at["crc32c_generic"] < at["jbd2"] < at["ext4"]
     assert "fatal" in lines[at["ext4"]] and "fatal" not in lines[at["crc32c_generic"]]
     mount = next(i for i, line in enumerate(lines) if "/mnt/ext4" in line)
@@ -59,13 +63,16 @@ def test_needs_ext4() -> None:
     assert not needs_ext4((by_name("pins-uring-small"), by_name("fork-pinned-thp")))
 
 
-@pytest.mark.skipif(shutil.which("mkfs.ext4") is None and not Path("/sbin/mkfs.ext4").exists(),
-                    reason="e2fsprogs not installed")
+@pytest.mark.skipif(
+    shutil.which("mkfs.ext4") is None and not Path("/sbin/mkfs.ext4").exists(),
+    reason="e2fsprogs not installed",
+)
 def test_disk_image_is_ext4(tmp_path: Path) -> None:
     from pinlab.realkernel.toolchain import mkfs_ext4
+
     disk = tmp_path / "d.img"
     make_disk(mkfs_ext4(), disk)
-    superblock = disk.read_bytes()[1024:1024 + 1024]
+    superblock = disk.read_bytes()[1024 : 1024 + 1024]
     assert superblock[0x38:0x3A] == b"\x53\xef"  # ext2/3/4 magic 0xEF53
 
 
@@ -78,12 +85,14 @@ def test_qemu_command_line(tmp_path: Path) -> None:
     cmdline = argv[argv.index("-append") + 1].split()
     assert {"console=ttyS0", "transparent_hugepage=madvise", "hugepages=16"} <= set(cmdline)
     assert "file=/d,format=raw,if=virtio,cache=unsafe" in argv
-    assert "-drive" not in qemu.qemu_argv(qemu.BootSpec(Path("/q"), Path("/k"), Path("/i"),
-                                                        None, 60), "kvm")
+    assert "-drive" not in qemu.qemu_argv(
+        qemu.BootSpec(Path("/q"), Path("/k"), Path("/i"), None, 60), "kvm"
+    )
 
 
-@pytest.mark.parametrize(("value", "expected"), [("", None), ("auto", None), ("tcg", "tcg"),
-                                                 ("KVM", "kvm")])
+@pytest.mark.parametrize(
+    ("value", "expected"), [("", None), ("auto", None), ("tcg", "tcg"), ("KVM", "kvm")]
+)
 def test_requested_accel(monkeypatch: pytest.MonkeyPatch, value: str, expected: str) -> None:
     monkeypatch.setenv(qemu.ACCEL_ENV, value)
     assert qemu.requested_accel() == expected
@@ -93,3 +102,23 @@ def test_bad_accel_value(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(qemu.ACCEL_ENV, "hvf")
     with pytest.raises(ValueError):
         qemu.requested_accel()
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="no QEMU")
+def test_a_kernel_qemu_cannot_load_reports_qemus_reason(tmp_path: Path) -> None:
+    """A bogus --vmlinuz: the rows and notes carry QEMU's exit status and stderr."""
+    from pinlab.realkernel.catalog import PROBES
+    from pinlab.realkernel.check import run_check
+    from pinlab.realkernel.fetch import user_kernel
+    from pinlab.realkernel.toolchain import MissingTool
+
+    bogus = tmp_path / "vmlinuz"
+    bogus.write_bytes(b"not a kernel")
+    try:
+        report = run_check(user_kernel(bogus, None), None, 30, probes=PROBES[:1])
+    except MissingTool as err:
+        pytest.skip(str(err))
+    assert not report.passed
+    note = next(n for n in report.notes if n.startswith("no hello frame"))
+    assert "qemu exited with status 1" in note
+    assert "qemu exited with status 1" in report.rows[0].kernel.detail

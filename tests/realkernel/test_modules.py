@@ -29,11 +29,14 @@ def test_module_name_from_file() -> None:
     assert module_name(Path("ext4.ko.xz")) == "ext4"
 
 
-@pytest.mark.parametrize(("value", "pre", "post"), [
-    ("pre: crypto-crc32c", ["crypto-crc32c"], []),
-    ("pre: a b post: c", ["a", "b"], ["c"]),
-    ("post: x pre: y", ["y"], ["x"]),
-])
+@pytest.mark.parametrize(
+    ("value", "pre", "post"),
+    [
+        ("pre: crypto-crc32c", ["crypto-crc32c"], []),
+        ("pre: a b post: c", ["a", "b"], ["c"]),
+        ("post: x pre: y", ["y"], ["x"]),
+    ],
+)
 def test_parse_softdep(value: str, pre: list[str], post: list[str]) -> None:
     assert parse_softdep(value) == (pre, post)
 
@@ -43,7 +46,11 @@ def test_modinfo_reads_plain_and_xz(tmp_path: Path) -> None:
     packed = write_module(tmp_path, "b/foo2.ko", "foo2", "bar", xz=True)
     info = modinfo(plain)
     assert (info.name, info.depends, info.softdep_pre, info.aliases) == (
-        "foo", ("bar", "baz"), ("crypto-x",), ("fooalias",))
+        "foo",
+        ("bar", "baz"),
+        ("crypto-x",),
+        ("fooalias",),
+    )
     assert packed.name.endswith(".ko.xz")
     assert modinfo(packed).depends == ("bar",)
 
@@ -59,8 +66,9 @@ def synthetic_tree(root: Path) -> ModuleTree:
     write_module(root, "kernel/fs/top.ko", "top", "mid,leaf", "pre: crypto-sum post: after")
     write_module(root, "kernel/fs/mid.ko", "mid", "leaf")
     write_module(root, "kernel/lib/leaf.ko", "leaf", "", xz=True)
-    write_module(root, "kernel/crypto/sum-generic.ko", "sum_generic", "",
-                 aliases=("crypto-sum", "sum"))
+    write_module(
+        root, "kernel/crypto/sum-generic.ko", "sum_generic", "", aliases=("crypto-sum", "sum")
+    )
     write_module(root, "kernel/arch/sum-fast.ko", "sum_fast", "", aliases=("crypto-sum",))
     write_module(root, "kernel/lib/after.ko", "after", "leaf")
     (root / "modules.builtin").write_text("kernel/lib/builtin.ko\n")
@@ -110,11 +118,18 @@ def test_debian_ext4_on_virtio_plan(debian_kernel: KernelImage) -> None:
     plan = load_order(tree, EXT4_MODULES)
     order = names(plan.order)
     pos = {n: i for i, n in enumerate(order)}
-    for before, after in [("jbd2", "ext4"), ("mbcache", "ext4"), ("crc16", "ext4"),
-                          ("crc32c_generic", "jbd2"), ("crc32c_generic", "ext4"),
-                          ("virtio_ring", "virtio"), ("virtio", "virtio_blk"),
-                          ("virtio_pci_modern_dev", "virtio_pci"),
-                          ("virtio_pci_legacy_dev", "virtio_pci"), ("virtio", "virtio_pci")]:
+    for before, after in [
+        ("jbd2", "ext4"),
+        ("mbcache", "ext4"),
+        ("crc16", "ext4"),
+        ("crc32c_generic", "jbd2"),
+        ("crc32c_generic", "ext4"),
+        ("virtio_ring", "virtio"),
+        ("virtio", "virtio_blk"),
+        ("virtio_pci_modern_dev", "virtio_pci"),
+        ("virtio_pci_legacy_dev", "virtio_pci"),
+        ("virtio", "virtio_pci"),
+    ]:
         assert pos[before] < pos[after], (before, after, order)
     assert tree.resolve_alias("crypto-crc32c") == ["crc32c_generic", "crc32c_intel"]
     assert plan.optional == {"crc32c_generic", "crc32c_intel"}

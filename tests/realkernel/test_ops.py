@@ -10,13 +10,13 @@ import pytest
 
 from pinlab.realkernel import ops
 from pinlab.realkernel.catalog import PROBES, Search, by_name, encode_cases
-from pinlab.realkernel.toolchain import probe_source
+from pinlab.realkernel.toolchain import probe_sources
 
 OP_TYPES = typing.get_args(ops.Op)
 
 
 def test_every_op_type_encodes_and_the_interpreter_knows_its_name() -> None:
-    source = probe_source()
+    source = probe_sources()["ops.c"]
     handled = set(re.findall(r'!strcmp\(t, "([a-z_]+)"\)', source))
     encoded = set()
     for cls in OP_TYPES:
@@ -29,13 +29,22 @@ def test_every_op_type_encodes_and_the_interpreter_knows_its_name() -> None:
 
 
 def test_encoding_is_name_then_fields_in_order() -> None:
-    lines = ops.encode_ops((
-        ops.Map("b", "anon", 4096, "shared", "adjacent"),
-        ops.Fork((ops.PagemapCmp("child", "b"), ops.Fork(()))),
-        ops.Vmsplice("b", 0, ops.Param("N")),
-    ))
-    assert lines == ["map b anon 4096 shared adjacent", "fork", "pagemap_cmp child b",
-                     "fork", "endfork", "endfork", "vmsplice b 0 $N"]
+    lines = ops.encode_ops(
+        (
+            ops.Map("b", "anon", 4096, "shared", "adjacent"),
+            ops.Fork((ops.PagemapCmp("child", "b"), ops.Fork(()))),
+            ops.Vmsplice("b", 0, ops.Param("N")),
+        )
+    )
+    assert lines == [
+        "map b anon 4096 shared adjacent",
+        "fork",
+        "pagemap_cmp child b",
+        "fork",
+        "endfork",
+        "endfork",
+        "vmsplice b 0 $N",
+    ]
 
 
 def test_tokens_with_spaces_are_refused() -> None:
@@ -77,7 +86,7 @@ def _walk(op_list: tuple[ops.Op, ...], regions: set[str], observed: list[str]) -
 
 def test_case_file_format() -> None:
     probe = by_name("fuzzy-threshold")
-    assert probe.search == Search("N", 0, 4096, "child", "d1")
+    assert probe.search == Search("N", 0, 4096, "child", "d1", "s1")
     text = encode_cases((probe,))
-    assert text.startswith("case fuzzy-threshold\nsearch N 0 4096 child d1\n")
+    assert text.startswith("case fuzzy-threshold\nsearch N 0 4096 child d1 s1\n")
     assert text.endswith("end\n")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -12,12 +11,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pinlab.cli.main import BadInput
+from pinlab.cli.errors import BadInput
 from pinlab.realkernel import fetch as fetching
 from pinlab.realkernel.catalog import PROBES
-from pinlab.realkernel.check import Report, report_json, run_check
+from pinlab.realkernel.check import (
+    Report,
+    default_evaluator,
+    report_json,
+    run_check,
+    write_atomic,
+)
 from pinlab.realkernel.console import fields_of, parse_frames
-from pinlab.realkernel.evaluator import Evaluator, outcome_from_fields
+from pinlab.realkernel.evaluator import outcome_from_fields
+from pinlab.realkernel.modules import ModuleError
 from pinlab.realkernel.qemu import requested_accel
 from pinlab.realkernel.toolchain import MissingTool
 
@@ -28,16 +34,21 @@ def kernel_group() -> None:
 
 
 _cache_option = click.option(
-    "--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Cache directory (default $PINLAB_CACHE or ~/.cache/pinlab).")
+    "--cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Cache directory (default $PINLAB_CACHE or ~/.cache/pinlab).",
+)
 
 
 @kernel_group.command("fetch")
 @_cache_option
-@click.option("--package", default=fetching.PACKAGE, show_default=True,
-              help="Debian kernel image package.")
-@click.option("--version", "version", default=fetching.VERSION, show_default=True,
-              help="Package version.")
+@click.option(
+    "--package", default=fetching.PACKAGE, show_default=True, help="Debian kernel image package."
+)
+@click.option(
+    "--version", "version", default=fetching.VERSION, show_default=True, help="Package version."
+)
 def fetch_cmd(cache: Path | None, package: str, version: str) -> None:
     """Download and unpack Debian's kernel image package into the cache."""
     try:
@@ -47,11 +58,6 @@ def fetch_cmd(cache: Path | None, package: str, version: str) -> None:
     click.echo(f"{image.source} sha256 {image.sha256}")
     click.echo(f"vmlinuz {image.vmlinuz}")
     click.echo(f"modules {image.modules}")
-
-
-def _model_evaluator() -> Evaluator | None:
-    """The model's probe evaluator; none exists yet, so predictions stay empty."""
-    return None
 
 
 def _table(report: Report) -> Table:
@@ -73,28 +79,69 @@ def _image(cache: Path | None, vmlinuz: Path | None, modules: Path | None) -> fe
     if modules is not None:
         raise BadInput("--modules needs --vmlinuz")
     where = fetching.cache_dir(cache)
-    image = fetching.cached(where)
+    try:
+        image = fetching.cached(where)
+    except fetching.FetchError as err:
+        raise BadInput(str(err)) from err
     if image is None:
-        raise BadInput(f"no {fetching.PACKAGE}={fetching.VERSION} in {where}: "
-                       "run `pinlab kernel fetch` first")
+        raise BadInput(
+            f"no {fetching.PACKAGE}={fetching.VERSION} in {where}: run `pinlab kernel fetch` first"
+        )
     return image
 
 
 @kernel_group.command("check")
 @_cache_option
-@click.option("--vmlinuz", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Boot this kernel image instead of the fetched one.")
-@click.option("--modules", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Its lib/modules/<release> directory (default: drivers are built in).")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="Write the table as JSON.")
-@click.option("--console-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the raw serial console output.")
-@click.option("--timeout", type=click.FloatRange(10, 3600), default=240.0, show_default=True,
-              help="Seconds before the guest is killed.")
-def check_cmd(cache: Path | None, vmlinuz: Path | None, modules: Path | None,
-              json_out: Path | None, console_log: Path | None, timeout: float) -> None:
+@click.option(
+    "--vmlinuz",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Boot this kernel image instead of the fetched one.",
+)
+@click.option(
+    "--modules",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Its lib/modules/<release> directory (default: drivers are built in).",
+)
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the table as JSON.",
+)
+@click.option(
+    "--console-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the raw serial console output.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(10, 3600),
+    default=240.0,
+    show_default=True,
+    help="Seconds before the guest is killed.",
+)
+@click.option(
+    "--no-model",
+    is_flag=True,
+    help="Only run the kernel side (e.g. a kernel with no model profile).",
+)
+def check_cmd(
+    cache: Path | None,
+    vmlinuz: Path | None,
+    modules: Path | None,
+    json_out: Path | None,
+    console_log: Path | None,
+    timeout: float,
+    no_model: bool,
+) -> None:
     """Boot the kernel once, run every probe, compare with pinlab's predictions (exit 1 if not)."""
+    for option, path in (("--json", json_out), ("--console-log", console_log)):
+        if path is not None and not path.parent.is_dir():
+            raise BadInput(f"{option} {path}: directory {path.parent} does not exist")
     image = _image(cache, vmlinuz, modules)
     try:
         requested_accel()
@@ -102,8 +149,14 @@ def check_cmd(cache: Path | None, vmlinuz: Path | None, modules: Path | None,
         raise BadInput(str(err)) from err
     console = Console(stderr=True)
     seen: list[str] = [""]
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
         task = bar.add_task("probes", total=len(PROBES))
 
         def on_output(text: str) -> None:
@@ -111,11 +164,13 @@ def check_cmd(cache: Path | None, vmlinuz: Path | None, modules: Path | None,
             bar.update(task, completed=min(len(PROBES), text.count("case=")))
 
         try:
-            report = run_check(image, _model_evaluator(), timeout, console_log=console_log,
-                               on_output=on_output)
-        except MissingTool as err:
+            evaluator = None if no_model else default_evaluator()
+            report = run_check(
+                image, evaluator, timeout, console_log=console_log, on_output=on_output
+            )
+        except (MissingTool, ModuleError) as err:
             raise BadInput(str(err)) from err
-        except RuntimeError as err:
+        except (RuntimeError, OSError) as err:
             raise click.ClickException(str(err)) from err
         except KeyboardInterrupt:
             bar.stop()
@@ -125,9 +180,7 @@ def check_cmd(cache: Path | None, vmlinuz: Path | None, modules: Path | None,
     for note in report.notes:
         click.echo(f"note: {note}", err=True)
     if json_out is not None:
-        tmp = json_out.with_name(f".{json_out.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(report_json(report), indent=2) + "\n")
-        os.replace(tmp, json_out)
+        write_atomic(json_out, json.dumps(report_json(report), indent=2) + "\n")
     sys.exit(0 if report.passed else 1)
 
 

@@ -1,6 +1,6 @@
 """Result frames on the serial console, and their reassembly from noisy console output.
 
-A frame is ``@@PINLAB <seq> <len> <crc32 hex> <payload>@@`` (written by probes/pinprobe.c).
+A frame is ``@@PINLAB <seq> <len> <crc32 hex> <payload>@@`` (written by probes/runner.c).
 Kernel messages may land in the middle of a frame (or of its markers), since printk writes to
 the UART directly, bypassing the tty the frame is written through; but a kernel record itself
 is written whole, with its timestamp, up to its newline. The parser removes whole kernel log
@@ -34,11 +34,6 @@ class Frames:
     corrupt: int = 0
     truncated: int = 0
 
-    def missing(self) -> list[int]:
-        """Sequence numbers below the highest one seen that never arrived intact."""
-        top = max(self.payloads, default=-1)
-        return [s for s in range(top + 1) if s not in self.payloads]
-
 
 def _check(body: str) -> tuple[int, str] | None:
     """(seq, payload) if body (text between the markers) is an intact frame."""
@@ -46,7 +41,7 @@ def _check(body: str) -> tuple[int, str] | None:
     if m is None:
         return None
     seq, length, crc = int(m.group(1)), int(m.group(2)), m.group(3)
-    data = body[m.end():].encode(errors="replace")
+    data = body[m.end() :].encode(errors="replace")
     if len(data) != length or f"{zlib.crc32(data):08x}" != crc:
         return None
     return seq, data.decode()

@@ -41,8 +41,7 @@ def _pad4(n: int) -> bytes:
 def _member(ino: int, e: Entry) -> bytes:
     name = e.name.encode() + b"\0"
     nlink = 2 if stat.S_ISDIR(e.mode) else 1
-    fields = (ino, e.mode, 0, 0, nlink, 0, len(e.data), 0, 0, e.rdev[0], e.rdev[1],
-              len(name), 0)
+    fields = (ino, e.mode, 0, 0, nlink, 0, len(e.data), 0, 0, e.rdev[0], e.rdev[1], len(name), 0)
     header = b"070701" + b"".join(f"{v:08x}".encode() for v in fields)
     return header + name + _pad4(len(header) + len(name)) + e.data + _pad4(len(e.data))
 

@@ -53,27 +53,47 @@ def outcome_from_fields(fields: dict[str, str]) -> Outcome:
 
 
 def search_threshold(probe: Probe, run: Callable[[tuple[Op, ...]], Outcome]) -> Outcome:
-    """The bisection pinprobe.c's run_search does, over an evaluator's run(ops)."""
+    """The bisection runner.c's run_search does, over an evaluator's run(ops).
+
+    Three-valued: the search observation must be ``value`` or ``other``; every other
+    observation must be the same at each point as at the first, and is reported.
+    """
     s = probe.search
     if s is None:
         return run(probe.ops)
+    first: dict[str, str] | None = None
 
     def at(n: int) -> bool | Outcome:
+        nonlocal first
         out = run(bind(probe.ops, s.param, n))
         if out.status != "ok":
             return out
         if s.obs not in out.values:
             return Outcome("error", {}, f"search-key-missing-at-{n}")
-        return out.values[s.obs] == s.value
+        rest = {k: v for k, v in out.values.items() if k != s.obs}
+        if first is None:
+            first = rest
+        elif rest != first:
+            return Outcome("error", {}, f"search-observations-differ-at-{n}")
+        if out.values[s.obs] == s.value:
+            return True
+        if out.values[s.obs] == s.other:
+            return False
+        return Outcome("error", {}, f"search-value-unexpected-at-{n}")
 
     lo, hi = s.lo, s.hi
-    at_lo, at_hi = at(lo), at(hi)
-    for r in (at_lo, at_hi):
-        if isinstance(r, Outcome):
-            return r
+    at_lo = at(lo)
+    if isinstance(at_lo, Outcome):
+        return at_lo
+    at_hi = at(hi)
+    if isinstance(at_hi, Outcome):
+        return at_hi
+    others = dict(first or {})
     if at_lo or not at_hi:
-        return Outcome("ok", {"threshold": "none", "at_lo": str(int(bool(at_lo))),
-                              "at_hi": str(int(bool(at_hi)))})
+        return Outcome(
+            "ok",
+            {**others, "threshold": "none", "at_lo": str(int(at_lo)), "at_hi": str(int(at_hi))},
+        )
     steps = 2
     while hi - lo > 1:
         mid = lo + (hi - lo) // 2
@@ -85,7 +105,7 @@ def search_threshold(probe: Probe, run: Callable[[tuple[Op, ...]], Outcome]) -> 
             hi = mid
         else:
             lo = mid
-    return Outcome("ok", {"threshold": str(hi), "steps": str(steps)})
+    return Outcome("ok", {**others, "threshold": str(hi), "steps": str(steps)})
 
 
 def verdict(kernel: Outcome, predicted: Outcome | None) -> Verdict:

@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 PACKAGE = "linux-image-6.1.0-56-amd64-unsigned"
@@ -73,11 +73,17 @@ def cached(cache: Path, package: str = PACKAGE, version: str = VERSION) -> Kerne
     manifest = entry / "manifest.json"
     if not manifest.exists():
         return None
-    data = json.loads(manifest.read_text())
-    deb = entry / data["deb"]
-    if not deb.exists() or sha256_file(deb) != data["sha256"]:
+    try:
+        data = json.loads(manifest.read_text())
+        deb = entry / str(data["deb"])
+        sha = str(data["sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise FetchError(
+            f"{manifest}: corrupt manifest ({err}); run `pinlab kernel fetch` to fetch again"
+        ) from err
+    if not deb.exists() or sha256_file(deb) != sha:
         return None
-    return _image_from(entry / "root", f"{package}={version}", data["sha256"])
+    return _image_from(entry / "root", f"{package}={version}", sha)
 
 
 def _apt_error(stderr: str) -> str:
@@ -86,8 +92,14 @@ def _apt_error(stderr: str) -> str:
 
 
 def fetch(cache: Path, package: str = PACKAGE, version: str = VERSION) -> KernelImage:
-    """Download (unless cached and intact) and unpack package=version; record its sha256."""
-    found = cached(cache, package, version)
+    """Download (unless cached and intact) and unpack package=version; record its sha256.
+
+    A corrupt cache entry is replaced.
+    """
+    try:
+        found = cached(cache, package, version)
+    except FetchError:
+        found = None
     if found is not None:
         return found
     for tool, pkg in (("apt-get", "apt"), ("dpkg", "dpkg")):
@@ -97,16 +109,24 @@ def fetch(cache: Path, package: str = PACKAGE, version: str = VERSION) -> Kernel
     entry.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=entry.parent) as tmp:
         work = Path(tmp)
-        got = subprocess.run(["apt-get", "download", f"{package}={version}"], cwd=work,
-                             capture_output=True, text=True, check=False)
+        got = subprocess.run(
+            ["apt-get", "download", f"{package}={version}"],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         debs = sorted(work.glob("*.deb"))
         if got.returncode != 0 or len(debs) != 1:
-            raise FetchError(f"cannot download {package}={version}: {_apt_error(got.stderr)}"
-                             " (run apt-get update?)")
+            raise FetchError(
+                f"cannot download {package}={version}: {_apt_error(got.stderr)}"
+                " (run apt-get update?)"
+            )
         deb = debs[0]
         root = work / "root"
-        unpack = subprocess.run(["dpkg", "-x", str(deb), str(root)], capture_output=True,
-                                text=True, check=False)
+        unpack = subprocess.run(
+            ["dpkg", "-x", str(deb), str(root)], capture_output=True, text=True, check=False
+        )
         if unpack.returncode != 0:
             raise FetchError(f"dpkg -x {deb.name} failed: {unpack.stderr.strip()[:200]}")
         sha = sha256_file(deb)
@@ -133,8 +153,3 @@ def user_kernel(vmlinuz: Path, modules: Path | None) -> KernelImage:
     if modules is not None and not modules.is_dir():
         raise FetchError(f"--modules {modules}: no such directory")
     return KernelImage(vmlinuz, modules, modules.name if modules else "unknown", str(vmlinuz))
-
-
-def manifest_of(image: KernelImage) -> dict[str, str | None]:
-    """The image as JSON-ready data."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(image).items()}

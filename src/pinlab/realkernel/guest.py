@@ -9,7 +9,7 @@ from pathlib import Path
 from pinlab.realkernel import cpio
 from pinlab.realkernel.catalog import Probe, encode_cases
 from pinlab.realkernel.modules import LoadPlan, ModuleTree, load_order, read_ko
-from pinlab.realkernel.ops import Fork, Map, OdirectRead, Op
+from pinlab.realkernel.ops import DioFile, Fork, Map, Op
 
 # busybox applets the init script uses (symlinked; no --install at boot)
 APPLETS = ("sh", "mount", "mkdir", "insmod", "poweroff", "sleep", "echo", "cat", "sync", "test")
@@ -22,13 +22,13 @@ def _ops_need_ext4(ops: tuple[Op, ...]) -> bool:
     for op in ops:
         if isinstance(op, Fork) and _ops_need_ext4(op.ops):
             return True
-        if isinstance(op, OdirectRead) or (isinstance(op, Map) and op.kind == "ext4"):
+        if isinstance(op, DioFile) or (isinstance(op, Map) and op.kind == "ext4"):
             return True
     return False
 
 
 def needs_ext4(probes: tuple[Probe, ...]) -> bool:
-    """True if some probe maps an ext4 file or does O_DIRECT (which goes to ext4)."""
+    """True if some probe maps an ext4 file or creates the O_DIRECT file (on ext4)."""
     return any(_ops_need_ext4(p.ops) for p in probes)
 
 
@@ -41,7 +41,7 @@ def init_script(plan: LoadPlan | None, with_disk: bool) -> str:
         "mount -t devtmpfs devtmpfs /dev",
         "mount -t tmpfs tmpfs /mnt/tmpfs",
         "mount -t ramfs ramfs /mnt/ramfs",
-        "fatal() { /pinprobe say \"fatal $*\"; poweroff -f; }",
+        'fatal() { /pinprobe say "fatal $*"; poweroff -f; }',
     ]
     order = plan.order if plan else ()
     optional = plan.optional if plan else frozenset()
@@ -61,12 +61,30 @@ def init_script(plan: LoadPlan | None, with_disk: bool) -> str:
     return "\n".join(lines)
 
 
-def initramfs(busybox: bytes, pinprobe: bytes, probes: tuple[Probe, ...],
-              plan: LoadPlan | None, with_disk: bool) -> bytes:
+def initramfs(
+    busybox: bytes,
+    pinprobe: bytes,
+    probes: tuple[Probe, ...],
+    plan: LoadPlan | None,
+    with_disk: bool,
+) -> bytes:
     """The newc archive of the whole guest userspace."""
-    entries = [cpio.directory(d) for d in (
-        "bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules", "mnt", "mnt/tmpfs",
-        "mnt/ramfs", "mnt/ext4")]
+    entries = [
+        cpio.directory(d)
+        for d in (
+            "bin",
+            "dev",
+            "proc",
+            "sys",
+            "tmp",
+            "lib",
+            "lib/modules",
+            "mnt",
+            "mnt/tmpfs",
+            "mnt/ramfs",
+            "mnt/ext4",
+        )
+    ]
     # the kernel opens /dev/console for init before anything is mounted
     entries.append(cpio.chardev("dev/console", 5, 1))
     entries.append(cpio.regular("bin/busybox", busybox, executable=True))
@@ -83,8 +101,15 @@ def make_disk(mkfs: Path, path: Path) -> None:
     """An empty ext4 image (mkfs.ext4 on a plain file needs no root)."""
     with path.open("wb") as f:
         f.truncate(DISK_MIB << 20)
-    subprocess.run([str(mkfs), "-F", "-q", "-L", "pinlab", str(path)], check=True,
-                   capture_output=True)
+    done = subprocess.run(
+        [str(mkfs), "-F", "-q", "-L", "pinlab", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise RuntimeError(f"{mkfs} failed making the guest disk: {why}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,13 +119,20 @@ class GuestFiles:
     modules: tuple[str, ...]
 
 
-def build_guest(workdir: Path, probes: tuple[Probe, ...], modules_dir: Path | None,
-                busybox: Path, pinprobe: Path, mkfs: Path) -> GuestFiles:
+def build_guest(
+    workdir: Path,
+    probes: tuple[Probe, ...],
+    modules_dir: Path | None,
+    busybox: Path,
+    pinprobe: Path,
+    mkfs: Path,
+    alias_cache: Path | None = None,
+) -> GuestFiles:
     """Write initrd (and the ext4 disk if a probe needs one) into workdir."""
     disk = needs_ext4(probes)
     plan = None
     if disk and modules_dir is not None:
-        plan = load_order(ModuleTree.scan(modules_dir), EXT4_MODULES)
+        plan = load_order(ModuleTree.scan(modules_dir, alias_cache), EXT4_MODULES)
     image = initramfs(busybox.read_bytes(), pinprobe.read_bytes(), probes, plan, disk)
     initrd = workdir / "initrd.cpio"
     initrd.write_bytes(image)

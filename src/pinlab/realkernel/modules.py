@@ -10,8 +10,10 @@ from __future__ import annotations
 import bz2
 import fnmatch
 import gzip
+import json
 import lzma
 import mmap
+import os
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -67,15 +69,18 @@ def modinfo_strings(elf: bytes | mmap.mmap) -> list[str]:
 
     def section(i: int) -> tuple[int, int, int]:
         name, _type, _flags, _addr, offset, size = struct.unpack_from(
-            "<IIQQQQ", elf, shoff + i * shentsize)
+            "<IIQQQQ", elf, shoff + i * shentsize
+        )
         return name, offset, size
 
     _, strtab, _ = section(shstrndx)
     for i in range(shnum):
         name, offset, size = section(i)
         end = elf.find(b"\0", strtab + name)
-        if elf[strtab + name:end] == b".modinfo":
-            return [s.decode(errors="replace") for s in elf[offset:offset + size].split(b"\0") if s]
+        if elf[strtab + name : end] == b".modinfo":
+            return [
+                s.decode(errors="replace") for s in elf[offset : offset + size].split(b"\0") if s
+            ]
     raise ModuleError("no .modinfo section")
 
 
@@ -134,19 +139,26 @@ class ModuleTree:
     builtin: frozenset[str] = frozenset()
     _info: dict[str, ModInfo] = field(default_factory=dict)
     _aliases: dict[str, list[str]] | None = None
+    alias_cache: Path | None = None
 
     @classmethod
-    def scan(cls, root: Path) -> ModuleTree:
-        """Index every module file under root (names only; modinfo is read lazily)."""
-        tree = cls(root)
+    def scan(cls, root: Path, alias_cache: Path | None = None) -> ModuleTree:
+        """Index every module file under root (names only; modinfo is read lazily).
+
+        alias_cache: a file keeping the alias table between runs; the caller names it after
+        something that changes whenever the tree does (the kernel package's sha256).
+        """
+        tree = cls(root, alias_cache=alias_cache)
         for path in sorted(root.rglob("*.ko*")):
             if path.name.endswith(_SUFFIXES):
                 tree.by_name.setdefault(module_name(path), path)
         builtin = root / "modules.builtin"
         if builtin.exists():
             tree.builtin = frozenset(
-                module_name(Path(line.strip())) for line in builtin.read_text().splitlines()
-                if line.strip())
+                module_name(Path(line.strip()))
+                for line in builtin.read_text().splitlines()
+                if line.strip()
+            )
         return tree
 
     def info(self, name: str) -> ModInfo:
@@ -161,13 +173,36 @@ class ModuleTree:
     def resolve_alias(self, alias: str) -> list[str]:
         """Module names providing alias (patterns as in modinfo alias= lines), sorted."""
         if self._aliases is None:
-            self._aliases = {}
-            for mod in self.by_name:
-                for pattern in self.info(mod).aliases:
-                    self._aliases.setdefault(pattern, []).append(mod)
-        found = {m for pat, mods in self._aliases.items() if fnmatch.fnmatchcase(alias, pat)
-                 for m in mods}
+            self._aliases = self._load_aliases()
+        found = {
+            m
+            for pat, mods in self._aliases.items()
+            if fnmatch.fnmatchcase(alias, pat)
+            for m in mods
+        }
         return sorted(found)
+
+    def _load_aliases(self) -> dict[str, list[str]]:
+        """The alias table: from alias_cache if readable, else by scanning every module."""
+        if self.alias_cache is not None and self.alias_cache.exists():
+            try:
+                cached = json.loads(self.alias_cache.read_text())
+                if isinstance(cached, dict):
+                    return {str(k): [str(m) for m in v] for k, v in cached.items()}
+            except (OSError, ValueError, TypeError):
+                pass
+        table: dict[str, list[str]] = {}
+        for mod in self.by_name:
+            for pattern in self.info(mod).aliases:
+                table.setdefault(pattern, []).append(mod)
+        if self.alias_cache is not None:
+            tmp = self.alias_cache.with_name(f".{self.alias_cache.name}.{os.getpid()}.tmp")
+            try:
+                tmp.write_text(json.dumps(table))
+                os.replace(tmp, self.alias_cache)
+            except OSError:
+                tmp.unlink(missing_ok=True)
+        return table
 
     def names_for(self, ref: str) -> list[str]:
         """A softdep target: itself if it is a module, else the modules with that alias."""

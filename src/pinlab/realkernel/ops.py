@@ -1,9 +1,12 @@
 """The probe op list: a syscall-level sequence that both the guest and the model interpret.
 
-Semantics (the contract for every evaluator; probes/pinprobe.c implements it in the guest):
+Semantics (the contract for every evaluator; probes/*.c implement it in the guest):
 
-Every case runs in a fresh process that has never pinned a page (MMF_HAS_PINNED clear), on one
-CPU. Offsets and lengths are bytes; PAGE = 4096, HPAGE = 2 MiB.
+Every case runs in a fresh process that has never pinned a page (MMF_HAS_PINNED clear), in a
+guest configured as ``GUEST`` says (qemu.py sets it up; the guest reports it in its hello frame
+and check.py refuses a guest that differs): one CPU (LRU batches and vmstat diffs are per CPU),
+1 GiB of RAM, THP ``madvise``, 16 free 2 MiB hugetlb pages, PAGE = 4096 and HPAGE = 2 MiB
+(the guest checks both against sysconf and hpage_pmd_size). Offsets and lengths are bytes.
 
 - ``Map(region, kind, size, sharing, placement)``: a new mapping of ``size`` bytes, read/write.
   kind ``anon`` (MAP_ANONYMOUS; shared → shmem), ``hugetlb`` (MAP_ANONYMOUS|MAP_HUGETLB, 2 MiB
@@ -20,9 +23,13 @@ CPU. Offsets and lengths are bytes; PAGE = 4096, HPAGE = 2 MiB.
 - ``RequireThp(region, off, length)``: unless the VMA at ``off`` has at least ``length`` bytes
   PMD-mapped as transparent huge pages, the case stops as *unmet*.
 - ``PinsBegin()`` / ``PinsEnd(obs)``: observation ``obs.acquired`` / ``obs.released`` = change
-  of /proc/vmstat nr_foll_pin_acquired / nr_foll_pin_released since the last PinsBegin.
-- ``PinsSettle(obs)``: like PinsEnd, but the eventual state: the counters are polled until five
-  reads 20 ms apart agree (asynchronous releases have happened); no agreement in 5 s → error.
+  of /proc/vmstat nr_foll_pin_acquired / nr_foll_pin_released since the last PinsBegin (read
+  after a write to /proc/sys/vm/stat_refresh; a failed write is an error).
+- ``PinsSettle(obs)``: like PinsEnd, but the eventual state: the counters are polled until no
+  pin is held anywhere (global acquired == released: asynchronous releases have happened);
+  not within 10 s → error.
+- ``PgpgEnd(obs)``: ``obs.pgpgin`` / ``obs.pgpgout`` = change of /proc/vmstat pgpgin / pgpgout
+  (KiB of block I/O submitted: v6.1 block/blk-core.c submit_bio) since the last PinsBegin.
 - ``UringRegister(obs, region, off, length)``: io_uring_register(IORING_REGISTER_BUFFERS) of
   one iovec; observation ``obs`` = "ok" or the errno name ("EFAULT"). One ring per process.
 - ``UringUnregister(obs)``: IORING_UNREGISTER_BUFFERS; observation ``obs`` = "ok" or the errno
@@ -35,12 +42,24 @@ CPU. Offsets and lengths are bytes; PAGE = 4096, HPAGE = 2 MiB.
 - ``Smaps(obs, region, field)``: the /proc/self/smaps field (kB) of the VMA at the region start.
 - ``Vmsplice(region, off, count)``: ``count`` one-byte vmsplice() iovecs of the page at ``off``
   into pipes that stay open: ``count`` pipe buffers, each holding a plain page reference.
-- ``OdirectRead(obs, region, off, length)``: an ext4 file of ``length`` bytes is written and
-  fsync()ed, then read with O_DIRECT into the range; observation = bytes read or errno name.
+- ``DioFile(size)``: the ext4 file the O_DIRECT ops use is created with ``size`` zero bytes by
+  write(), fsync()ed, then sync() (no writeback or journal commit is left pending).
+- ``OdirectRead(obs, region, off, length)`` / ``OdirectWrite(...)``: pread() / pwrite() of
+  ``length`` bytes at file offset 0 of that file opened with O_DIRECT, into / from the range;
+  observation = bytes transferred or errno name.
 - ``ProcessVmReadv(obs, src, src_off, length, dst, dst_off)``: process_vm_readv() on the own
   pid, remote = the src range, local = the dst range; observation = bytes read or errno name.
 - ``Fork(ops)``: fork(); the child runs ``ops`` and exits, the parent waits for it and goes on.
-  The child's observations are reported like the parent's.
+  The child's observations are reported like the parent's; its error or unmet detail is
+  prefixed ``child:``.
+
+Every range must lie inside its region, except that a UringRegister buffer may run past the
+region's end (into the PROT_NONE arena or an adjacent region). A present page whose pagemap
+entry shows PFN 0 (PFNs hidden without CAP_SYS_ADMIN, v6.1 fs/proc/task_mmu.c pagemap_read)
+is an error. When a case's
+process has exited, the runner waits until no pin is held anywhere (its rings' asynchronous
+teardown is done, v6.1 io_uring/io_uring.c io_ring_exit_work); not within 10 s → the case is
+an error, so no case's pins are released inside the next one's measurement.
 
 A count may be ``Param(name)``: the case's search variable (see probes.Search).
 """
@@ -58,6 +77,19 @@ Prot = Literal["none", "r", "rw"]
 
 PAGE = 4096
 HPAGE = 2 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class GuestConfig:
+    """The machine every probe assumes."""
+
+    cpus: int = 1
+    memory_mib: int = 1024
+    thp: str = "madvise"
+    hugepages: int = 16
+
+
+GUEST = GuestConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +162,11 @@ class PinsSettle:
 
 
 @dataclass(frozen=True, slots=True)
+class PgpgEnd:
+    obs: str
+
+
+@dataclass(frozen=True, slots=True)
 class UringRegister:
     obs: str
     region: str
@@ -173,7 +210,20 @@ class Vmsplice:
 
 
 @dataclass(frozen=True, slots=True)
+class DioFile:
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class OdirectRead:
+    obs: str
+    region: str
+    off: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class OdirectWrite:
     obs: str
     region: str
     off: int
@@ -196,18 +246,52 @@ class Fork:
 
 
 Op = (
-    Map | Touch | Madvise | Mprotect | Drain | RequireThp | PinsBegin | PinsEnd | PinsSettle
-    | UringRegister | UringUnregister | UringClose | PagemapSave | PagemapCmp | Smaps | Vmsplice
-    | OdirectRead | ProcessVmReadv | Fork
+    Map
+    | Touch
+    | Madvise
+    | Mprotect
+    | Drain
+    | RequireThp
+    | PinsBegin
+    | PinsEnd
+    | PinsSettle
+    | PgpgEnd
+    | UringRegister
+    | UringUnregister
+    | UringClose
+    | PagemapSave
+    | PagemapCmp
+    | Smaps
+    | Vmsplice
+    | DioFile
+    | OdirectRead
+    | OdirectWrite
+    | ProcessVmReadv
+    | Fork
 )
 
 _NAMES: dict[type, str] = {
-    Map: "map", Touch: "touch", Madvise: "madvise", Mprotect: "mprotect", Drain: "drain",
-    RequireThp: "require_thp", PinsBegin: "pins_begin", PinsEnd: "pins_end",
-    PinsSettle: "pins_settle", UringRegister: "uring_register",
-    UringUnregister: "uring_unregister", UringClose: "uring_close",
-    PagemapSave: "pagemap_save", PagemapCmp: "pagemap_cmp", Smaps: "smaps",
-    Vmsplice: "vmsplice", OdirectRead: "odirect_read", ProcessVmReadv: "process_vm_readv",
+    Map: "map",
+    Touch: "touch",
+    Madvise: "madvise",
+    Mprotect: "mprotect",
+    Drain: "drain",
+    RequireThp: "require_thp",
+    PinsBegin: "pins_begin",
+    PinsEnd: "pins_end",
+    PinsSettle: "pins_settle",
+    PgpgEnd: "pgpg_end",
+    UringRegister: "uring_register",
+    UringUnregister: "uring_unregister",
+    UringClose: "uring_close",
+    PagemapSave: "pagemap_save",
+    PagemapCmp: "pagemap_cmp",
+    Smaps: "smaps",
+    Vmsplice: "vmsplice",
+    DioFile: "dio_file",
+    OdirectRead: "odirect_read",
+    OdirectWrite: "odirect_write",
+    ProcessVmReadv: "process_vm_readv",
 }
 
 

@@ -5,19 +5,25 @@ from __future__ import annotations
 import os
 import selectors
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import IO
 
 from pinlab.realkernel.console import START
+from pinlab.realkernel.ops import GUEST
 from pinlab.realkernel.toolchain import kvm_usable
 
 # transparent_hugepage=madvise: only MADV_HUGEPAGE regions get THPs, so small-page probes never
 # see one by chance (the Debian default is "always"); hugepages=16 reserves 32 MiB of 2 MiB
 # hugetlb pages at boot, before memory fragments. loglevel=4 keeps warnings on the console.
-CMDLINE = "console=ttyS0 loglevel=4 panic=-1 transparent_hugepage=madvise hugepages=16"
-MEMORY_MIB = 1024  # below 512 MiB the kernel switches THP off (v6.1 mm/huge_memory.c)
+CMDLINE = (
+    f"console=ttyS0 loglevel=4 panic=-1 transparent_hugepage={GUEST.thp}"
+    f" hugepages={GUEST.hugepages}"
+)
+MEMORY_MIB = GUEST.memory_mib  # below 512 MiB the kernel switches THP off (v6.1 mm/huge_memory.c)
 ACCEL_ENV = "PINLAB_QEMU_ACCEL"
 # A TCG boot reaches the first frame in about 10 s here; KVM far sooner. Nested KVM that
 # hangs in early boot is detected by this and the boot is redone with TCG.
@@ -41,6 +47,13 @@ class BootResult:
     timed_out: bool
     exit_code: int | None
     fallback: str | None
+    stderr: str = ""
+
+    def failure(self) -> str:
+        """QEMU's exit status and the last line of its stderr: why a boot showed nothing."""
+        how = "timed out" if self.timed_out else f"exited with status {self.exit_code}"
+        last = next((ln.strip() for ln in reversed(self.stderr.splitlines()) if ln.strip()), "")
+        return f"qemu {how}" + (f": {last}" if last else "")
 
 
 def requested_accel() -> str | None:
@@ -56,22 +69,59 @@ def requested_accel() -> str | None:
 def qemu_argv(spec: BootSpec, accel: str) -> list[str]:
     """The QEMU command line: one CPU, 1 GiB, serial console on stdio, no reboot."""
     argv = [
-        str(spec.qemu), "-accel", accel, "-cpu", "host" if accel == "kvm" else "max",
-        "-smp", "1", "-m", str(MEMORY_MIB), "-nodefaults", "-no-user-config",
-        "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
-        "-kernel", str(spec.vmlinuz), "-initrd", str(spec.initrd), "-append", CMDLINE,
+        str(spec.qemu),
+        "-accel",
+        accel,
+        "-cpu",
+        "host" if accel == "kvm" else "max",
+        "-smp",
+        str(GUEST.cpus),
+        "-m",
+        str(MEMORY_MIB),
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        "-no-reboot",
+        "-kernel",
+        str(spec.vmlinuz),
+        "-initrd",
+        str(spec.initrd),
+        "-append",
+        CMDLINE,
     ]
     if spec.disk is not None:
         argv += ["-drive", f"file={spec.disk},format=raw,if=virtio,cache=unsafe"]
     return argv
 
 
-def _run(spec: BootSpec, accel: str, first_frame_s: float | None,
-         on_output: Callable[[str], None] | None) -> BootResult:
+def _run(
+    spec: BootSpec, accel: str, first_frame_s: float | None, on_output: Callable[[str], None] | None
+) -> BootResult:
     """One boot; stops at exit, at the timeout, or when no frame came within first_frame_s."""
+    with tempfile.TemporaryFile() as errors:
+        result = _watch(spec, accel, first_frame_s, on_output, errors)
+        errors.seek(0)
+        stderr = errors.read()[-4096:].decode(errors="replace")
+    return replace(result, stderr=stderr)
+
+
+def _watch(
+    spec: BootSpec,
+    accel: str,
+    first_frame_s: float | None,
+    on_output: Callable[[str], None] | None,
+    errors: IO[bytes],
+) -> BootResult:
+    """Run QEMU with stderr into errors and collect its console."""
     started = time.monotonic()
-    proc = subprocess.Popen(qemu_argv(spec, accel), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        qemu_argv(spec, accel), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors
+    )
     assert proc.stdout is not None
     chunks: list[bytes] = []
     seen_frame = False
@@ -103,9 +153,14 @@ def _run(spec: BootSpec, accel: str, first_frame_s: float | None,
             proc.kill()
         proc.wait()
         proc.stdout.close()
-    return BootResult(b"".join(chunks).decode(errors="replace"), accel,
-                      time.monotonic() - started, timed_out,
-                      None if timed_out else proc.returncode, None)
+    return BootResult(
+        b"".join(chunks).decode(errors="replace"),
+        accel,
+        time.monotonic() - started,
+        timed_out,
+        None if timed_out else proc.returncode,
+        None,
+    )
 
 
 def boot(spec: BootSpec, on_output: Callable[[str], None] | None = None) -> BootResult:
@@ -120,5 +175,12 @@ def boot(spec: BootSpec, on_output: Callable[[str], None] | None = None) -> Boot
     again = _run(spec, "tcg", None, on_output)
     how = "hung" if first.timed_out else f"exited with status {first.exit_code}"
     reason = f"KVM boot {how} before the first frame; rebooted with TCG"
-    return BootResult(again.console, again.accel, again.seconds + first.seconds,
-                      again.timed_out, again.exit_code, reason)
+    return BootResult(
+        again.console,
+        again.accel,
+        again.seconds + first.seconds,
+        again.timed_out,
+        again.exit_code,
+        reason,
+        again.stderr,
+    )

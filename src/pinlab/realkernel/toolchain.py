@@ -27,8 +27,9 @@ def is_static_elf(path: Path) -> bool:
         phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
         f.seek(phoff)
         table = f.read(phentsize * phnum)
-    return all(struct.unpack_from("<I", table, i * phentsize)[0] != _PT_INTERP
-               for i in range(phnum))
+    return all(
+        struct.unpack_from("<I", table, i * phentsize)[0] != _PT_INTERP for i in range(phnum)
+    )
 
 
 def need(program: str, package: str) -> Path:
@@ -58,19 +59,30 @@ def busybox_static() -> Path:
     raise MissingTool("no statically linked busybox: install the Debian package busybox-static")
 
 
-def probe_source() -> str:
-    """The guest interpreter's C source (package data)."""
-    return (resources.files("pinlab.realkernel") / "probes" / "pinprobe.c").read_text()
+# the guest interpreter's sources (package data): parser, ops, kernel-state readers, runner
+PROBE_SOURCES = ("pinprobe.h", "parse.c", "ops.c", "kstate.c", "runner.c")
+
+
+def probe_sources() -> dict[str, str]:
+    """The guest interpreter's C sources by file name."""
+    root = resources.files("pinlab.realkernel") / "probes"
+    return {name: (root / name).read_text() for name in PROBE_SOURCES}
 
 
 def compile_probe(out: Path) -> None:
-    """Build the static guest interpreter with gcc."""
+    """Build the static guest interpreter with gcc (its sources next to out, in probes/)."""
     gcc = need("gcc", "gcc")
-    src = out.with_suffix(".c")
-    src.write_text(probe_source())
+    src = out.parent / "probes"
+    src.mkdir(exist_ok=True)
+    for name, text in probe_sources().items():
+        (src / name).write_text(text)
+    units = [str(src / name) for name in PROBE_SOURCES if name.endswith(".c")]
     result = subprocess.run(
-        [str(gcc), "-static", "-O2", "-o", str(out), str(src)],
-        capture_output=True, text=True, check=False)
+        [str(gcc), "-static", "-O2", "-o", str(out), *units],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode == 0:
         return
     err = result.stderr
