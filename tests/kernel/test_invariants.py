@@ -95,6 +95,17 @@ def _apply(k: Kernel, w: World, op: tuple[int, ...]) -> object:
     code, a, b, c, d = op
     if code == 0:
         return _map(k, w, KINDS[a % len(KINDS)], 1 + b % 24)
+    if code == 6:
+        # Releases need no mapping: the references outlive a munmap.
+        if not w.held:
+            return None
+        how, got = w.held.pop(a % len(w.held))
+        if how == "pin":
+            run_to_completion(unpin_user_pages(k, np.array(got, np.int64), len(got)))
+        else:
+            for page in got:
+                run_to_completion(put_page_api(k, page))
+        return how
     if not w.regions:
         return None
     t_idx, start, npages = w.regions[a % len(w.regions)]
@@ -130,16 +141,6 @@ def _apply(k: Kernel, w: World, op: tuple[int, ...]) -> object:
         if ret > 0:
             w.held.append(("pin" if code in (3, 4) else "get", got))
         return ret, got
-    if code == 6:
-        if not w.held:
-            return None
-        how, got = w.held.pop(a % len(w.held))
-        if how == "pin":
-            run_to_completion(unpin_user_pages(k, np.array(got, np.int64), len(got)))
-        else:
-            for page in got:
-                run_to_completion(put_page_api(k, page))
-        return how
     if code == 7:
         ret = run_to_completion(sys_munmap(k, task, start, npages * PAGE_SIZE))
         w.regions = [r for r in w.regions if r[1] != start or r[0] != t_idx]
