@@ -309,6 +309,17 @@ def test_zero_length_walk_over_present_pte_overruns() -> None:
         run_to_completion(pin_user_pages_fast(k, mm, BASE, 0, 0, page_array(0)))
 
 
+@pytest.mark.parametrize("fine", [False, True], ids=["range", "page-by-page"])
+def test_zero_length_remainder_overruns_in_the_slow_path(fine: bool) -> None:
+    """v6.1 mm/gup.c internal_get_user_pages_fast: the walk stores one page into a one-slot
+    pages[], then hands nr_pages - nr_pinned (unsigned, so huge) to the slow path, whose
+    __get_user_pages stores past the array."""
+    k, mm, _, _ = _anon("6.1", n=1)
+    k.fine_grained = fine
+    with pytest.raises(Violation, match="gup pages\\[\\] overrun: entry 0 of 0"):
+        run_to_completion(pin_user_pages_fast(k, mm, BASE, 0, 0, page_array(1)))
+
+
 def test_get_user_pages_fast_4_4() -> None:
     """v4.4 get_user_pages_fast(start, nr_pages, write, pages): FOLL_GET, +1 per page."""
     k, mm, _, got = _anon("4.4", n=2)
@@ -393,3 +404,11 @@ def test_fast_walk_range_step_matches_page_by_page(
     assert results[0] == results[1]
     slow.fine_grained = False
     assert kernel_digest(k) == kernel_digest(slow)
+
+
+def test_debian_6_1_has_no_cma() -> None:
+    """Debian's config-6.1.0-56-amd64: "# CONFIG_CMA is not set" — no CMA pageblocks to boot
+    with, and is_longterm_pinnable_page (v6.1 include/linux/mm.h) refuses ZONE_MOVABLE only."""
+    with pytest.raises(ValueError, match="CONFIG_CMA"):
+        boot("6.1", BootParams(cma_mb=4))
+    assert boot("5.7", BootParams(cma_mb=4)).profile.longterm_migrates_cma

@@ -128,6 +128,7 @@ class Profile:
     folio_maybe_dma_pinned: bool
     page_needs_cow_for_dma: bool
     vmstat_foll_pin: bool
+    config_cma: bool
     longterm_migrates_cma: bool
     longterm_migrates_movable: bool
     dump_page_style: str
@@ -223,8 +224,11 @@ P6_1 = Profile(
     page_needs_cow_for_dma=True,
     # v6.1 include/linux/mmzone.h NR_FOLL_PIN_ACQUIRED/RELEASED, unconditional
     vmstat_foll_pin=True,
-    # v6.1 include/linux/mm.h is_longterm_pinnable_page: not MIGRATE_CMA, not ZONE_MOVABLE
-    longterm_migrates_cma=True,
+    # Debian's config-6.1.0-56-amd64 has "# CONFIG_CMA is not set", so v6.1
+    # include/linux/mm.h is_longterm_pinnable_page compiles its MIGRATE_CMA test out and
+    # refuses ZONE_MOVABLE only.
+    config_cma=False,
+    longterm_migrates_cma=False,
     longterm_migrates_movable=True,
     dump_page_style="6.1",
     gup_apis=GUP_APIS_6_1,
@@ -274,7 +278,8 @@ P5_7 = Profile(
     page_needs_cow_for_dma=False,
     # v5.7 mm/vmstat.c "nr_foll_pin_acquired"/"nr_foll_pin_released"
     vmstat_foll_pin=True,
-    # v5.7 mm/gup.c check_and_migrate_cma_pages: CMA only (ZONE_MOVABLE from v5.13)
+    # v5.7 mm/gup.c check_and_migrate_cma_pages (CONFIG_CMA): CMA only (ZONE_MOVABLE from v5.13)
+    config_cma=True,
     longterm_migrates_cma=True,
     longterm_migrates_movable=False,
     dump_page_style="5.7",
@@ -318,6 +323,8 @@ P4_4 = Profile(
     folio_maybe_dma_pinned=False,
     page_needs_cow_for_dma=False,
     vmstat_foll_pin=False,
+    # v4.4 mm/cma.c exists; gup does not look at it
+    config_cma=True,
     longterm_migrates_cma=False,
     longterm_migrates_movable=False,
     dump_page_style="4.4",

@@ -78,6 +78,8 @@ def boot(profile: Profile | str, params: BootParams | None = None) -> Kernel:
     """A freshly booted kernel: memory handed to the allocator, huge pages reserved, zero page."""
     prof = get_profile(profile) if isinstance(profile, str) else profile
     p = params or BootParams()
+    if p.cma_mb and not prof.config_cma:
+        raise ValueError(f"kernel {prof.name} is built without CONFIG_CMA: no CMA to boot with")
     # Gigantic pages need 1 GiB alignment, so ZONE_NORMAL starts with their room.
     normal_pages = (p.normal_mb * MiB >> PAGE_SHIFT) + (p.hugepages_1g << HPAGE_PUD_ORDER)
     normal_pages += p.hugepages_2m << HPAGE_PMD_ORDER

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from pinlab.interleave import Point, Yield
+from pinlab.interleave import Point, Violation, Yield
 from pinlab.kernel import errno
 from pinlab.kernel.bug import warn_on_once
 from pinlab.kernel.mm.gup_dirty import folio_mark_dirty, mark_page_accessed
@@ -479,13 +479,25 @@ def follow_hugetlb_page(
     return i if i else err
 
 
+def _store(pages: Pages, at: int, first: int, n: int) -> None:
+    """pages[at:at + n] = first, first + 1, ...; past the caller's array the kernel corrupts."""
+    if at + n > pages.shape[0]:
+        raise Violation("gup pages[] overrun", f"entry {at + n - 1} of {pages.shape[0]}")
+    pages[at : at + n] = np.arange(first, first + n, dtype=np.int64)
+
+
+def _fits(pages: Pages, at: int, nr_pages: int) -> bool:
+    """Does the caller's array hold the whole request (else only the page path may overrun it)?"""
+    return nr_pages <= pages.shape[0] - at
+
+
 def _hugetlb_grab(
     k: Kernel, pages: Pages | None, i: int, first: int, refs: int, flags: int
 ) -> Generator[Yield, None, int]:
     """Record `refs` subpages from `first` into pages[i:] and grab them; how many were grabbed."""
     if pages is None:
         return refs
-    pages[i : i + refs] = np.arange(first, first + refs, dtype=np.int64)
+    _store(pages, i, first, refs)
     if k.profile.hugetlb_grab_batched:
         folio = yield from try_grab_folio(k, first, refs, flags)
         return refs if folio is not None else 0
@@ -529,7 +541,7 @@ def __get_user_pages(
             if ret:
                 break
             if is_vm_hugetlb_page(vma):
-                if pages is not None and range_ok(k, gup_flags):
+                if pages is not None and range_ok(k, gup_flags) and _fits(pages, i, nr_pages):
                     yield "gup:range"
                     done = range_grab(k, mm, vma, start, nr_pages, gup_flags, pages[i:])
                     i, start, nr_pages = i + done, start + done * PAGE_SIZE, nr_pages - done
@@ -545,7 +557,12 @@ def __get_user_pages(
                 if not nr_pages:
                     break
                 continue
-        if pages is not None and range_ok(k, gup_flags) and _range_worth(k, mm, start):
+        if (
+            pages is not None
+            and range_ok(k, gup_flags)
+            and _fits(pages, i, nr_pages)
+            and _range_worth(k, mm, start)
+        ):
             yield "gup:range"
             done = range_grab(k, mm, vma, start, nr_pages, gup_flags, pages[i:])
             if done:
@@ -576,7 +593,7 @@ def __get_user_pages(
             ret = page
             break
         elif pages is not None:
-            pages[i] = page
+            _store(pages, i, page, 1)
             page_mask = 0
         page_increm = min(1 + (~(start >> PAGE_SHIFT) & page_mask), nr_pages)
         i += page_increm
