@@ -488,7 +488,7 @@ def _store(pages: Pages, at: int, first: int, n: int) -> None:
 
 def _fits(pages: Pages, at: int, nr_pages: int) -> bool:
     """Does the caller's array hold the whole request (else only the page path may overrun it)?"""
-    return nr_pages <= pages.shape[0] - at
+    return nr_pages <= int(pages.shape[0]) - at
 
 
 def _hugetlb_grab(
