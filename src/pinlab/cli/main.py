@@ -37,6 +37,11 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("pinlab: interrupted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as err:
+        # A group called without its command: name what is missing, in one line.
+        path = err.ctx.command_path
+        click.echo(f"pinlab: error: {path} needs a command (see '{path} --help')", err=True)
+        sys.exit(2)
     except click.ClickException as err:
         click.echo(f"pinlab: error: {err.format_message()}", err=True)
         sys.exit(2)

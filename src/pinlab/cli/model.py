@@ -2,7 +2,8 @@
 
 Each example is performed by a process through the model's system calls
 (sys_mmap, a user store or load via user_access) and, where it pins,
-pin_user_pages under mmap_read_lock as a driver would; the per-CPU LRU-add
+pin_user_pages under mmap_read_lock as a driver would (get_user_pages where the
+profile's kernel predates FOLL_PIN, as 4.4's drivers did); the per-CPU LRU-add
 batch is drained first so the counts are the settled ones.
 """
 
@@ -16,7 +17,7 @@ import click
 from pinlab.cli.errors import BadInput
 from pinlab.interleave import run_to_completion
 from pinlab.kernel.mm.debug import dump_page
-from pinlab.kernel.mm.gup import page_array, pin_user_pages
+from pinlab.kernel.mm.gup import get_user_pages, page_array, pin_user_pages
 from pinlab.kernel.mm.gup_flags import FOLL_WRITE
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
 from pinlab.kernel.mm.mmap import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE
@@ -41,15 +42,21 @@ class Example:
     reason: str
 
 
+def _gup_api(k: Kernel) -> str:
+    """How a driver takes a DMA reference on this kernel: a FOLL_PIN pin where it exists."""
+    return "pin_user_pages" if k.profile.has_foll_pin else "get_user_pages"
+
+
 def _pin_one(k: Kernel, task_pid: int, addr: int) -> int:
-    """pin_user_pages(addr, 1, FOLL_WRITE) by the task's driver; the pinned page."""
+    """pin_user_pages (or get_user_pages)(addr, 1, FOLL_WRITE) by the task's driver."""
     mm = task_mm(k, k.tasks[task_pid])
     pages = page_array(1)
+    gup = pin_user_pages if k.profile.has_foll_pin else get_user_pages
     run_to_completion(mmap_read_lock(k, mm))
-    ret = run_to_completion(pin_user_pages(k, mm, addr, 1, FOLL_WRITE, pages))
+    ret = run_to_completion(gup(k, mm, addr, 1, FOLL_WRITE, pages))
     mmap_read_unlock(k, mm)
     if ret != 1:
-        raise BadInput(f"pin_user_pages returned {ret}")
+        raise BadInput(f"{_gup_api(k)} returned {ret}")
     return int(pages[0])
 
 
@@ -59,7 +66,7 @@ def anon_pinned(k: Kernel) -> Example:
     addr = run_to_completion(sys_mmap(k, task, None, PAGE_SIZE, RW, MAP_PRIVATE | MAP_ANONYMOUS))
     run_to_completion(user_access(k, task, addr, True, 1))
     run_to_completion(lru_add_drain(k, task.cpu))
-    return Example(_pin_one(k, task.pid, addr), "pin_user_pages(FOLL_WRITE) of an anon page")
+    return Example(_pin_one(k, task.pid, addr), f"{_gup_api(k)}(FOLL_WRITE) of an anon page")
 
 
 def thp_subpage_pinned(k: Kernel) -> Example:
@@ -70,7 +77,7 @@ def thp_subpage_pinned(k: Kernel) -> Example:
     run_to_completion(user_access(k, task, base, True, 1))
     run_to_completion(lru_add_drain(k, task.cpu))
     page = _pin_one(k, task.pid, base + (THP_SUBPAGE << PAGE_SHIFT))
-    return Example(page, "pin_user_pages(FOLL_WRITE) of one THP subpage")
+    return Example(page, f"{_gup_api(k)}(FOLL_WRITE) of one THP subpage")
 
 
 def file_page(k: Kernel) -> Example:
