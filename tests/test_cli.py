@@ -16,8 +16,8 @@ PINLAB = Path(sys.executable).with_name("pinlab")
 ROWS = [
     ([], 2, r"pinlab: error: pinlab needs a command \(see 'pinlab --help'\)"),
     (["kernel"], 2, r"pinlab: error: pinlab kernel needs a command \(see 'pinlab kernel --help'\)"),
-    (["no-such-command"], 2, r"pinlab: error: No such command.*no-such-command"),
-    (["dump-page", "--bogus"], 2, r"pinlab: error: No such option.*--bogus"),
+    (["no-such-command"], 2, r"pinlab: error: No such command.*no-such-command\W*"),
+    (["dump-page", "--bogus"], 2, r"pinlab: error: No such option.*--bogus\W*"),
     (["--help"], 0, None),
 ]
 
