@@ -14,15 +14,20 @@ from pinlab.realkernel.fetch import KernelImage, cache_dir, cached
 from pinlab.realkernel.model import ModelEvaluator
 
 
+def unavailable(message: str) -> None:
+    """Skip on a developer's machine; under CI the real kernel must run, so fail."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def debian_kernel() -> KernelImage:
     """The cached linux-image-6.1.0-56-amd64-unsigned (run `pinlab kernel fetch` first)."""
     image = cached(cache_dir())
     if image is None:
-        message = "Debian kernel not fetched: run `pinlab kernel fetch`"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("Debian kernel not fetched: run `pinlab kernel fetch`")
+    assert image is not None
     return image
 
 
@@ -39,7 +44,7 @@ def kernel_run(debian_kernel: KernelImage, tmp_path_factory: pytest.TempPathFact
     """Boot 6.1.192 once for the whole session (default accelerator: KVM if it works, else
     TCG) and compare every probe with the model; every realkernel test shares this boot."""
     if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("no QEMU")
+        unavailable("no QEMU: install the Debian package qemu-system-x86")
     log = tmp_path_factory.mktemp("kernel") / "console.log"
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("PINLAB_QEMU_ACCEL", raising=False)

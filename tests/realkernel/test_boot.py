@@ -4,7 +4,6 @@ probe's kernel observation against the row the v6.1.192 source gives (test_model
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,10 +17,7 @@ from pinlab.realkernel.fetch import KernelImage
 from tests.realkernel.conftest import KernelRun
 from tests.realkernel.test_model_probes import EXPECTED
 
-pytestmark = [
-    pytest.mark.realkernel,
-    pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="no QEMU"),
-]
+pytestmark = pytest.mark.realkernel
 
 
 def test_every_probe_ran_with_its_preconditions_met(kernel_run: KernelRun) -> None:
