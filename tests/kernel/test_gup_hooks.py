@@ -7,13 +7,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import pytest
 from gupstate import anon_vma, fault_anon, fault_thp, new_mm, pin, unpin
 
 from pinlab.interleave import run_to_completion
 from pinlab.kernel import errno
 from pinlab.kernel.mm.gup import page_array, unpin_user_pages
 from pinlab.kernel.mm.gup_fast import pin_user_pages_fast
-from pinlab.kernel.mm.gup_flags import FOLL_PIN
+from pinlab.kernel.mm.gup_flags import FOLL_LONGTERM, FOLL_PIN
 from pinlab.kernel.mm.pgtable import PAGE_SIZE, PMD_SIZE
 from pinlab.kernel.mm.pincount import folio_maybe_dma_pinned, folio_pincount
 from pinlab.kernel.mm.types import VmArea
@@ -105,3 +106,18 @@ def test_maybe_dma_pinned_hook_replaces_the_test() -> None:
     assert not folio_maybe_dma_pinned(k, got[0])
     k.hooks.maybe_dma_pinned = lambda k, folio: folio == got[0]
     assert folio_maybe_dma_pinned(k, got[0])
+
+
+@pytest.mark.parametrize("fine", [False, True], ids=["range", "page-by-page"])
+def test_longterm_pinnable_hook_drives_the_migration_decision(fine: bool) -> None:
+    """is_longterm_pinnable_page -> check_and_migrate_movable_pages: pages the design will not
+    leave in place are migrated before the long-term pin (ZONE_NORMAL pages too)."""
+    k, mm, _, got = _setup(2)
+    k.fine_grained = fine
+    refused = {got[1]}
+    k.hooks.longterm_pinnable = lambda k, page: page not in refused
+    ret, pages = pin(k, mm, BASE, 2, FOLL_LONGTERM)
+    assert ret == 2
+    assert pages[0] == got[0] and pages[1] != got[1]
+    assert folio_maybe_dma_pinned(k, pages[1]) and not folio_maybe_dma_pinned(k, got[1])
+    unpin(k, pages)

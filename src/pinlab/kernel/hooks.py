@@ -3,7 +3,7 @@
 Each field is None for the profile's own behaviour, or a design's replacement.
 The kernel functions named in the comments call the hook at exactly the place
 the real patches changed, and nowhere else.  Consumers added later (writeback,
-reclaim/try_to_unmap, migration, truncate) bring their own hook points with them.
+reclaim/try_to_unmap, general migration, truncate) bring their own hook points with them.
 """
 
 from __future__ import annotations
@@ -34,3 +34,7 @@ class Hooks:
     # copy_present_pte: whether fork must give the child a copy of this anon
     # page now (v6.1 mm/memory.c via page_needs_cow_for_dma).
     fork_must_copy: Callable[[Kernel, MmStruct, int], bool] | None = None
+    # is_longterm_pinnable_page: may this page be pinned FOLL_LONGTERM where it
+    # lies, or must check_and_migrate_movable_pages move it first (v6.1
+    # include/linux/mm.h, called from try_grab_folio and mm/gup.c).
+    longterm_pinnable: Callable[[Kernel, int], bool] | None = None

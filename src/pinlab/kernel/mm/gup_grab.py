@@ -56,6 +56,8 @@ def is_longterm_pinnable_page(k: Kernel, page: int) -> bool:
 
     v5.7 (check_and_migrate_cma_pages) only refused CMA pages.
     """
+    if k.hooks.longterm_pinnable is not None:
+        return k.hooks.longterm_pinnable(k, page)
     pool = pool_of(k.free_area, page)
     if pool == "cma" and k.profile.longterm_migrates_cma:
         return False

@@ -277,6 +277,9 @@ def _folio_facts(k: Kernel, folios: I64) -> tuple[NDArray[np.bool_], I64]:
 
 def unpinnable(k: Kernel, pfns: I64) -> NDArray[np.bool_]:
     """v6.1 include/linux/mm.h is_longterm_pinnable_page, negated, for every PFN."""
+    hook = k.hooks.longterm_pinnable
+    if hook is not None:
+        return np.array([not hook(k, int(p)) for p in pfns.tolist()], np.bool_)
     bad = np.zeros(pfns.shape, np.bool_)
     for lo, hi, pool in k.free_area.ranges:
         refused = (pool == "cma" and k.profile.longterm_migrates_cma) or (
