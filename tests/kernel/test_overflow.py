@@ -9,11 +9,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from gupstate import fault_hugetlb_1g, hugetlb_vma, new_mm, pin
+from gupstate import anon_vma, fault_anon, fault_hugetlb_1g, hugetlb_vma, new_mm, pin
 
 from pinlab.kernel import errno
-from pinlab.kernel.mm.page_ref import INT_MAX
-from pinlab.kernel.mm.pgtable import HPAGE_PUD_ORDER, PUD_SIZE
+from pinlab.kernel.mm.page_ref import INT_MAX, page_ref_add, put_page
+from pinlab.kernel.mm.pgtable import HPAGE_PUD_ORDER, PMD_SIZE, PUD_SIZE
+from pinlab.kernel.mm.types import VM_NOHUGEPAGE
 from pinlab.kernel.state import BootParams, boot
 
 NR = 1 << HPAGE_PUD_ORDER
@@ -63,3 +64,39 @@ def test_exact_counts_do_not_overflow(profile: str) -> None:
         assert pin(k, mm, PUD_SIZE, NR)[0] == NR
         assert int(k.mem.refcount[head]) == start + n * NR
     assert not k.warned
+
+
+@pytest.mark.parametrize("profile", ["5.7", "6.1"])
+def test_small_page_pin_wraps_then_next_grab_fails(profile: str) -> None:
+    """v6.1 mm/gup.c try_grab_page: the bias is added unchecked (atomic_t wraps past INT_MAX);
+    the next grab sees folio_ref_count <= 0, WARN_ON_ONCE, and follow_page_pte makes the
+    slow path return -ENOMEM."""
+    k = boot(profile)
+    mm = new_mm(k)
+    vma = anon_vma(k, mm, PMD_SIZE, 2 * PMD_SIZE)
+    vma.vm_flags |= VM_NOHUGEPAGE
+    page = fault_anon(k, mm, vma, PMD_SIZE)
+    bias = k.profile.pin_bias
+    # plain references (get_page, as from pipes) up to one bias short of INT_MAX
+    page_ref_add(k.mem, page, INT_MAX - bias + 1 - int(k.mem.refcount[page]))
+    assert pin(k, mm, PMD_SIZE, 1)[0] == 1
+    assert int(k.mem.refcount[page]) == INT_MAX + 1 - 2**32
+    assert not k.warned
+    assert pin(k, mm, PMD_SIZE, 1)[0] == -errno.ENOMEM
+    assert "mm/gup.c try_grab_page refcount <= 0" in k.warned
+
+
+def test_put_below_zero_is_reported_not_freed_twice() -> None:
+    """v6.1 include/linux/mm.h folio_put_refs on a count already 0: a use-after-free, reported
+    once (Debian's kernel has no CONFIG_DEBUG_VM to VM_BUG_ON it)."""
+    k = boot("6.1")
+    mm = new_mm(k)
+    vma = anon_vma(k, mm, PMD_SIZE, PMD_SIZE)
+    vma.vm_flags |= VM_NOHUGEPAGE
+    page = fault_anon(k, mm, vma, PMD_SIZE)
+    for _ in range(int(k.mem.refcount[page])):
+        put_page(k, page)
+    assert int(k.mem.refcount[page]) == 0 and not k.warned
+    put_page(k, page)
+    assert "page_ref underflow" in k.warned
+    assert int(k.mem.refcount[page]) == -1

@@ -11,10 +11,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from gupstate import anon_vma, fault_anon, fault_thp, new_mm, pin
 
+from pinlab.interleave import run_to_completion
+from pinlab.kernel.mm.gup_flags import FOLL_PIN
+from pinlab.kernel.mm.gup_grab import gup_put_folio, try_grab_page
+from pinlab.kernel.mm.page_alloc import __GFP_COMP, GFP_HIGHUSER_MOVABLE, alloc_pages
 from pinlab.kernel.mm.page_ref import get_page
 from pinlab.kernel.mm.pgtable import PMD_SIZE
 from pinlab.kernel.mm.pincount import (
     folio_maybe_dma_pinned,
+    folio_pincount,
     page_maybe_dma_pinned,
     page_needs_cow_for_dma,
 )
@@ -63,3 +68,25 @@ def test_needs_cow_only_with_mmf_has_pinned() -> None:
     assert not page_needs_cow_for_dma(k, mm, vma, page)
     assert pin(k, mm, PMD_SIZE, 1)[0] == 1
     assert page_needs_cow_for_dma(k, mm, vma, page)
+
+
+# (profile, refcount added by one FOLL_PIN grab of an order-1 folio's tail, exact pincount)
+# v5.7 mm/gup.c try_grab_page: hpage_pincount only for compound_order > 1 (page[2] holds it),
+# so an order-1 folio takes the bias; v6.1 mm/gup.c try_grab_page: every large folio keeps
+# an exact count in page[1] (folio->_pincount) and takes one reference.
+ORDER1_ROWS = [("5.7", 1 << 10, 0), ("6.1", 1, 1)]
+
+
+@pytest.mark.parametrize(("profile", "refs", "pincount"), ORDER1_ROWS)
+def test_order_1_folio_pin_accounting(profile: str, refs: int, pincount: int) -> None:
+    k = boot(profile)
+    head = alloc_pages(k, GFP_HIGHUSER_MOVABLE | __GFP_COMP, 1)
+    assert head is not None
+    before = int(k.mem.refcount[head])
+    assert run_to_completion(try_grab_page(k, head + 1, FOLL_PIN))
+    assert int(k.mem.refcount[head]) - before == refs
+    assert folio_pincount(k, head) == pincount
+    assert page_maybe_dma_pinned(k, head + 1)
+    run_to_completion(gup_put_folio(k, head, 1, FOLL_PIN))
+    assert int(k.mem.refcount[head]) == before
+    assert not page_maybe_dma_pinned(k, head + 1)
