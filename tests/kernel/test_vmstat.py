@@ -139,6 +139,27 @@ def test_failed_longterm_pin_counts_on_both_sides() -> None:
     assert (_proc(k)[ACQ], _proc(k)[REL]) == (2, 1)
 
 
+@pytest.mark.parametrize("fine", [False, True], ids=["range", "page-by-page"])
+def test_longterm_pin_migrates_a_movable_thp_whole(fine: bool) -> None:
+    """v6.1 mm/gup.c migrate_longterm_unpinnable_pages -> migrate_pages: a ZONE_MOVABLE THP
+    moves to a ZONE_NORMAL THP (alloc_migration_target keeps the order; x86-64 migrates it
+    PMD-mapped), its contents with it; 512 pins, 512 released, 512 again."""
+    k = boot("6.1", BootParams(normal_mb=16, movable_mb=8))
+    k.fine_grained = fine
+    pid, base = _anon(k, PMD_SIZE, touch=True)
+    task = k.tasks[pid]
+    old = pagemap(k, task, base).pfn
+    assert pool_of(k.free_area, old) == "movable" and int(k.mem.order[old + 1]) == 9
+    nr = PMD_SIZE // PAGE_SIZE
+    pages = _gup(k, pid, base, nr, FOLL_WRITE | FOLL_LONGTERM, pin=True)
+    head = compound_head(k.mem, pages[0])
+    assert pages == list(range(head, head + nr))
+    assert pool_of(k.free_area, head) == "normal" and int(k.mem.order[head + 1]) == 9
+    assert pagemap(k, task, base).pfn == head and int(k.mem.data[head]) == 1
+    assert int(k.mem.refcount[old]) == 0
+    assert (_proc(k)[ACQ], _proc(k)[REL]) == (2 * nr, nr)
+
+
 # (profile, has the pin pair, citation)
 ITEM_ROWS = [
     ("6.1", True, "v6.1 mm/vmstat.c:1230-1231"),

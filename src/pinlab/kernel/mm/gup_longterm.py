@@ -3,8 +3,9 @@
 check_and_migrate_movable_pages unpins everything when any pinned folio is
 not long-term pinnable, migrates those folios (v6.1 mm/migrate.c
 migrate_pages, MIGRATE_SYNC, MR_LONGTERM_PIN) and returns -EAGAIN so the
-caller pins the range again.  The model migrates order-0 anon and page-cache
-folios mapped by PTEs; any other folio counts as a migration failure (-ENOMEM).
+caller pins the range again.  The model migrates anon and page-cache folios,
+order-0 or THP; a THP whose new folio cannot be allocated fails (-ENOMEM)
+where the kernel would split it and migrate the base pages.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from pinlab.kernel import errno
 from pinlab.kernel.mm.gup_flags import FOLL_PIN
 from pinlab.kernel.mm.gup_grab import gup_put_folio, is_longterm_pinnable_page
 from pinlab.kernel.mm.gup_range import unpinnable
-from pinlab.kernel.mm.memmap import compound_head, folio_test_large
-from pinlab.kernel.mm.page_alloc import GFP_USER, alloc_pages
+from pinlab.kernel.mm.memmap import compound_head, folio_order, folio_test_large
+from pinlab.kernel.mm.page_alloc import __GFP_COMP, GFP_USER, alloc_pages
 from pinlab.kernel.mm.page_ref import folio_put, page_ref_add
-from pinlab.kernel.mm.pgtable import PAGE_SHIFT, PTE_PFN_MASK
-from pinlab.kernel.mm.rmap import PageAnon, folio_mapcount, page_mapping_id
+from pinlab.kernel.mm.pgtable import _PAGE_PSE, PAGE_SHIFT, PTE_PFN_MASK
+from pinlab.kernel.mm.rmap import PageAnon, PageHuge, folio_mapcount, page_mapping_id
 from pinlab.kernel.mm.swap import folio_add_lru, lru_add_drain, lru_add_drain_all
 from pinlab.kernel.mm.types import MmStruct, find_vma
 
@@ -106,39 +107,63 @@ def _extra_refs(k: Kernel, folio: int) -> bool:
 
 
 def _migrate_folio(k: Kernel, old: int) -> int | None:
-    """Move an isolated order-0 folio to a new ZONE_NORMAL page (v6.1 mm/migrate.c)."""
+    """Move an isolated folio to ZONE_NORMAL memory of its own order (v6.1 mm/migrate.c
+    alloc_migration_target, migrate_folio, remove_migration_ptes); a PMD-mapped THP stays
+    PMD-mapped, as x86-64 has THP migration entries (CONFIG_ARCH_ENABLE_THP_MIGRATION)."""
     m = k.mem
-    if folio_test_large(m, old):
+    if PageHuge(k, old):
         return None
     # After unmapping, only the isolation reference and the cache's may remain.
     if int(m.refcount[old]) != folio_expected_ref_count(k, old) + 1:
         return None
-    new = alloc_pages(k, GFP_USER, 0)
+    order = folio_order(m, old)
+    nr = 1 << order
+    # mtc.gfp_mask = GFP_USER; a large folio adds GFP_TRANSHUGE, whose __GFP_MOVABLE the
+    # PF_MEMALLOC_PIN of __gup_longterm_locked strips (v6.1 include/linux/sched/mm.h).
+    new = alloc_pages(k, GFP_USER | (__GFP_COMP if order else 0), order)
     if new is None:
         return None
+    src, dst = slice(old, old + nr), slice(new, new + nr)
+    carried = 0
     for name in _MIGRATED_FLAGS:
-        if k.pf.profile.has_flag(name) and int(m.flags[old]) & k.pf.mask(name):
-            m.flags[new] |= k.pf.mask(name)
-    m.data[new] = m.data[old]
+        if k.pf.profile.has_flag(name):
+            carried |= k.pf.mask(name)
+    m.flags[dst] |= m.flags[src] & np.uint64(carried)
+    m.data[dst] = m.data[src]
+    m.mapcount[dst] = m.mapcount[src]
+    m.mapcount[src] = -1
+    if order:
+        m.dtor[new + 1] = m.dtor[old + 1]
+        m.compound_mapcount[new + 1] = m.compound_mapcount[old + 1]
+        m.compound_mapcount[old + 1] = -1
     m.mapping[new] = m.mapping[old]
     m.index[new] = m.index[old]
-    m.mapcount[new] = m.mapcount[old]
     m.refcount[new] = m.refcount[old]
-    m.mapcount[old] = -1
     as_id = page_mapping_id(k, old)
     if as_id is not None:
         k.mappings[as_id].i_pages[int(m.index[old])] = new
-    for mm in k.mms.values():
-        for table in mm.pgtable.pte.values():
-            hit = ((table & np.uint64(PTE_PFN_MASK)) >> np.uint64(PAGE_SHIFT)) == old
-            if hit.any():
-                keep = table[hit] & ~np.uint64(PTE_PFN_MASK)
-                table[hit] = keep | np.uint64(new << PAGE_SHIFT)
+    _remap(k, old, new, nr)
     m.mapping[old] = 0
     m.refcount[old] = 1
-    m.flags[old] &= ~k.pf.mask("PG_anon_exclusive") & _ALL
+    m.flags[src] &= ~np.uint64(k.pf.mask("PG_anon_exclusive"))
     folio_put(k, old)
     return new
+
+
+def _remap(k: Kernel, old: int, new: int, nr: int) -> None:
+    """remove_migration_ptes: every PTE of [old, old + nr) and huge PMD of `old` now maps new."""
+    pfn_mask = np.uint64(PTE_PFN_MASK)
+    shift = np.uint64(PAGE_SHIFT)
+    for mm in k.mms.values():
+        for table in mm.pgtable.pte.values():
+            pfns = (table & pfn_mask) >> shift
+            hit = (table != 0) & (pfns >= old) & (pfns < old + nr)
+            if hit.any():
+                moved = pfns[hit] - np.uint64(old) + np.uint64(new)
+                table[hit] = (table[hit] & ~pfn_mask) | (moved << shift)
+        for slot, entry in mm.pgtable.pmd.items():
+            if entry & _PAGE_PSE and (entry & PTE_PFN_MASK) >> PAGE_SHIFT == old:
+                mm.pgtable.pmd[slot] = (entry & ~PTE_PFN_MASK) | (new << PAGE_SHIFT)
 
 
 def migrate_longterm_unpinnable_pages(
