@@ -27,7 +27,7 @@ MEMORY_MIB = GUEST.memory_mib  # below 512 MiB the kernel switches THP off (v6.1
 ACCEL_ENV = "PINLAB_QEMU_ACCEL"
 # A TCG boot reaches the first frame in about 10 s here; KVM far sooner. Nested KVM that
 # hangs in early boot is detected by this and the boot is redone with TCG.
-KVM_FIRST_FRAME_S = 30.0
+KVM_FIRST_FRAME_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)
