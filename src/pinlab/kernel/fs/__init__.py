@@ -1,8 +1,9 @@
 """The model of the kernel's fs/ directory: open files and each filesystem's fault hooks.
 
 A file is an inode (an AddressSpace in k.mappings) plus the open mode that
-mmap consults (v6.1 include/linux/fs.h FMODE_READ / FMODE_WRITE).  Faults
-dispatch on the inode's filesystem as the kernel dispatches on vm_ops.
+mmap and write consult (v6.1 include/linux/fs.h FMODE_READ / FMODE_WRITE).  Faults,
+write(2), fsync(2) and the address_space operations dispatch on the inode's
+filesystem as the kernel dispatches on vm_ops, f_op and a_ops.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pinlab.interleave import Yield
 from pinlab.kernel.mm.types import AddressSpace, FsType, MmStruct, VmArea
 
 if TYPE_CHECKING:
+    from pinlab.kernel.mm.page_writeback import WritebackControl
     from pinlab.kernel.state import Kernel
 
 
@@ -101,3 +103,106 @@ def dax_fault(
     from pinlab.kernel.fs import ext4
 
     return (yield from ext4.ext4_dax_fault(k, mm, vma, address, flags))
+
+
+# v6.1 include/linux/fs.h MAX_RW_COUNT: INT_MAX & PAGE_MASK
+MAX_RW_COUNT = 0x7FFF_F000
+# v6.1 include/vdso/limits.h LLONG_MAX: fsync's "to the end of the file"
+LLONG_MAX = (1 << 63) - 1
+
+
+def vfs_write(
+    k: Kernel, file: File, pos: int, count: int, token: int = 0, cpu: int = 0
+) -> Generator[Yield, None, int]:
+    """v6.1 fs/read_write.c vfs_write -> new_sync_write -> ->write_iter, at file offset `pos`.
+
+    The caller keeps the file position (write(2) at f_pos, pwrite(2) at pos).
+    hugetlbfs has neither ->write nor ->write_iter, so its files never get
+    FMODE_CAN_WRITE (v6.1 fs/hugetlbfs/inode.c hugetlbfs_file_operations, fs/open.c
+    do_dentry_open).  `token` is the source's content (0: zeroes).  Bytes or -errno.
+    """
+    from pinlab.kernel.errno import EBADF, EINVAL
+    from pinlab.kernel.fs import ext4
+    from pinlab.kernel.mm.filemap import generic_file_write_iter
+
+    if not file.writable:
+        return -EBADF
+    mapping = k.mappings[file.mapping]
+    if mapping.fs.is_hugetlbfs:
+        return -EINVAL
+    if pos < 0:
+        return -EINVAL  # rw_verify_area: a regular file has no unsigned offsets
+    count = min(count, MAX_RW_COUNT)
+    if mapping.fs is FsType.EXT4:
+        return (yield from ext4.ext4_file_write_iter(k, mapping, pos, count, token, cpu))
+    if mapping.fs.is_dax:
+        raise ValueError("a write(2) to an fsdax file (ext4_dax_write_iter) is not modelled")
+    return (yield from generic_file_write_iter(k, mapping, pos, count, token, cpu))
+
+
+def vfs_fsync(k: Kernel, file: File, cpu: int = 0) -> Generator[Yield, None, int]:
+    """v6.1 fs/sync.c do_fsync -> vfs_fsync -> vfs_fsync_range(0, LLONG_MAX) -> ->fsync.
+
+    tmpfs/memfd, ramfs and hugetlbfs use noop_fsync (v6.1 mm/shmem.c
+    shmem_file_operations, fs/ramfs/file-mmu.c, fs/hugetlbfs/inode.c; fs/libfs.c
+    noop_fsync): nothing is written back and their folios stay dirty.  The
+    I_DIRTY_TIME inode update is inode metadata, not modelled.
+    """
+    from pinlab.kernel.fs import ext4
+
+    mapping = k.mappings[file.mapping]
+    if mapping.fs is FsType.EXT4:
+        return (yield from ext4.ext4_sync_file(k, mapping, 0, LLONG_MAX, cpu))
+    if mapping.fs.is_dax:
+        raise ValueError("fsync of an fsdax file (dax_writeback_mapping_range) is not modelled")
+    return 0
+
+
+def write_begin(
+    k: Kernel, mapping: AddressSpace, pos: int, length: int, cpu: int
+) -> Generator[Yield, None, tuple[int, int]]:
+    """mapping->a_ops->write_begin: (0, locked folio with the caller's +1 ref) or (-errno, -1).
+
+    shmem_aops shmem_write_begin (v6.1 mm/shmem.c), ram_aops simple_write_begin
+    (v6.1 fs/libfs.c), ext4_da_aops ext4_da_write_begin (v6.1 fs/ext4/inode.c: the
+    default delalloc mount).
+    """
+    from pinlab.kernel.fs import ext4, ramfs, shmem
+
+    if mapping.fs is FsType.TMPFS:
+        return (yield from shmem.shmem_write_begin(k, mapping, pos, length, cpu))
+    if mapping.fs is FsType.RAMFS:
+        return (yield from ramfs.simple_write_begin(k, mapping, pos, length, cpu))
+    if mapping.fs is FsType.EXT4:
+        return (yield from ext4.ext4_da_write_begin(k, mapping, pos, length, cpu))
+    raise ValueError(f"{mapping.fs.value} has no modelled ->write_begin")
+
+
+def write_end(
+    k: Kernel, mapping: AddressSpace, pos: int, length: int, copied: int, folio: int
+) -> Generator[Yield, None, int]:
+    """mapping->a_ops->write_end: commit `copied` bytes, unlock and put the folio; bytes taken."""
+    from pinlab.kernel.fs import ext4, ramfs, shmem
+
+    if mapping.fs is FsType.TMPFS:
+        return (yield from shmem.shmem_write_end(k, mapping, pos, length, copied, folio))
+    if mapping.fs is FsType.RAMFS:
+        return (yield from ramfs.simple_write_end(k, mapping, pos, length, copied, folio))
+    if mapping.fs is FsType.EXT4:
+        return (yield from ext4.ext4_da_write_end(k, mapping, pos, length, copied, folio))
+    raise ValueError(f"{mapping.fs.value} has no modelled ->write_end")
+
+
+def writepages(
+    k: Kernel, mapping: AddressSpace, wbc: WritebackControl, cpu: int
+) -> Generator[Yield, None, int]:
+    """mapping->a_ops->writepages: ext4_writepages (v6.1 fs/ext4/inode.c ext4_da_aops).
+
+    Only called for a mapping that writes back (filemap_fdatawrite_wbc checks
+    mapping_can_writeback first).
+    """
+    from pinlab.kernel.fs import ext4
+
+    if mapping.fs is FsType.EXT4:
+        return (yield from ext4.ext4_writepages(k, mapping, wbc, cpu))
+    raise ValueError(f"{mapping.fs.value} has no modelled ->writepages")

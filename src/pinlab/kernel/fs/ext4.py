@@ -1,26 +1,50 @@
 """An ext4-like block filesystem: page cache over a backing store, ->page_mkwrite, and DAX.
 
-v6.1 fs/ext4/ (inode.c ext4_page_mkwrite, readpage.c ext4_mpage_readpages,
-file.c ext4_file_vm_ops / ext4_dax_vm_ops) and fs/buffer.c block_page_mkwrite.
-Buffer heads are one PG_private reference (folio_attach_private, v6.1
-include/linux/pagemap.h); delayed allocation, journalling and writeback I/O
-are not modelled.
+v6.1 fs/ext4/ (inode.c ext4_page_mkwrite, ext4_da_write_begin/end,
+ext4_writepages; readpage.c ext4_mpage_readpages; page-io.c ext4_bio_write_page;
+fsync.c ext4_sync_file; file.c ext4_file_vm_ops / ext4_dax_vm_ops) and
+fs/buffer.c (buffer.py).  Buffer heads are one PG_private reference.  The mount
+is mkfs.ext4's default: delalloc, data=ordered, a journal.  Block allocation,
+the journal and its commits (and their block I/O) are not modelled: a block
+exists once writeback has put the page's contents in `store`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pinlab.interleave import Point, Yield
+from pinlab.kernel.errno import ENOMEM
 from pinlab.kernel.fs import File, new_inode
-from pinlab.kernel.mm.filemap import filemap_fault, folio_mark_dirty
+from pinlab.kernel.fs.buffer import (
+    __block_write_begin,
+    attach_buffers,
+    block_write_modelled,
+    generic_write_end,
+)
+from pinlab.kernel.fs.direct_io import BIO_MAX_VECS, PGPGOUT, Bio, submit_bio
+from pinlab.kernel.mm.filemap import (
+    filemap_fault,
+    folio_mapping,
+    folio_mark_dirty,
+    generic_perform_write,
+    grab_cache_page_write_begin,
+)
 from pinlab.kernel.mm.locking import folio_lock, folio_unlock, pte_lock, pte_unlock
 from pinlab.kernel.mm.memmap import compound_head
 from pinlab.kernel.mm.page_alloc import GFP_HIGHUSER_MOVABLE, GFP_KERNEL, alloc_pages
-from pinlab.kernel.mm.page_ref import folio_get
+from pinlab.kernel.mm.page_writeback import (
+    WritebackControl,
+    file_write_and_wait_range,
+    folio_end_writeback,
+    folio_start_writeback,
+    write_cache_pages,
+)
 from pinlab.kernel.mm.pgtable import (
     _PAGE_DEVMAP,
+    PAGE_SHIFT,
     PAGE_SIZE,
     get_pte,
     pte_footprint,
@@ -55,14 +79,6 @@ def ext4_filemap_fault(
 ) -> Generator[Yield, None, tuple[int, int]]:
     """ext4_file_vm_ops.fault = filemap_fault (v6.1 fs/ext4/file.c)."""
     return (yield from filemap_fault(k, mapping, index, cpu, ext4_read_folio))
-
-
-def attach_buffers(k: Kernel, folio: int) -> None:
-    """v6.1 fs/buffer.c create_page_buffers -> folio_attach_private: +1 ref, PG_private."""
-    private = k.pf.mask("PG_private")
-    if not int(k.mem.flags[folio]) & private:
-        folio_get(k, folio)
-        k.mem.flags[folio] |= private
 
 
 def ext4_page_mkwrite(k: Kernel, mapping: AddressSpace, page: int) -> Generator[Yield, None, int]:
@@ -149,3 +165,148 @@ def ext4_dax_fault(
         set_pte_at(mm.pgtable, address, entry)
     pte_unlock(k, mm, address)
     return VM_FAULT_NOPAGE
+
+
+def ext4_file_write_iter(
+    k: Kernel, mapping: AddressSpace, pos: int, count: int, token: int, cpu: int
+) -> Generator[Yield, None, int]:
+    """v6.1 fs/ext4/file.c ext4_file_write_iter -> ext4_buffered_write_iter (no O_DIRECT).
+
+    ext4_write_checks -> generic_write_checks stops an empty write; i_rwsem,
+    inode_dio_wait (the model's O_DIRECT completes inside the call) and
+    file_modified are not modelled; generic_write_sync acts only with O_SYNC.
+    """
+    if count <= 0:
+        return 0
+    return (yield from generic_perform_write(k, mapping, pos, count, token, cpu))
+
+
+def ext4_da_write_begin(
+    k: Kernel, mapping: AddressSpace, pos: int, length: int, cpu: int
+) -> Generator[Yield, None, tuple[int, int]]:
+    """v6.1 fs/ext4/inode.c ext4_da_write_begin: (0, the locked folio with buffers) or -ENOMEM.
+
+    Delayed allocation with room (ext4_nonda_switch false) and no inline data
+    (mkfs.ext4's default features lack inline_data): grab_cache_page_write_begin,
+    wait_for_stable_page (no stable writes: nothing to wait for), then
+    __block_write_begin with ext4_da_get_block_prep.  ENOSPC is not modelled.
+    """
+    block_write_modelled(mapping, pos, length)
+    folio = yield from grab_cache_page_write_begin(k, mapping, pos >> PAGE_SHIFT, cpu)
+    if folio is None:
+        return -ENOMEM, -1
+    yield from __block_write_begin(k, mapping, folio, pos, length)
+    return 0, folio
+
+
+def ext4_da_write_end(
+    k: Kernel, mapping: AddressSpace, pos: int, length: int, copied: int, folio: int
+) -> Generator[Yield, None, int]:
+    """v6.1 fs/ext4/inode.c ext4_da_write_end -> generic_write_end (i_disksize not modelled)."""
+    return (yield from generic_write_end(k, mapping, pos, length, copied, folio))
+
+
+@dataclass(slots=True)
+class Ext4IoSubmit:
+    """v6.1 fs/ext4/ext4.h struct ext4_io_submit: the write bio being built (io_bio)."""
+
+    bio: Bio | None = None
+
+
+def ext4_io_submit(
+    k: Kernel, mapping: AddressSpace, io: Ext4IoSubmit
+) -> Generator[Yield, None, None]:
+    """v6.1 fs/ext4/page-io.c ext4_io_submit: submit the bio; it completes at once.
+
+    submit_bio counts PGPGOUT and the virtio disk stores the pages; then
+    ext4_end_bio -> ext4_finish_bio ends writeback on each folio (with
+    dioread_nolock the end waits for the unwritten-extent conversion work,
+    which has nothing to convert in the model).
+    """
+    bio = io.bio
+    if bio is None:
+        return
+    io.bio = None
+    yield Point(
+        "submit_bio",
+        reads=frozenset(("page", page, "data") for page, _, _ in bio.vecs),
+        writes=frozenset({("vmstat", PGPGOUT), ("mapping", mapping.id)}),
+    )
+    submit_bio(k, mapping, bio, write=True)
+    for page, _, _ in bio.vecs:
+        yield from folio_end_writeback(k, page)
+
+
+def io_submit_add_bh(
+    k: Kernel, mapping: AddressSpace, io: Ext4IoSubmit, folio: int, length: int
+) -> Generator[Yield, None, None]:
+    """v6.1 fs/ext4/page-io.c io_submit_add_bh: add the folio's blocks, or submit and start anew.
+
+    Blocks are not allocated in the model, so a bio continues while the file
+    offsets are consecutive; a full bio (BIO_MAX_VECS) is submitted first.
+    """
+    pos = int(k.mem.index[folio]) << PAGE_SHIFT
+    bio = io.bio
+    if bio is not None and (bio.pos + bio.size != pos or len(bio.vecs) >= BIO_MAX_VECS):
+        yield from ext4_io_submit(k, mapping, io)
+    if io.bio is None:
+        io.bio = Bio(pos)
+    io.bio.vecs.append((folio, 0, length))
+
+
+def mpage_submit_page(
+    k: Kernel, folio: int, wbc: WritebackControl, io: Ext4IoSubmit
+) -> Generator[Yield, None, int]:
+    """v6.1 fs/ext4/inode.c mpage_submit_page -> fs/ext4/page-io.c ext4_bio_write_page.
+
+    The folio arrives locked with its dirty bit cleared for I/O: set writeback,
+    clean the buffers below EOF into the bio, unlock; with nothing to submit
+    (the folio at EOF) writeback ends at once.  Only whole pages are written:
+    the blocks of a page straddling EOF depend on the fs block size.
+    """
+    mapping = folio_mapping(k, folio)
+    assert mapping is not None  # write_cache_pages rechecked it under the folio lock
+    if not int(k.mem.flags[folio]) & k.pf.mask("PG_private"):
+        # v6.1 mpage_prepare_extent_to_map warns and clears PG_dirty without accounting
+        raise ValueError("ext4 writeback of a dirty folio without buffers is not modelled")
+    index, size = int(k.mem.index[folio]), mapping.i_size
+    length = size & (PAGE_SIZE - 1) if index == size >> PAGE_SHIFT else PAGE_SIZE
+    if 0 < length < PAGE_SIZE:
+        raise ValueError("ext4 writeback of the page straddling EOF is not modelled")
+    yield from folio_start_writeback(k, folio)
+    k.mem.flags[folio] &= ~k.pf.mask("PG_error") & 0xFFFF_FFFF_FFFF_FFFF
+    if length:
+        yield from io_submit_add_bh(k, mapping, io, folio, length)
+    folio_unlock(k, folio)
+    if not length:
+        yield from folio_end_writeback(k, folio)
+    return 0
+
+
+def ext4_writepages(
+    k: Kernel, mapping: AddressSpace, wbc: WritebackControl, cpu: int
+) -> Generator[Yield, None, int]:
+    """v6.1 fs/ext4/inode.c ext4_writepages (delalloc), per folio as write_cache_pages does it.
+
+    The folio steps are ext4's: lock, recheck, wait on writeback, clear dirty
+    for I/O, mpage_submit_page; the bio is submitted at the end
+    (ext4_io_submit).  Not modelled: ext4 collects an extent's folios locked
+    (mpage_prepare_extent_to_map) and clears their dirty bits only once the
+    blocks are allocated under a journal handle (mpage_map_and_submit_extent).
+    """
+    io = Ext4IoSubmit()
+    ret = yield from write_cache_pages(k, mapping, wbc, mpage_submit_page, io, cpu)
+    yield from ext4_io_submit(k, mapping, io)
+    return ret
+
+
+def ext4_sync_file(
+    k: Kernel, mapping: AddressSpace, start: int, end: int, cpu: int
+) -> Generator[Yield, None, int]:
+    """v6.1 fs/ext4/fsync.c ext4_sync_file: file_write_and_wait_range, then the journal.
+
+    With a journal and data=ordered, ext4_fsync_journal then waits for the
+    inode's transaction to commit and flushes the disk cache; the commit's
+    journal-block writes (more pgpgout) are not modelled.
+    """
+    return (yield from file_write_and_wait_range(k, mapping, start, end, cpu))

@@ -2,7 +2,9 @@
 
 v6.1 mm/filemap.c.  The page cache holds one reference per base page of a
 cached folio (one for a hugetlb folio); a folio newly added also sits in the
-per-CPU LRU-add batch with one more (swap.py).
+per-CPU LRU-add batch with one more (swap.py).  Faults read through it, and
+buffered writes (generic_perform_write) fill it through each filesystem's
+->write_begin / ->write_end (fs/); writeback is page_writeback.py.
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ from typing import TYPE_CHECKING
 from pinlab.interleave import Point, Yield
 from pinlab.kernel.mm.locking import folio_lock, folio_unlock, pte_lock, pte_unlock
 from pinlab.kernel.mm.memmap import compound_head, folio_nr_pages
-from pinlab.kernel.mm.page_alloc import GFP_HIGHUSER_MOVABLE, alloc_pages
+from pinlab.kernel.mm.page_alloc import GFP_HIGHUSER_MOVABLE, GFP_USER, alloc_pages
 from pinlab.kernel.mm.page_ref import folio_put, folio_put_refs, page_ref_add
 from pinlab.kernel.mm.pgtable import PAGE_SHIFT, PAGE_SIZE, get_pte, pmd_key, pte_key
 from pinlab.kernel.mm.rmap import PageHuge, file_mapping_value, page_mapping_id
 from pinlab.kernel.mm.swap import folio_add_lru
-from pinlab.kernel.mm.types import AddressSpace, MmStruct, VmArea
+from pinlab.kernel.mm.types import AddressSpace, FsType, MmStruct, VmArea
 from pinlab.kernel.mm.vmstat import NR_DIRTIED, NR_FILE_DIRTY, mod_node_page_state
 
 if TYPE_CHECKING:
@@ -26,10 +28,22 @@ if TYPE_CHECKING:
 
 ReadFolio = Callable[["Kernel", AddressSpace, int, int], None]
 _ALL_BITS = 0xFFFF_FFFF_FFFF_FFFF
+# v6.1 include/linux/gfp_types.h ___GFP_HIGHMEM and GFP_HIGHUSER
+__GFP_HIGHMEM = 0x02
+GFP_HIGHUSER = GFP_USER | __GFP_HIGHMEM
 
 
 def _mkey(mapping: AddressSpace) -> tuple[str, int]:
     return ("mapping", mapping.id)
+
+
+def mapping_gfp_mask(mapping: AddressSpace) -> int:
+    """v6.1 include/linux/pagemap.h mapping_gfp_mask: where the inode's page cache comes from.
+
+    inode_init_always sets GFP_HIGHUSER_MOVABLE (v6.1 fs/inode.c); ramfs_get_inode
+    narrows it to GFP_HIGHUSER, so ramfs pages are unmovable (v6.1 fs/ramfs/inode.c).
+    """
+    return GFP_HIGHUSER if mapping.fs is FsType.RAMFS else GFP_HIGHUSER_MOVABLE
 
 
 def folio_try_get(k: Kernel, folio: int) -> bool:
@@ -137,22 +151,36 @@ def folio_mark_dirty(k: Kernel, folio: int) -> Generator[Yield, None, bool]:
     """
     m = k.mem
     mapping = folio_mapping(k, folio)
-    dirty = k.pf.mask("PG_dirty")
-    accounts = mapping is not None and mapping.fs.writes_back
-    writes: set[Hashable] = {("page", folio, "flags")}
-    if accounts:
-        writes |= {("vmstat", NR_FILE_DIRTY), ("vmstat", NR_DIRTIED)}
-    yield Point("folio_mark_dirty", reads=frozenset(writes), writes=frozenset(writes))
+    writes = dirty_footprint(mapping, folio)
+    yield Point("folio_mark_dirty", reads=writes, writes=writes)
     if mapping is not None:
         m.flags[folio] &= ~k.pf.mask("PG_reclaim") & _ALL_BITS
-    if int(m.flags[folio]) & dirty:
+    if int(m.flags[folio]) & k.pf.mask("PG_dirty"):
         return False
-    m.flags[folio] |= dirty
-    if accounts:
-        nr = folio_nr_pages(m, folio)
+    m.flags[folio] |= k.pf.mask("PG_dirty")
+    __folio_mark_dirty(k, mapping, folio)
+    return True
+
+
+def dirty_footprint(mapping: AddressSpace | None, folio: int) -> frozenset[Hashable]:
+    """What dirtying a folio touches: its flags, and the dirty counters if its mapping accounts."""
+    keys: set[Hashable] = {("page", folio, "flags")}
+    if mapping is not None and mapping.fs.writes_back:
+        keys |= {("vmstat", NR_FILE_DIRTY), ("vmstat", NR_DIRTIED)}
+    return frozenset(keys)
+
+
+def __folio_mark_dirty(k: Kernel, mapping: AddressSpace | None, folio: int) -> None:
+    """v6.1 mm/page-writeback.c __folio_mark_dirty -> folio_account_dirtied (PG_dirty just set).
+
+    Only a mapping that writes back (mapping_can_writeback) counts NR_FILE_DIRTY
+    and NR_DIRTIED.  The PAGECACHE_TAG_DIRTY mark set here is not modelled: the
+    writeback lookups (page_writeback.py) select folios by PG_dirty instead.
+    """
+    if mapping is not None and mapping.fs.writes_back:
+        nr = folio_nr_pages(k.mem, folio)
         mod_node_page_state(k.vmstat, NR_FILE_DIRTY, nr)
         mod_node_page_state(k.vmstat, NR_DIRTIED, nr)
-    return True
 
 
 def set_page_dirty(k: Kernel, page: int) -> Generator[Yield, None, bool]:
@@ -191,7 +219,8 @@ def filemap_fault(
     folio = yield from filemap_get_folio(k, mapping, index)
     if folio is None:
         ret = VM_FAULT_MAJOR
-        new = alloc_pages(k, GFP_HIGHUSER_MOVABLE, 0)
+        # vmf->gfp_mask is the mapping's (v6.1 mm/memory.c __get_fault_gfp_mask)
+        new = alloc_pages(k, mapping_gfp_mask(mapping), 0)
         if new is None:
             return VM_FAULT_OOM, -1
         err = yield from filemap_add_folio(k, mapping, new, index, cpu)
@@ -270,3 +299,90 @@ def filemap_map_pages(
         yield from do_set_pte(k, mm, vma, folio, addr, False, cpu)
     pte_unlock(k, mm, first_addr)
     return ret
+
+
+def grab_cache_page_write_begin(
+    k: Kernel, mapping: AddressSpace, index: int, cpu: int
+) -> Generator[Yield, None, int | None]:
+    """v6.1 mm/folio-compat.c grab_cache_page_write_begin: the folio at `index` locked, +1 ref.
+
+    v6.1 mm/filemap.c __filemap_get_folio with FGP_LOCK | FGP_WRITE | FGP_CREAT |
+    FGP_STABLE: a cached folio is locked and rechecked against truncation; a miss
+    allocates one (its allocation reference is the caller's) and inserts it,
+    retrying on -EEXIST.  FGP_WRITE's PG_idle clearing has no flag to clear (the
+    Debian config has no PAGE_IDLE_FLAG, profiles.py) and FGP_STABLE waits only
+    on a superblock with SB_I_STABLE_WRITES, which none of the model's has.
+    None is the kernel's NULL (allocation failure).
+    """
+    while True:
+        folio = yield from filemap_get_folio(k, mapping, index)
+        if folio is not None:
+            yield from folio_lock(k, folio)
+            if int(k.mem.mapping[folio]) == file_mapping_value(mapping.id):
+                return folio
+            folio_unlock(k, folio)
+            yield Point("folio_put", writes=folio_put_footprint(folio))
+            folio_put(k, folio)
+            continue
+        new = alloc_pages(k, mapping_gfp_mask(mapping), 0)
+        if new is None:
+            return None
+        if (yield from filemap_add_folio(k, mapping, new, index, cpu)) == 0:
+            return new
+        folio_put(k, new)
+
+
+def copy_page_from_iter_atomic(k: Kernel, folio: int, token: int) -> Generator[Yield, None, None]:
+    """v6.1 lib/iov_iter.c copy_page_from_iter_atomic: the source bytes into the locked folio.
+
+    Contents are one token per page (as process_vm_rw_pages copies them): any
+    copy into a page leaves it holding the source's token.
+    """
+    yield Point("copy_page_from_iter_atomic", writes=frozenset({("page", folio, "data")}))
+    k.mem.data[folio] = token
+
+
+def generic_perform_write(
+    k: Kernel, mapping: AddressSpace, pos: int, count: int, token: int, cpu: int
+) -> Generator[Yield, None, int]:
+    """v6.1 mm/filemap.c generic_perform_write: page by page ->write_begin, copy, ->write_end.
+
+    The source is `count` bytes of content token `token`; the user buffer
+    itself is not modelled, so neither are fault_in_iov_iter_readable and short
+    copies (a copy never stops early, so ->write_end never rejects it).
+    balance_dirty_pages_ratelimited is not modelled: the model has no dirty
+    limits or flusher threads, so no write is throttled into writeback.
+    Returns the bytes written, or the first -errno if nothing was.
+    """
+    from pinlab.kernel.fs import write_begin, write_end
+
+    written = 0
+    status = 0
+    while written < count:
+        offset = pos & (PAGE_SIZE - 1)
+        nbytes = min(PAGE_SIZE - offset, count - written)
+        status, folio = yield from write_begin(k, mapping, pos, nbytes, cpu)
+        if status < 0:
+            break
+        yield from copy_page_from_iter_atomic(k, folio, token)
+        status = yield from write_end(k, mapping, pos, nbytes, nbytes, folio)
+        if status < 0:
+            break
+        pos += status
+        written += status
+    return written if written else status
+
+
+def generic_file_write_iter(
+    k: Kernel, mapping: AddressSpace, pos: int, count: int, token: int, cpu: int
+) -> Generator[Yield, None, int]:
+    """v6.1 mm/filemap.c generic_file_write_iter: checks, then a buffered write (tmpfs, ramfs).
+
+    generic_write_checks passes a plain write through (no O_APPEND, limits far
+    away) and stops an empty one; i_rwsem is not modelled (no other modelled
+    path takes it), nor are file_remove_privs and file_update_time (inode
+    metadata only).  generic_write_sync does nothing without O_SYNC/O_DSYNC.
+    """
+    if count <= 0:
+        return 0
+    return (yield from generic_perform_write(k, mapping, pos, count, token, cpu))
