@@ -165,6 +165,15 @@ EXPECTED: dict[str, dict[str, str]] = {
     "odirect-read-pins": {"read": str(64 * KiB), **undone("dio", 0), **pgpg(64 * KiB, 0)},
     # the same path without FOLL_WRITE; the write bio's sectors count as PGPGOUT
     "odirect-write-pins": {"write": str(64 * KiB), **undone("dio", 0), **pgpg(0, 64 * KiB)},
+    # the read pin faults page 0 (mm/gup.c faultin_page, no FOLL_WRITE) -> mm/memory.c
+    # do_read_fault -> do_fault_around: fault_around_bytes = 65536 is 16 pages, the window
+    # is the whole 2 MiB-aligned 64 KiB region; mm/filemap.c filemap_map_pages maps every
+    # cached page that is uptodate and unlocked, and the write()+fsync() of the Map left all
+    # 16 cached so (written back clean on ext4, dirty but uptodate on tmpfs/memfd/ramfs)
+    **{
+        f"faultaround-{kind}-shared": {"read": str(PAGE), "mapped": runs(("f", 65536 // PAGE))}
+        for kind in ("ext4", "tmpfs", "memfd", "ramfs")
+    },
     # mm/process_vm_access.c process_vm_rw_single_vec: pin_user_pages_remote on the remote
     # range (offset 2048: 17 pages), then unpin; the local side is copied to, never pinned
     "process-vm-readv-pins": {"read": str(64 * KiB), **undone("pvm", 17)},

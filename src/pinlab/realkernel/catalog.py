@@ -122,6 +122,23 @@ def _fork_after_pin(
     )
 
 
+def _fault_around(kind: Kind) -> Probe:
+    """Does a read fault map the written file's cached neighbours (do_fault_around)?"""
+    size = 64 * KiB
+    return Probe(
+        f"faultaround-{kind}-shared",
+        f"process_vm_readv of the first page of a written, fsync()ed 64 KiB shared {kind} "
+        "mapping: which of its pages are mapped afterwards?",
+        (
+            Map("b", kind, size, "shared"),
+            Map("d", "anon", PAGE),
+            PagemapSave("b"),
+            ProcessVmReadv("read", "b", 0, PAGE, "d", 0),
+            PagemapCmp("mapped", "b"),
+        ),
+    )
+
+
 _THP_SETUP: tuple[Op, ...] = (
     Map("b", "anon", HPAGE),
     Madvise("b", "hugepage", 0, HPAGE),
@@ -330,6 +347,7 @@ PROBES: tuple[Probe, ...] = (
             PgpgEnd("bio"),
         ),
     ),
+    *(_fault_around(kind) for kind in ("ext4", "tmpfs", "memfd", "ramfs")),
     Probe(
         "process-vm-readv-pins",
         "process_vm_readv of 64 KiB from offset 2048 (17 remote pages into 16 local): pins?",

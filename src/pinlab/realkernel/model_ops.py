@@ -14,7 +14,7 @@ from typing import TypeVar
 from pinlab.interleave import Yield, run_to_completion
 from pinlab.kernel import errno
 from pinlab.kernel import process as P
-from pinlab.kernel.fs import File
+from pinlab.kernel.fs import File, vfs_fsync, vfs_write
 from pinlab.kernel.fs.direct_io import ext4_dio_read, ext4_dio_write
 from pinlab.kernel.fs.splice import Pipe, pipe_set_size, vmsplice
 from pinlab.kernel.io_uring.ring import (
@@ -129,14 +129,26 @@ def range_of(r: Region, off: int, length: int) -> int:
     return r.addr + off
 
 
-def _fill_file(m: Machine, file: File, size: int) -> None:
-    """write() of `size` zero bytes then fsync(): the file's size (absent blocks read as zeroes).
+# probes/ops.c fill_file: the size of its static buffer of zeroes, the most one write() asks
+FILL_CHUNK = 65536
 
-    The model has no write(2) path; the page cache the guest's write leaves is
-    not created (see /work/notes/model-gaps.md).
+
+def _fill_file(m: Machine, p: Proc, file: File, size: int) -> None:
+    """ops.c fill_file: write() `size` zero bytes, at most FILL_CHUNK per call, then fsync().
+
+    Through the model's buffered write (vfs_write) and fsync (vfs_fsync): the
+    file's page cache is populated and uptodate; ext4 writes it back clean,
+    while tmpfs/memfd and ramfs fsync with noop_fsync and keep it dirty.
     """
-    mapping = m.k.mappings[file.mapping]
-    mapping.i_size = max(mapping.i_size, size)
+    done = 0
+    while done < size:
+        wrote = run_sync(vfs_write(m.k, file, done, min(size - done, FILL_CHUNK), 0, p.task.cpu))
+        if wrote <= 0:
+            raise CaseError(f"fill-file:{errname(wrote)}")
+        done += wrote
+    ret = run_sync(vfs_fsync(m.k, file, p.task.cpu))
+    if ret:
+        raise CaseError(f"fsync:{errname(ret)}")
 
 
 def _backing_file(m: Machine, kind: O.Kind) -> File:
@@ -182,7 +194,7 @@ def op_map(m: Machine, p: Proc, op: O.Map) -> None:
         flags |= M.MAP_ANONYMOUS | M.MAP_HUGETLB
     else:
         file = _backing_file(m, op.kind)
-        _fill_file(m, file, op.size)
+        _fill_file(m, p, file, op.size)
     addr = run_sync(P.sys_mmap(k, p.task, at, op.size, M.PROT_READ | M.PROT_WRITE, flags, file))
     if addr < 0:
         if op.kind == "hugetlb" and addr == -errno.ENOMEM:
@@ -311,10 +323,21 @@ def op_vmsplice(m: Machine, p: Proc, op: O.Vmsplice) -> None:
 def op_dio_file(m: Machine, p: Proc, op: O.DioFile) -> None:
     """ops.c op_dio_file: a new ext4 file of `size` zero bytes, fsync()ed, then sync().
 
-    sync() leaves nothing to write back: the model has no writeback to drain.
+    Only the size is modelled, not the write: the guest's write() leaves the
+    file's pages cached (clean after fsync), and the model's O_DIRECT path does
+    not model what iomap_dio_rw does to cached pages (v6.1 fs/iomap/direct-io.c
+    __iomap_dio_rw: filemap_write_and_wait_range, and for a write
+    invalidate_inode_pages2_range, again in iomap_dio_complete), so a model page
+    cache here would be one that O_DIRECT never flushes or drops.  No probe can
+    see the difference: the cached pages are clean, so the flush submits no bio
+    (pgpgin/pgpgout unchanged); dropping clean, unmapped pages takes no pin;
+    the file's blocks read as zeroes either way (absent store blocks are
+    zeroes); and the write's own block I/O lands before any PinsBegin, with
+    sync() leaving nothing pending.
     """
     p.dio = P.ext4_create(m.k, 0)
-    _fill_file(m, p.dio, op.size)
+    mapping = m.k.mappings[p.dio.mapping]
+    mapping.i_size = max(mapping.i_size, op.size)
 
 
 def op_odirect(m: Machine, p: Proc, op: O.OdirectRead | O.OdirectWrite) -> None:
