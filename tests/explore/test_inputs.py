@@ -135,6 +135,27 @@ def test_schedule_too_long_after_an_assertion():  # type: ignore[no-untyped-def]
         replay(program, encode(program, [(0, 0), (1, 0)]))
 
 
+def test_running_past_an_invariant_failure_is_reported():  # type: ignore[no-untyped-def]
+    """v0 goes 0 -> 1 -> 2; the invariant forbids v0 = 1.  The schedule that steps on past
+    that state ends clean, yet its replay names the failure it ran through."""
+    spec = {
+        "id": 2,
+        "vars": 2,
+        "threads": [[["inc", 0], ["inc", 0]]],
+        "loop": [False],
+        "sym": False,
+        "invs": [[0, 1, 1, 0]],
+        "finals": [],
+    }
+    program = build_machine(spec)
+    cx = explore(program).counterexamples[0]
+    assert replay(program, cx.schedule).verdict == ("invariant", "not v0=1 and v1=0")
+    longer = replay(program, encode(program, [(0, 0), (0, 0)]))
+    assert longer.verdict is None
+    assert longer.passed == [(1, "not v0=1 and v1=0", longer.passed[0][2])]
+    assert "VIOLATION invariant not v0=1 and v1=0 after 1 step(s)" in longer.render()
+
+
 def test_schedule_of_another_program_is_refused():  # type: ignore[no-untyped-def]
     cx = explore(lost_update_machine()).counterexamples[0]
     with pytest.raises(ScheduleError, match="schedule is for program lost-update@"):
@@ -329,12 +350,14 @@ def test_shrink_says_when_it_kept_the_schedule_as_found(monkeypatch):  # type: i
     moves = decode(raw.schedule)[2]
     assert shrink(program, raw.kind, raw.name, moves, budget=1) == (moves, False)
     assert shrink(program, raw.kind, raw.name, moves)[1]
+    # a property the schedule never reaches is not "optimal"
+    assert shrink(program, "final", "no such property", moves) == (moves, False)
     assert explore(program).counterexamples[0].shrink == "optimal"
     assert raw.shrink == "off"
 
     monkeypatch.setattr(run, "shrink", lambda _p, _k, _n, m: (m, False))
     (cx,) = explore(program).counterexamples
-    assert cx.shrink == "kept as found: shrink budget exhausted" and cx.steps == raw.steps
+    assert cx.shrink == "kept as found: not re-found within the budget" and cx.steps == raw.steps
 
     def interrupt(*_args: object) -> object:
         raise KeyboardInterrupt

@@ -176,12 +176,13 @@ def anchor(
                     {
                         "schedule": rep.schedule,
                         "violations": rep.violations,
+                        "passed": rep.passed,
                         "memory_model": "sequential consistency",
                     },
                     indent=2,
                 ),
             )
-        sys.exit(VIOLATED if rep.violations else HOLDS)
+        sys.exit(VIOLATED if rep.violations or rep.passed else HOLDS)
     sys.exit(_explore(program, opts, json_file, progress, quiet, count_all))
 
 

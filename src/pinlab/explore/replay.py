@@ -37,6 +37,9 @@ class Replay:
     steps: list[TraceStep] = field(default_factory=list)
     # (kind, name, detail, positions) of each property violated where the schedule ends
     violations: list[tuple[str, str, str, tuple[str, ...]]] = field(default_factory=list)
+    # (states reached, name, detail) of each invariant that failed in a state the schedule then
+    # ran on from (0: the initial state); a count-all search's schedules may pass through these
+    passed: list[tuple[int, str, str]] = field(default_factory=list)
 
     @property
     def verdict(self) -> tuple[str, str] | None:
@@ -53,6 +56,8 @@ class Replay:
         for s in self.steps:
             changed = f"  | {s.changed}" if s.changed else ""
             lines.append(f"{s.index:4d}  {s.thread:<12} {s.where}{changed}")
+        for after, name, detail in self.passed:
+            lines.append(f"VIOLATION invariant {name} after {after} step(s), then run on: {detail}")
         if not self.violations:
             lines.append("no violation at the end of this schedule")
         for kind, name, detail, positions in self.violations:
@@ -68,6 +73,10 @@ def run_moves(program: Program, moves: list[Move], trace: bool = True) -> Replay
     out = Replay(encode(program, moves))
     node: Any = system.root()
     for i, (tid, choice) in enumerate(moves):
+        # Judged in every state, as the search judges it, so running past a failure is seen.
+        bad = system.invariant(node)
+        if bad is not None:
+            out.passed.append((i, bad[0], bad[1]))
         if out.violations:
             raise ScheduleError(
                 f"position {i}: schedule too long: the run already ended with "
