@@ -72,7 +72,7 @@ def _shrink_all(program: Program, result: Result) -> None:
             except Unfreezable as err:
                 cx.shrink = f"kept as found: {err}"
                 continue
-            cx.shrink = "optimal" if optimal else "kept as found: shrink budget exhausted"
+            cx.shrink = "optimal" if optimal else "kept as found: not re-found within the budget"
             if best != moves:
                 cx.schedule, cx.steps = encode(program, best), len(best)
     except KeyboardInterrupt:

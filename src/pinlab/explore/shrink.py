@@ -37,7 +37,9 @@ def shrink(
 ) -> tuple[list[Move], bool]:
     """The best schedule violating property (kind, name), no longer than ``moves``.
 
-    The flag is False when the budget ran out and ``moves`` comes back as it was.
+    The flag is False when ``moves`` comes back as it was unproven: the budget ran out, or
+    the search never met the property again (a property that is not a function of the
+    state, which the explorer's model forbids, or a schedule that does not reach it).
     """
     system = make_system(program)
     root = system.root()
@@ -82,4 +84,4 @@ def shrink(
             return list(best), True
         seen.update(nxt)
         layer = nxt
-    return list(moves), True
+    return list(moves), False
