@@ -6,7 +6,8 @@ Both are timed end to end: pinlab as a fresh ``python -m pinlab.anchors`` proces
 partial-order reduction).  pinlab runs without partial-order reduction (its sleep sets
 make the anchors slower, not faster).  Every model is timed unreduced and, when K >= 2,
 again with symmetry reduction over the interchangeable get/put threads (reported as
-orbits).  State counts are checked against pan ``-DNOREDUCE``.
+orbits).  State counts are checked against pan ``-DNOREDUCE``; for the violating models,
+pinlab ``--count-all`` (reachable and violating states) against pan ``-DNOREDUCE -c0``.
 
 Ends with one JSON line: ``first_counterexample_ratio`` and ``exhaustive_ratio`` are
 the worst *unreduced* ratios (also under ``..._unreduced``); ``..._symmetry`` are the
@@ -81,7 +82,7 @@ def measure(model: str, params: dict[str, int], exhaustive: bool) -> dict[str, A
     """One model: pinlab (unreduced, and with symmetry when K >= 2) against SPIN."""
     p_sec, res = run_pinlab(model, params)
     spin = run_spin(model, params)
-    full = run_spin(model, params, noreduce=True, count_all=exhaustive)
+    full = run_spin(model, params, noreduce=True)
     row: dict[str, Any] = {
         "model": _name(model, params),
         "mode": "exhaustive" if exhaustive else "first counterexample",
@@ -98,8 +99,23 @@ def measure(model: str, params: dict[str, int], exhaustive: bool) -> dict[str, A
         "spin_stored_noreduce": full.stored,
         "counterexample_steps": [c["steps"] for c in res["counterexamples"]],
     }
-    # only a complete pinlab search saw every state
-    row["states_agree"] = (not exhaustive) or res["states"] == full.stored
+    if exhaustive:
+        # only a complete pinlab search saw every state
+        row["states_agree"] = res["states"] == full.stored
+    else:
+        # the full counts of a violating model: expand past violations, as pan -c0 does
+        _, counted = run_pinlab(model, params, "--count-all", "--no-shrink")
+        full = run_spin(model, params, noreduce=True, count_all=True)
+        row.update(
+            spin_stored_noreduce=full.stored,
+            pinlab_states_count_all=counted["states"],
+            pinlab_violating_states=counted["violating_states"],
+            spin_violating_states=full.errors,
+        )
+        row["states_agree"] = (counted["states"], counted["violating_states"]) == (
+            full.stored,
+            full.errors,
+        )
     if params.get("K", 0) >= 2:
         s_sec, sym = run_pinlab(model, params, "--symmetry")
         row.update(
@@ -138,6 +154,12 @@ def main() -> None:
             states += f" ({r['symmetry_orbits']:,} orbits)"
         if r["mode"] == "exhaustive":
             states += f" / SPIN noreduce {r['spin_stored_noreduce']:,}"
+        else:
+            states += (
+                f"; count-all {r['pinlab_states_count_all']:,} states,"
+                f" {r['pinlab_violating_states']:,} violating / SPIN -c0"
+                f" {r['spin_stored_noreduce']:,}, {r['spin_violating_states']:,}"
+            )
         verdict = "violated" if r["pinlab_violated"] else "holds"
         agree = "agree" if r["verdicts_agree"] else "DIFFER"
         sym_s = f"{r['symmetry_seconds']:>7.2f}" if "symmetry_seconds" in r else f"{'-':>7}"
