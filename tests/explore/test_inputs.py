@@ -367,3 +367,25 @@ def test_shrink_says_when_it_kept_the_schedule_as_found(monkeypatch):  # type: i
     assert result.interrupted
     assert [c.shrink for c in result.counterexamples] == ["kept as found: interrupted"]
     assert result.counterexamples[0].schedule == raw.schedule
+
+
+def test_every_invariant_failing_in_a_state_is_named():  # type: ignore[no-untyped-def]
+    """Two invariants broken by the same step: both are reported, the state counts once."""
+    spec = {
+        "id": 3,
+        "vars": 2,
+        "threads": [[["inc", 0]]],
+        "loop": [False],
+        "sym": False,
+        "invs": [[0, 1, 1, 0], [0, 1, 0, 1]],
+        "finals": [],
+    }
+    program = build_machine(spec)
+    result = explore(program, Options(count_all=True))
+    assert sorted(cx.name for cx in result.counterexamples) == [
+        "not v0=1 and v0=1",
+        "not v0=1 and v1=0",
+    ]
+    assert result.violating_states == 1
+    for cx in result.counterexamples:
+        assert replay(program, cx.schedule).reaches("invariant", cx.name)

@@ -124,9 +124,8 @@ class Exhaustive:
 
     def _new_state(self, node: Any, key: Hashable, path: list[Move]) -> None:
         self.rec.add_state(key)
-        bad = self.sys.invariant(node)
-        if bad is not None:
-            self.rec.found("invariant", bad[0], bad[1], path, (), key)
+        for name, detail in self.sys.invariant(node):
+            self.rec.found("invariant", name, detail, path, (), key)
 
     def dfs(self) -> None:
         """Depth-first search; the stack is the current schedule."""

@@ -139,12 +139,13 @@ class MachineSystem:
                 out.append((i, choice, tix, local, reads, writes, child, child, None))
         return out
 
-    def invariant(self, node: State) -> tuple[str, str] | None:
-        """The first invariant that fails in this state, with a rendering of it."""
+    def invariant(self, node: State) -> tuple[tuple[str, str], ...]:
+        """Every invariant that fails in this state, each with a rendering of it."""
         for inv in self._invariants:
             if not inv.check(node):
-                return inv.name, self._render(node)
-        return None
+                shown = self._render(node)
+                return tuple((i.name, shown) for i in self._invariants if not i.check(node))
+        return ()
 
     def _render(self, node: State) -> str:
         if self.program.render is not None:

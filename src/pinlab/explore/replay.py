@@ -74,9 +74,7 @@ def run_moves(program: Program, moves: list[Move], trace: bool = True) -> Replay
     node: Any = system.root()
     for i, (tid, choice) in enumerate(moves):
         # Judged in every state, as the search judges it, so running past a failure is seen.
-        bad = system.invariant(node)
-        if bad is not None:
-            out.passed.append((i, bad[0], bad[1]))
+        out.passed += [(i, name, detail) for name, detail in system.invariant(node)]
         if out.violations:
             raise ScheduleError(
                 f"position {i}: schedule too long: the run already ended with "
@@ -105,9 +103,7 @@ def run_moves(program: Program, moves: list[Move], trace: bool = True) -> Replay
         node = child
     if out.violations:
         return out
-    bad = system.invariant(node)
-    if bad is not None:
-        out.violations.append(("invariant", bad[0], bad[1], ()))
+    out.violations += [("invariant", name, detail, ()) for name, detail in system.invariant(node)]
     if not system.expand(node):
         term = system.terminal(node)
         if term is not None:

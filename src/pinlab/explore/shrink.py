@@ -54,10 +54,8 @@ def shrink(
             spent += 1
             if spent > budget:
                 return list(moves), False
-            if kind == "invariant":
-                bad = system.invariant(node)
-                if bad is not None and bad[0] == name:
-                    hits.setdefault(depth, []).append(path)
+            if kind == "invariant" and any(n == name for n, _ in system.invariant(node)):
+                hits.setdefault(depth, []).append(path)
             children = system.expand(node)
             if not children:
                 term = system.terminal(node)

@@ -40,10 +40,9 @@ class Walk:
             self.seen.add(key)
             self.rec.add_state(key)
         bad = self.sys.invariant(node)
-        if bad is not None:
-            self.rec.found("invariant", bad[0], bad[1], path, (), key)
-            return True
-        return False
+        for name, detail in bad:
+            self.rec.found("invariant", name, detail, path, (), key)
+        return bool(bad)
 
     def run(self, pct: bool) -> None:
         """Run schedules until a violation, a limit, or max_schedules (default 1000)."""

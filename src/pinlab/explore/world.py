@@ -59,7 +59,7 @@ class WorldSystem:
         self._run: _Run | None = None
         # invariant results of the children of the latest expansion, which the search
         # asks for right after expanding, before the first child is gone from the run
-        self._inv: dict[Path, tuple[str, str] | None] = {}
+        self._inv: dict[Path, tuple[tuple[str, str], ...]] = {}
         self.replayed_steps = 0
 
     def _fresh(self) -> _Run:
@@ -127,11 +127,12 @@ class WorldSystem:
                 parts[a:b] = sorted(parts[a:b], key=order_key)
         return (self.program.world_key(run.world), *parts)
 
-    def _check(self, run: _Run) -> tuple[str, str] | None:
-        for inv in self.program.invariants:
-            if not inv.check(run.world):
-                return inv.name, self._render(run)
-        return None
+    def _check(self, run: _Run) -> tuple[tuple[str, str], ...]:
+        failed = [inv.name for inv in self.program.invariants if not inv.check(run.world)]
+        if not failed:
+            return ()
+        shown = self._render(run)
+        return tuple((name, shown) for name in failed)
 
     def invariant_reads(self) -> tuple[Footprint, ...]:
         """What each invariant reads (``None``: everything)."""
@@ -183,8 +184,8 @@ class WorldSystem:
         out.reverse()
         return out
 
-    def invariant(self, node: Path) -> tuple[str, str] | None:
-        """The first failing invariant at ``node``."""
+    def invariant(self, node: Path) -> tuple[tuple[str, str], ...]:
+        """Every failing invariant at ``node``."""
         if node in self._inv:
             return self._inv.pop(node)
         return self._check(self._materialise(node))
