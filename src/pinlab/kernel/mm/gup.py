@@ -17,7 +17,7 @@ import numpy as np
 from pinlab.interleave import Point, Yield
 from pinlab.kernel import errno
 from pinlab.kernel.bug import bug_on, warn_on_once
-from pinlab.kernel.mm.gup_dirty import folio_mark_dirty, set_page_dirty_lock
+from pinlab.kernel.mm.filemap import folio_mark_dirty, set_page_dirty_lock
 from pinlab.kernel.mm.gup_flags import (
     FOLL_GET,
     FOLL_LONGTERM,

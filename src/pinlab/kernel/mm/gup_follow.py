@@ -19,7 +19,8 @@ from numpy.typing import NDArray
 from pinlab.interleave import Point, Violation, Yield
 from pinlab.kernel import errno
 from pinlab.kernel.bug import warn_on_once
-from pinlab.kernel.mm.gup_dirty import folio_mark_dirty, mark_page_accessed
+from pinlab.kernel.mm.filemap import folio_mark_dirty
+from pinlab.kernel.mm.gup_dirty import mark_page_accessed
 from pinlab.kernel.mm.gup_flags import (
     FOLL_ANON,
     FOLL_COW,
