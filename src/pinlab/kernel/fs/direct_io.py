@@ -154,22 +154,9 @@ def ext4_dio_read(
         return 0
     if _misaligned(pos, buf, length):
         return -EINVAL
-    it = IovIter([(buf, length)], dest=True)
-    done = 0
-    while it.count:
-        bio = Bio(pos + done)
-        ret = yield from bio_iov_iter_get_pages(k, mm, bio, it)
-        if ret:
-            if not done:
-                return ret
-            break
-        # IOMAP_DIO_DIRTY: the destination is user memory (user_backed_iter)
-        yield from bio_set_pages_dirty(k, bio)
-        submit_bio(k, mapping, bio, write=False)
-        yield from bio_check_pages_dirty(k, bio)
-        done += bio.size
+    done = yield from _iomap_dio_bio_iter(k, mm, mapping, pos, buf, length, write=False)
     # v6.1 fs/iomap/direct-io.c iomap_dio_complete: a read reports data up to i_size only
-    return min(done, i_size - pos)
+    return done if done < 0 else min(done, i_size - pos)
 
 
 def ext4_dio_write(
@@ -187,7 +174,24 @@ def ext4_dio_write(
         return 0
     if _misaligned(pos, buf, length):
         return -EINVAL
-    it = IovIter([(buf, length)], dest=False)
+    return (yield from _iomap_dio_bio_iter(k, mm, mapping, pos, buf, length, write=True))
+
+
+def _iomap_dio_bio_iter(
+    k: Kernel,
+    mm: MmStruct,
+    mapping: AddressSpace,
+    pos: int,
+    buf: int,
+    length: int,
+    write: bool,
+) -> Generator[Yield, None, int]:
+    """v6.1 fs/iomap/direct-io.c iomap_dio_bio_iter: one bio after another; bytes or -errno.
+
+    A read's pages are dirtied around the I/O (IOMAP_DIO_DIRTY: the destination is
+    user memory, user_backed_iter); a write's are released undirtied at completion.
+    """
+    it = IovIter([(buf, length)], dest=not write)
     done = 0
     while it.count:
         bio = Bio(pos + done)
@@ -196,7 +200,12 @@ def ext4_dio_write(
             if not done:
                 return ret
             break
-        submit_bio(k, mapping, bio, write=True)
-        yield from bio_release_pages(k, bio)
+        if write:
+            submit_bio(k, mapping, bio, write=True)
+            yield from bio_release_pages(k, bio)
+        else:
+            yield from bio_set_pages_dirty(k, bio)
+            submit_bio(k, mapping, bio, write=False)
+            yield from bio_check_pages_dirty(k, bio)
         done += bio.size
     return done
