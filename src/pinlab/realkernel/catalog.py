@@ -139,6 +139,23 @@ def _fault_around(kind: Kind) -> Probe:
     )
 
 
+def _odirect(name: str, what: str, io: OdirectRead | OdirectWrite) -> Probe:
+    """One O_DIRECT transfer of a touched 64 KiB anon buffer: pins, and did it reach the disk?"""
+    return Probe(
+        name,
+        f"{what}: pins, and did it reach the disk?",
+        (
+            Map("b", "anon", 64 * KiB),
+            Touch("b", 0, 64 * KiB),
+            DioFile(64 * KiB),
+            PinsBegin(),
+            io,
+            PinsEnd("dio"),
+            PgpgEnd("bio"),
+        ),
+    )
+
+
 _THP_SETUP: tuple[Op, ...] = (
     Map("b", "anon", HPAGE),
     Madvise("b", "hugepage", 0, HPAGE),
@@ -321,31 +338,15 @@ PROBES: tuple[Probe, ...] = (
             Fork((PagemapCmp("child", "b"),)),
         ),
     ),
-    Probe(
+    _odirect(
         "odirect-read-pins",
-        "O_DIRECT read of 64 KiB from ext4 into anon memory: pins, and did it reach the disk?",
-        (
-            Map("b", "anon", 64 * KiB),
-            Touch("b", 0, 64 * KiB),
-            DioFile(64 * KiB),
-            PinsBegin(),
-            OdirectRead("read", "b", 0, 64 * KiB),
-            PinsEnd("dio"),
-            PgpgEnd("bio"),
-        ),
+        "O_DIRECT read of 64 KiB from ext4 into anon memory",
+        OdirectRead("read", "b", 0, 64 * KiB),
     ),
-    Probe(
+    _odirect(
         "odirect-write-pins",
-        "O_DIRECT write of 64 KiB from anon memory to ext4: pins, and did it reach the disk?",
-        (
-            Map("b", "anon", 64 * KiB),
-            Touch("b", 0, 64 * KiB),
-            DioFile(64 * KiB),
-            PinsBegin(),
-            OdirectWrite("write", "b", 0, 64 * KiB),
-            PinsEnd("dio"),
-            PgpgEnd("bio"),
-        ),
+        "O_DIRECT write of 64 KiB from anon memory to ext4",
+        OdirectWrite("write", "b", 0, 64 * KiB),
     ),
     *(_fault_around(kind) for kind in ("ext4", "tmpfs", "memfd", "ramfs")),
     Probe(
