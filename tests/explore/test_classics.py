@@ -139,18 +139,30 @@ def test_generator_trace_shows_what_changed():  # type: ignore[no-untyped-def]
     assert explore(program, Options(shrink=False)).complete
 
 
-def test_world_materialisation_replays_only_on_backtrack():  # type: ignore[no-untyped-def]
+def test_world_threads_are_restored_from_snapshots_not_replayed():  # type: ignore[no-untyped-def]
     from pinlab.explore.world import WorldSystem
 
     system = WorldSystem(locked_counter_world(True))
+    system.policy = "always"  # "auto" snapshots only where a replay would cost more
     node = system.root()
+    first_level = system.expand(node)
+    assert len(first_level) == 2
+    node = first_level[0][6]
     for _ in range(6):
-        node = system.expand(node)[0][6]
-        before = system.replayed_steps
+        before = (system.replayed_steps, system.restores)
         children = system.expand(node)
-        # the first child of the last expansion is still materialised; every further
-        # enabled thread needs one replay of the prefix, and nothing else is replayed
-        assert system.replayed_steps - before == (len(children) - 1) * len(node)
+        # the first child stays materialised; each further one is rebuilt from the
+        # snapshot of this node and runs one step, whatever the depth
+        assert (system.replayed_steps, system.restores) == (
+            before[0],
+            before[1] + len(children) - 1,
+        )
+        node = children[0][6]
+    # backtracking to the root's other child: restore the root's snapshot, one step
+    before = (system.replayed_steps, system.restores)
+    sibling = first_level[1][6]
+    assert system.key(sibling) == first_level[1][7]
+    assert (system.replayed_steps, system.restores) == (before[0] + 1, before[1] + 1)
 
 
 def test_count_all_counts_violating_states_past_the_first():  # type: ignore[no-untyped-def]

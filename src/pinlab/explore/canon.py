@@ -27,6 +27,7 @@ class Kind(enum.Enum):
     DATACLASS = "dataclass"
     NAMEDTUPLE = "namedtuple"
     ENUM = "enum"
+    RANGE = "range"
     CODE = "code"
     WORLD = "world"
     OPAQUE = "opaque"
@@ -48,7 +49,7 @@ def order_key(v: object) -> str:
 def freeze(v: object, skip: object = None) -> Hashable:
     """``v`` as a hashable value equal exactly when the contents are equal.
 
-    Lists, dicts, sets, NumPy arrays and plain dataclasses are copied by value (tagged
+    Lists, dicts, sets, ranges, NumPy arrays and plain dataclasses are copied by value (tagged
     with their type); functions and classes stand for their qualified name, being code,
     not state; ``skip`` (the world, covered by ``world_key``) becomes a marker.  Anything
     else raises :class:`Unfreezable` naming where it was found.
@@ -71,6 +72,8 @@ def _freeze(v: object, skip: object, active: frozenset[int]) -> Hashable:
     active = active | {id(v)}
     if isinstance(v, enum.Enum):
         return (Kind.ENUM, t.__qualname__, v.name)
+    if t is range:
+        return (Kind.RANGE, v.start, v.stop, v.step)  # type: ignore[attr-defined]
     if isinstance(v, tuple):
         items = _each(enumerate(v), skip, active)
         return items if t is tuple else (Kind.NAMEDTUPLE, t.__qualname__, items)
@@ -111,12 +114,17 @@ def _each(
 
 
 def frame_locals(
-    f_locals: dict[str, Any], skip: object, strict: bool = True
+    f_locals: dict[str, Any],
+    skip: object,
+    strict: bool = True,
+    memo: dict[int, Hashable] | None = None,
 ) -> tuple[Hashable, ...]:
     """A frame's locals frozen and sorted by name; an error names the local.
 
     Not ``strict`` (no state cache: keys only count distinct states), a local that
-    cannot be frozen stands for its type.
+    cannot be frozen stands for its type.  ``memo`` (object id to frozen value) lets
+    the frames of one state share the work for an object several of them hold; it
+    must not outlive the state.
     """
     out: list[Hashable] = []
     for name in sorted(f_locals):
@@ -124,11 +132,17 @@ def frame_locals(
         if type(v) in _SCALAR_TYPES:
             out.append((name, v))
             continue
+        if memo is not None and id(v) in memo:
+            out.append((name, memo[id(v)]))
+            continue
         try:
-            out.append((name, _freeze(v, skip, frozenset())))
+            frozen = _freeze(v, skip, frozenset())
         except Unfreezable as err:
             if not strict:
                 out.append((name, (Kind.OPAQUE, type(v).__qualname__)))
                 continue
             raise Unfreezable(f"{name}{err}") from None
+        if memo is not None:
+            memo[id(v)] = frozen
+        out.append((name, frozen))
     return tuple(out)

@@ -44,6 +44,7 @@ class Result:
     interrupted: bool = False
     elapsed: float = 0.0
     memory_model: str = MEMORY_MODEL
+    notes: list[str] = field(default_factory=list)  # how the search went, beyond the verdict
 
     @property
     def violated(self) -> bool:

@@ -48,6 +48,9 @@ def explore(
     finally:
         if gc_was_enabled:
             gc.enable()
+    reason = getattr(system, "replay_reason", None)
+    if reason is not None:
+        result.notes.append(f"generator threads were replayed from the start: {reason}")
     result.complete = (
         exhaustive
         and not rec.stop

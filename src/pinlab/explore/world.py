@@ -1,11 +1,20 @@
 """The generator backend: threads are generators over a mutable world.
 
-Generators cannot be copied, so a node is the schedule prefix that leads to it, and a
-state is restored by replaying that prefix on a fresh world.  The most recently
-materialised run is kept, so going one step deeper costs one step and only backtracking
-replays.  A thread's position comes from introspection: for each frame of the generator
-and of the generators it delegates to (``gi_yieldfrom``), the function's qualified name,
-the line it is suspended at and every local frozen by value (:func:`canon.freeze`: lists,
+A node is the schedule prefix that leads to it.  The most recently materialised run is
+kept, so going one step deeper costs one step.  Going back to a node is a restore, not
+a replay: at every node with more than one enabled step, the world and every thread's
+frames (:mod:`resume`: function, yield index and live locals of each frame) are copied
+into a snapshot, and a sibling is reached by rebuilding the threads from the snapshot's
+copy and running one step.  Snapshots are kept for the prefixes of the current path
+(depth-first order needs no others; the oldest go first past ``SNAPSHOT_BYTES``), and
+a node with no snapshot on its path is replayed from the start.  A snapshot needs the
+world and every local live across a yield to be picklable (functions and classes are
+kept by reference) and every frame to be rewritable (:mod:`resume_ast`); when one is
+not, the search goes on by replaying from the start and says why (``replay_reason``).
+
+A thread's position comes from introspection: for each frame of the generator and of
+the generators it delegates to (``gi_yieldfrom``), the function's qualified name, the
+line it is suspended at and every local frozen by value (:func:`canon.freeze`: lists,
 dicts, sets, NumPy arrays and dataclasses are copied), plus the label it yielded.  A
 local referring to the world itself is covered by ``world_key``; a local the freezer
 cannot capture (an arbitrary object) stops the search with an error naming it, rather
@@ -14,17 +23,24 @@ than being left out of the state, which could merge states that differ.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Hashable
+import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pinlab.explore.canon import Unfreezable, frame_locals, order_key
 from pinlab.explore.program import WorldProgram
+from pinlab.explore.resume import NotResumable, Packed, capture, pack, rebuild, resumable, unpack
+from pinlab.explore.resume_ast import CONTROL
 from pinlab.explore.schedule import Move
 from pinlab.explore.system import Child, Terminal, crash, thread_classes
 from pinlab.interleave import Await, Footprint, Point, Violation, Yield
 
 Path = tuple[Move, ...]
+SNAPSHOT_BYTES = 256 << 20  # the oldest snapshots go first past this much
+# "auto": snapshot a branching node once replaying to it from the nearest snapshot
+# would cost more than a restore (both timed as the search runs); "always", "never"
+POLICY = "auto"
 
 
 class _Start:
@@ -41,9 +57,15 @@ START, DONE = _Start(), _Done()
 @dataclass(slots=True)
 class _Run:
     world: Any
-    gens: list[Generator[Yield, None, object]]
+    gens: list[Any]  # a generator per thread (None once restored as finished)
     pending: list[Yield | _Start | _Done]
     path: list[Move] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    path: Path
+    packed: Packed  # the world and, per thread, "start", "done" or its frames (resume.Chain)
 
 
 class WorldSystem:
@@ -60,21 +82,115 @@ class WorldSystem:
         # invariant results of the children of the latest expansion, which the search
         # asks for right after expanding, before the first child is gone from the run
         self._inv: dict[Path, tuple[tuple[str, str], ...]] = {}
+        self._bodies = tuple(resumable(t.body) for t in program.threads)
+        self._snaps: list[_Snapshot] = []
+        self._snap_bytes = 0
+        self.policy = POLICY
+        self.replay_reason: str | None = None  # why threads cannot be restored, if so
+        # running means, in seconds, of one step, one restore and one fresh start
+        self._t_step = self._t_restore = self._t_fresh = 0.0
         self.replayed_steps = 0
+        self.restores = 0
 
     def _fresh(self) -> _Run:
+        started = time.perf_counter()
         world = self.program.make_world()
-        gens = [t.body(world) for t in self.program.threads]
-        return _Run(world, gens, [START] * self.n)
+        run = _Run(world, [body(world) for body in self._bodies], [START] * self.n)
+        self._t_fresh = _mean(self._t_fresh, time.perf_counter() - started)
+        return run
 
     def _materialise(self, path: Path) -> _Run:
         run = self._run
         if run is None or len(run.path) > len(path) or tuple(run.path) != path[: len(run.path)]:
-            run = self._fresh()
-        for move in path[len(run.path) :]:
-            self._advance(run, move[0])
-            self.replayed_steps += 1
+            snaps = self._snaps
+            while snaps and path[: len(snaps[-1].path)] != snaps[-1].path:
+                self._snap_bytes -= len(snaps.pop().packed[0])
+            if snaps and (
+                self.policy == "always" or self._cost(0) > self._cost(len(snaps[-1].path))
+            ):
+                run = self._restore(snaps[-1])
+            else:
+                run = self._fresh()
+        todo = path[len(run.path) :]
+        if todo:
+            started = time.perf_counter()
+            for move in todo:
+                self._advance(run, move[0])
+            self._timed_steps(time.perf_counter() - started, len(todo))
+            self.replayed_steps += len(todo)
         self._run = run
+        return run
+
+    def _timed_steps(self, seconds: float, steps: int) -> None:
+        self._t_step = _mean(self._t_step, seconds / steps)
+
+    def _cost(self, base: int) -> float:
+        """The cost of starting over from a snapshot at depth ``base`` (0: a fresh start)."""
+        return (self._t_restore if base else self._t_fresh) - base * self._t_step
+
+    def _worth_a_snapshot(self, node: Path) -> bool:
+        """Whether coming back to ``node`` by a restore beats the cheapest other way.
+
+        A snapshot costs about a restore to take and serves at least two restores (one
+        now for each further enabled step, one later for each new state among them).
+        """
+        if self.policy != "auto":
+            return self.policy == "always"
+        starts = [self._cost(0)]
+        if self._snaps:
+            starts.append(self._cost(len(self._snaps[-1].path)))
+        reach = min(starts) + len(node) * self._t_step
+        return (not self.restores and not self._snaps) or reach > 1.5 * self._t_restore
+
+    def _snapshot(self, run: _Run) -> None:
+        """Keep a copy of ``run`` to come back to."""
+        started = time.perf_counter()
+        threads: list[Any] = []
+        for i, p in enumerate(run.pending):
+            if p is START or p is DONE:
+                threads.append("start" if p is START else "done")
+                continue
+            try:
+                threads.append(capture(run.gens[i], self.program.threads[i].body))
+            except NotResumable as err:
+                self._give_up(f"thread {self.names[i]}: {err}")
+                return
+        try:
+            packed = pack((run.world, threads))
+        except Exception as err:  # pickling raises whatever an object's reduction raises
+            self._give_up(f"cannot copy the world and the threads' locals: {err}")
+            return
+        self._snaps.append(_Snapshot(tuple(run.path), packed))
+        self._snap_bytes += len(packed[0])
+        while self._snap_bytes > SNAPSHOT_BYTES and len(self._snaps) > 1:
+            self._snap_bytes -= len(self._snaps.pop(0).packed[0])
+        if not self.restores:  # until a restore is timed, a copy is the best estimate
+            self._t_restore = _mean(self._t_restore, time.perf_counter() - started)
+
+    def _give_up(self, why: str) -> None:
+        """Replay from the start from now on: the search stays exact, only slower."""
+        self.replay_reason, self.policy = why, "never"
+        self._snaps.clear()
+        self._snap_bytes = 0
+
+    def _restore(self, snap: _Snapshot) -> _Run:
+        """A run rebuilt from a copy of ``snap``."""
+        started = time.perf_counter()
+        self.restores += 1
+        world, threads = unpack(snap.packed)
+        run = _Run(world, [], [], list(snap.path))
+        for body, t in zip(self._bodies, threads, strict=True):
+            if t == "start":
+                run.gens.append(body(world))
+                run.pending.append(START)
+            elif t == "done":
+                run.gens.append(None)
+                run.pending.append(DONE)
+            else:
+                gen = rebuild(t)
+                run.gens.append(gen)
+                run.pending.append(next(gen))
+        self._t_restore = _mean(self._t_restore, time.perf_counter() - started)
         return run
 
     def _advance(self, run: _Run, tid: int) -> Violation | None:
@@ -97,7 +213,8 @@ class WorldSystem:
             return False
         return not isinstance(p, Await) or p.ready()
 
-    def _thread_key(self, run: _Run, tid: int) -> Hashable:
+    def _thread_key(self, run: _Run, tid: int, memo: dict[int, Hashable]) -> Hashable:
+        """Thread ``tid``'s position and live locals; ``memo`` is shared within one state."""
         p = run.pending[tid]
         if p is START:
             return ("start",)
@@ -107,8 +224,9 @@ class WorldSystem:
         gen: Any = run.gens[tid]
         while gen is not None and getattr(gen, "gi_frame", None) is not None:
             f = gen.gi_frame
+            own = {k: v for k, v in f.f_locals.items() if k not in CONTROL}
             try:
-                live = frame_locals(f.f_locals, run.world, self.strict)
+                live = frame_locals(own, run.world, self.strict, memo)
             except Unfreezable as err:
                 raise Unfreezable(
                     f"the state cache cannot capture thread {self.names[tid]} in "
@@ -121,7 +239,8 @@ class WorldSystem:
         return (label, tuple(frames))
 
     def _state_key(self, run: _Run) -> Hashable:
-        parts = [self._thread_key(run, i) for i in range(self.n)]
+        memo: dict[int, Hashable] = {}
+        parts = [self._thread_key(run, i, memo) for i in range(self.n)]
         if self.symmetry:
             for a, b in self.program.symmetric:
                 parts[a:b] = sorted(parts[a:b], key=order_key)
@@ -156,7 +275,14 @@ class WorldSystem:
         self._inv = {}
         run = self._materialise(node)
         moves = [i for i in range(self.n) if self._enabled(run, i)]
+        if (
+            len(moves) > 1
+            and (not self._snaps or self._snaps[-1].path != node)
+            and self._worth_a_snapshot(node)
+        ):
+            self._snapshot(run)
         info = []
+        memo: dict[int, Hashable] = {}
         for i in moves:
             p = run.pending[i]
             if p is START:
@@ -166,12 +292,14 @@ class WorldSystem:
                 fp = (p.reads, p.writes)
             else:
                 fp = (None, None)
-            info.append((self._thread_key(run, i), fp))
+            info.append((self._thread_key(run, i, memo), fp))
         out: list[Child] = []
         for idx in reversed(range(len(moves))):
             tid = moves[idx]
             run = self._materialise(node)
+            started = time.perf_counter()
             err = self._advance(run, tid)
+            self._timed_steps(time.perf_counter() - started, 1)
             child: Path = (*node, (tid, 0))
             lk, (reads, writes) = info[idx]
             if err is not None:
@@ -263,6 +391,13 @@ class WorldSystem:
         run = self._materialise(child)
         key1, text1 = self.program.world_key(run.world), self._render(run)
         return diff(key0, key1, text0, text1)
+
+
+def _mean(estimate: float, sample: float) -> float:
+    """A running mean that a rare stall (an allocation, a page fault) cannot throw off."""
+    if not estimate:
+        return sample
+    return estimate + (min(sample, 4 * estimate) - estimate) / 32
 
 
 def diff(key0: object, key1: object, text0: str, text1: str) -> str:
