@@ -383,3 +383,27 @@ def test_restoring_is_the_same_search_as_replaying(seed: int) -> None:
             res.notes,
         )
     assert got["never"] == got["always"]
+
+
+def test_breadth_first_order_restores_instead_of_replaying() -> None:
+    """A queued node keeps a weak reference to its snapshot: prefixes are not replayed."""
+
+    def world_key(w: W) -> tuple[object, ...]:
+        return (w.x, tuple(w.items), tuple(map(repr, w.log)))
+
+    program = WorldProgram("bfs", W, (GenThread("A", loops), GenThread("B", exceptions)), world_key)
+    replayed = {}
+    for policy in ("never", "always"):
+        system = WorldSystem(program)
+        system.policy = policy
+        queue = [system.root()]
+        seen = {system.key(queue[0])}
+        while queue:
+            node, queue = queue[0], queue[1:]
+            for child in system.expand(node):
+                if child[7] not in seen:
+                    seen.add(child[7])
+                    queue.append(child[6])
+        replayed[policy] = system.replayed_steps
+    # restoring replays only the steps since the last branching node, not the prefix
+    assert replayed["always"] * 4 < replayed["never"], replayed

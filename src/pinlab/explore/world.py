@@ -2,15 +2,18 @@
 
 A node is the schedule prefix that leads to it.  The most recently materialised run is
 kept, so going one step deeper costs one step.  Going back to a node is a restore, not
-a replay: at every node with more than one enabled step, the world and every thread's
-frames (:mod:`resume`: function, yield index and live locals of each frame) are copied
-into a snapshot, and a sibling is reached by rebuilding the threads from the snapshot's
-copy and running one step.  Snapshots are kept for the prefixes of the current path
-(depth-first order needs no others; the oldest go first past ``SNAPSHOT_BYTES``), and
-a node with no snapshot on its path is replayed from the start.  A snapshot needs the
-world and every local live across a yield to be picklable (functions and classes are
-kept by reference) and every frame to be rewritable (:mod:`resume_ast`); when one is
-not, the search goes on by replaying from the start and says why (``replay_reason``).
+a replay from the start: at a node with more than one enabled step, the world and
+every thread's frames (:mod:`resume`: function, yield index and live locals of each
+frame) are copied into a snapshot, and a sibling is reached by rebuilding the threads
+from a copy of it and running one step.  A snapshot is taken where a restore beats the
+cheapest other way back (``POLICY``), the costs being timed as the search runs.  A node
+refers weakly to the snapshot of its longest snapshotted prefix, so that breadth-first
+queues do not keep snapshots alive; the least recently used go first past
+``SNAPSHOT_BYTES``, and a node whose snapshot is gone is replayed from the start.  A
+snapshot needs the world and every local live across a yield to be picklable
+(functions and classes are kept by reference) and every frame to be rewritable
+(:mod:`resume_ast`); when one is not, the search goes on by replaying from the start
+and says why (``replay_reason``).
 
 A thread's position comes from introspection: for each frame of the generator and of
 the generators it delegates to (``gi_yieldfrom``), the function's qualified name, the
@@ -24,6 +27,8 @@ than being left out of the state, which could merge states that differ.
 from __future__ import annotations
 
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,14 +67,20 @@ class _Run:
     path: list[Move] = field(default_factory=list)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class _Snapshot:
     path: Path
     packed: Packed  # the world and, per thread, "start", "done" or its frames (resume.Chain)
 
 
+# a schedule prefix, and a weak reference to the snapshot of its longest snapshotted
+# prefix: restoring needs no search, and queued nodes do not keep snapshots alive
+Anchor = weakref.ReferenceType[_Snapshot] | None
+Node = tuple[Path, Anchor]
+
+
 class WorldSystem:
-    """Explores a :class:`WorldProgram`; nodes are schedule prefixes."""
+    """Explores a :class:`WorldProgram`; nodes are schedule prefixes (and an anchor)."""
 
     def __init__(self, program: WorldProgram, symmetry: bool = False, strict: bool = True) -> None:
         self.program = program
@@ -83,7 +94,8 @@ class WorldSystem:
         # asks for right after expanding, before the first child is gone from the run
         self._inv: dict[Path, tuple[tuple[str, str], ...]] = {}
         self._bodies = tuple(resumable(t.body) for t in program.threads)
-        self._snaps: list[_Snapshot] = []
+        # the snapshots kept, least recently used first (nodes only refer to them weakly)
+        self._snaps: OrderedDict[int, _Snapshot] = OrderedDict()
         self._snap_bytes = 0
         self.policy = POLICY
         self.replay_reason: str | None = None  # why threads cannot be restored, if so
@@ -99,16 +111,17 @@ class WorldSystem:
         self._t_fresh = _mean(self._t_fresh, time.perf_counter() - started)
         return run
 
-    def _materialise(self, path: Path) -> _Run:
+    def _materialise(self, node: Node) -> _Run:
+        path, anchor = node
         run = self._run
         if run is None or len(run.path) > len(path) or tuple(run.path) != path[: len(run.path)]:
-            snaps = self._snaps
-            while snaps and path[: len(snaps[-1].path)] != snaps[-1].path:
-                self._snap_bytes -= len(snaps.pop().packed[0])
-            if snaps and (
-                self.policy == "always" or self._cost(0) > self._cost(len(snaps[-1].path))
+            snap = None if anchor is None else anchor()
+            if snap is not None and (
+                self.policy == "always" or self._cost(0) > self._cost(len(snap.path))
             ):
-                run = self._restore(snaps[-1])
+                if id(snap) in self._snaps:
+                    self._snaps.move_to_end(id(snap))
+                run = self._restore(snap)
             else:
                 run = self._fresh()
         todo = path[len(run.path) :]
@@ -128,8 +141,8 @@ class WorldSystem:
         """The cost of starting over from a snapshot at depth ``base`` (0: a fresh start)."""
         return (self._t_restore if base else self._t_fresh) - base * self._t_step
 
-    def _worth_a_snapshot(self, node: Path) -> bool:
-        """Whether coming back to ``node`` by a restore beats the cheapest other way.
+    def _worth_a_snapshot(self, path: Path, nearest: _Snapshot | None) -> bool:
+        """Whether coming back to ``path`` by a restore beats the cheapest other way.
 
         A snapshot costs about a restore to take and serves at least two restores (one
         now for each further enabled step, one later for each new state among them).
@@ -137,13 +150,13 @@ class WorldSystem:
         if self.policy != "auto":
             return self.policy == "always"
         starts = [self._cost(0)]
-        if self._snaps:
-            starts.append(self._cost(len(self._snaps[-1].path)))
-        reach = min(starts) + len(node) * self._t_step
+        if nearest is not None:
+            starts.append(self._cost(len(nearest.path)))
+        reach = min(starts) + len(path) * self._t_step
         return (not self.restores and not self._snaps) or reach > 1.5 * self._t_restore
 
-    def _snapshot(self, run: _Run) -> None:
-        """Keep a copy of ``run`` to come back to."""
+    def _snapshot(self, run: _Run) -> Anchor:
+        """Keep a copy of ``run`` to come back to; None if it cannot be taken."""
         started = time.perf_counter()
         threads: list[Any] = []
         for i, p in enumerate(run.pending):
@@ -154,18 +167,21 @@ class WorldSystem:
                 threads.append(capture(run.gens[i], self.program.threads[i].body))
             except NotResumable as err:
                 self._give_up(f"thread {self.names[i]}: {err}")
-                return
+                return None
         try:
             packed = pack((run.world, threads))
         except Exception as err:  # pickling raises whatever an object's reduction raises
             self._give_up(f"cannot copy the world and the threads' locals: {err}")
-            return
-        self._snaps.append(_Snapshot(tuple(run.path), packed))
+            return None
+        snap = _Snapshot(tuple(run.path), packed)
+        ref = weakref.ref(snap)
+        self._snaps[id(snap)] = snap
         self._snap_bytes += len(packed[0])
         while self._snap_bytes > SNAPSHOT_BYTES and len(self._snaps) > 1:
-            self._snap_bytes -= len(self._snaps.pop(0).packed[0])
+            self._snap_bytes -= len(self._snaps.popitem(last=False)[1].packed[0])
         if not self.restores:  # until a restore is timed, a copy is the best estimate
             self._t_restore = _mean(self._t_restore, time.perf_counter() - started)
+        return ref
 
     def _give_up(self, why: str) -> None:
         """Replay from the start from now on: the search stays exact, only slower."""
@@ -262,25 +278,28 @@ class WorldSystem:
             return self.program.render(run.world)
         return repr(self.program.world_key(run.world))
 
-    def root(self) -> Path:
+    def root(self) -> Node:
         """The empty schedule."""
-        return ()
+        return ((), None)
 
-    def key(self, node: Path) -> Hashable:
+    def key(self, node: Node) -> Hashable:
         """The state reached by a schedule prefix (canonical under symmetry)."""
         return self._state_key(self._materialise(node))
 
-    def expand(self, node: Path) -> list[Child]:
+    def expand(self, node: Node) -> list[Child]:
         """Run each enabled thread one step from ``node``; the first child stays materialised."""
         self._inv = {}
         run = self._materialise(node)
+        path, anchor = node
         moves = [i for i in range(self.n) if self._enabled(run, i)]
+        nearest = None if anchor is None else anchor()
         if (
             len(moves) > 1
-            and (not self._snaps or self._snaps[-1].path != node)
-            and self._worth_a_snapshot(node)
+            and (nearest is None or nearest.path != path)
+            and self._worth_a_snapshot(path, nearest)
         ):
-            self._snapshot(run)
+            anchor = self._snapshot(run) or anchor
+            node = (path, anchor)
         info = []
         memo: dict[int, Hashable] = {}
         for i in moves:
@@ -300,25 +319,25 @@ class WorldSystem:
             started = time.perf_counter()
             err = self._advance(run, tid)
             self._timed_steps(time.perf_counter() - started, 1)
-            child: Path = (*node, (tid, 0))
+            child: Node = ((*path, (tid, 0)), anchor)
             lk, (reads, writes) = info[idx]
             if err is not None:
                 self._run = None
                 out.append((tid, 0, 0, lk, reads, writes, None, None, err))
                 continue
             ck = self._state_key(run)
-            self._inv[child] = self._check(run)
+            self._inv[child[0]] = self._check(run)
             out.append((tid, 0, 0, lk, reads, writes, child, ck, None))
         out.reverse()
         return out
 
-    def invariant(self, node: Path) -> tuple[tuple[str, str], ...]:
+    def invariant(self, node: Node) -> tuple[tuple[str, str], ...]:
         """Every failing invariant at ``node``."""
-        if node in self._inv:
-            return self._inv.pop(node)
+        if node[0] in self._inv:
+            return self._inv.pop(node[0])
         return self._check(self._materialise(node))
 
-    def terminal(self, node: Path) -> Terminal | None:
+    def terminal(self, node: Node) -> Terminal | None:
         """For a node without enabled steps: a failing final check, a deadlock, or None."""
         run = self._materialise(node)
         pos = self.positions(node)
@@ -346,7 +365,7 @@ class WorldSystem:
         blocked = " (blocked)" if isinstance(p, Await) and not p.ready() else ""
         return f"{name} at {label!r} in {' > '.join(where)}{blocked}"
 
-    def positions(self, node: Path) -> tuple[str, ...]:
+    def positions(self, node: Node) -> tuple[str, ...]:
         """Every thread's position: label, function and line of each frame."""
         run = self._materialise(node)
         return tuple(self._position(run, i) for i in range(self.n))
@@ -355,20 +374,20 @@ class WorldSystem:
         """Moves of a world system are already concrete."""
         return list(moves)
 
-    def status(self, node: Path, tid: int) -> tuple[int, str]:
+    def status(self, node: Node, tid: int) -> tuple[int, str]:
         """1 if thread ``tid`` can run at ``node`` (0 if not), and its position."""
         run = self._materialise(node)
         return (1 if self._enabled(run, tid) else 0), self._position(run, tid)
 
-    def step(self, node: Path, move: Move) -> tuple[Path, Violation | None]:
+    def step(self, node: Node, move: Move) -> tuple[Node, Violation | None]:
         """Run one move (assumed to fit; see :func:`status`)."""
         run = self._materialise(node)
         err = self._advance(run, move[0])
         if err is not None:
             self._run = None
-        return (*node, move), err
+        return ((*node[0], move), node[1]), err
 
-    def where(self, node: Path, move: Move) -> str:
+    def where(self, node: Node, move: Move) -> str:
         """Function and source line the thread resumes at."""
         run = self._materialise(node)
         p = run.pending[move[0]]
@@ -384,7 +403,7 @@ class WorldSystem:
         label = p if isinstance(p, str) else p.label  # type: ignore[union-attr]
         return f"{f.f_code.co_qualname}:{f.f_lineno} after {label!r}"
 
-    def changes(self, node: Path, child: Path) -> str:
+    def changes(self, node: Node, child: Node) -> str:
         """What the step changed: the parts of the world key (or rendered lines) that differ."""
         run = self._materialise(node)
         key0, text0 = self.program.world_key(run.world), self._render(run)
