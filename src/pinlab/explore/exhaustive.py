@@ -20,18 +20,24 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from itertools import filterfalse
+from operator import length_hint
 from typing import Any
 
 from pinlab.explore.dependence import Reads, commute, independent
 from pinlab.explore.options import Options, Progress
 from pinlab.explore.recorder import Recorder
 from pinlab.explore.schedule import Move
-from pinlab.explore.system import Child, System
+from pinlab.explore.system import Info, Kids, System
 from pinlab.interleave import Footprint
 
 Sig = tuple[int, Hashable, int]
 Sleep = dict[Sig, tuple[Footprint, Footprint]]
+# a state being explored by the plain search: the keys of its children still to take
+# (without revisits, when uncapped), ``drawn``, nodes, moves and errors, and its key
+_Open = tuple[Iterator[Any], Iterator[Any], Sequence[Any] | None, Sequence[Info], Hashable]
+Seen = Callable[[Any], bool] | None
 
 
 class _Frame:
@@ -78,6 +84,8 @@ class Exhaustive:
         self.expansions = 0
         self.inv_reads: Reads = system.invariant_reads()
         self._indep: dict[tuple[Footprint, ...], bool] = {}
+        # a system may offer expand in the plain search's shape (the state machines do)
+        self._successors: Callable[[Any], Kids] = getattr(system, "successors", self._expanded)
 
     def _independent(self, r1: Footprint, w1: Footprint, r2: Footprint, w2: Footprint) -> bool:
         k = (r1, w1, r2, w2)
@@ -246,10 +254,16 @@ class Exhaustive:
             rec.result.max_depth = max(rec.result.max_depth, len(path))
             stack.append(_Frame(cnode, ckey, csleep, tid, pre, only))
 
-    def _open(self, node: Any, key: Hashable, path: list[Move]) -> Iterator[Child] | None:
-        """The children of a state about to be entered, or None when it is a leaf."""
+    def _expanded(self, node: Any) -> Kids:
+        """:meth:`System.expand` in the shape of a system's ``successors`` fast path."""
         children = self.sys.expand(node)
-        if not children:
+        drawn = iter([None if c[8] is not None else c[7] for c in children])
+        return drawn, drawn, [c[6] for c in children], [((c[0], c[1]), c[8]) for c in children]
+
+    def _open(self, node: Any, key: Hashable, path: list[Move], seen: Seen) -> _Open | None:
+        """The children of a state about to be entered, or None when it is a leaf."""
+        keys, drawn, nodes, infos = self._successors(node)
+        if not infos:
             self._leaf(True)
             self._terminal(node, key, path)
             return None
@@ -257,13 +271,17 @@ class Exhaustive:
             self.rec.limit("max-steps")
             self._leaf(False)
             return None
-        return iter(children)
+        # each child counts as a transition now; the search takes back those never taken
+        self.rec.result.transitions += len(infos)
+        return keys if seen is None else filterfalse(seen, keys), drawn, nodes, infos, key
 
     def _plain_dfs(self) -> None:
         """:meth:`dfs` with the cache and no sleep sets or bound: the same search in the
         same order with the same counts, without their bookkeeping (the common case)."""
         sys, rec, res = self.sys, self.rec, self.rec.result
+        add_state, invariant, found = rec.add_state, sys.invariant, rec.found
         capped = self.opts.max_schedules is not None
+        limited = self.opts.max_states is not None
         root = sys.root()
         rkey = sys.key(root)
         visited = {rkey}
@@ -271,47 +289,61 @@ class Exhaustive:
         path: list[Move] = []
         if self._tick(0) or self._over_states():
             return
-        first = self._open(root, rkey, path)
-        stack = [] if first is None else [(first, rkey)]
-        while stack and not rec.stop:
-            it, key = stack[-1]
-            for tid, choice, _tix, _lk, _r, _w, cnode, ckey, err in it:
-                res.transitions += 1
-                if err is not None:
-                    path.append((tid, choice))
-                    rec.found("assertion", err.name, err.detail, path, (), key)
-                    path.pop()
-                    self._leaf(True)
-                    if rec.stop:
-                        return
-                    continue
-                if ckey in visited:
-                    if capped:
+        # uncapped, a revisit is only counted (at the end), so the frames skip them in C
+        seen = None if capped else visited.__contains__
+        before = res.transitions
+        first = self._open(root, rkey, path, seen)
+        stack = [] if first is None else [first]
+        failed = 0
+        try:
+            while stack and not rec.stop:
+                todo, drawn, nodes, infos, key = stack[-1]
+                for ckey in todo:
+                    # revisits come here only when capped (a failed step has no key)
+                    if ckey in visited:
                         self._leaf(False)
                         if rec.stop:
                             return
-                    else:
-                        res.schedules += 1
-                    continue
-                visited.add(ckey)
-                path.append((tid, choice))
-                self._new_state(cnode, ckey, path)
-                if len(path) > res.max_depth:
-                    res.max_depth = len(path)
-                if rec.stop or self._tick(len(path)) or self._over_states():
-                    return
-                child = self._open(cnode, ckey, path)
-                if child is None:
-                    path.pop()
-                    if rec.stop:
+                        continue
+                    j = len(infos) - length_hint(drawn) - 1
+                    move, err = infos[j]
+                    if err is not None:
+                        failed += 1
+                        path.append(move)
+                        found("assertion", err.name, err.detail, path, (), key)
+                        path.pop()
+                        self._leaf(True)
+                        if rec.stop:
+                            return
+                        continue
+                    visited.add(ckey)
+                    path.append(move)
+                    cnode = ckey if nodes is None else nodes[j]
+                    add_state(ckey)
+                    for name, detail in invariant(cnode):
+                        found("invariant", name, detail, path, (), ckey)
+                    if len(path) > res.max_depth:
+                        res.max_depth = len(path)
+                    if rec.stop or self._tick(len(path)) or (limited and self._over_states()):
                         return
-                    continue
-                stack.append((child, ckey))
-                break
-            else:
-                stack.pop()
-                if path:
-                    path.pop()
+                    child = self._open(cnode, ckey, path, seen)
+                    if child is None:
+                        path.pop()
+                        if rec.stop:
+                            return
+                        continue
+                    stack.append(child)
+                    break
+                else:
+                    stack.pop()
+                    if path:
+                        path.pop()
+        finally:
+            # children never reached are no transitions; uncapped, each revisit is one
+            # schedule: the children taken less new states and failed steps
+            res.transitions -= sum(length_hint(f[1]) for f in stack)
+            if not capped:
+                res.schedules += res.transitions - before - (len(visited) - 1) - failed
 
     def bfs(self) -> None:
         """Breadth-first search: the first counterexample is a shortest one."""

@@ -1,29 +1,63 @@
-"""The state-machine backend: a state is a plain tuple, so restoring it is free.
+"""The state-machine backend: a state is one int, so restoring and hashing it are cheap.
 
-The successors of one thread depend only on ``(shared, local)``; they are computed once
-per distinct pair and kept in a table, so the inner loop of the search is tuple slicing,
-a dictionary look-up and, for interchangeable threads, sorting a short slice.
+Every distinct shared value and local state is numbered once, and a state packs the
+shared id and each thread's local id into the fields of one int (:mod:`packing`).  The
+successors of one thread depend only on its two fields; they are computed once per
+distinct pair (shared by interchangeable threads) and kept, per thread, as the amount
+each adds to the packed state, so the inner loop of the search is a mask, a dictionary
+look-up and an addition.  States are decoded into the ``(shared, local_0, ...)`` tuple
+only for properties and reports.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Hashable
+from math import factorial
 from typing import Any
 
 from pinlab.explore.canon import order_key
+from pinlab.explore.packing import Packing
 from pinlab.explore.program import Machine, MachineProgram, Transition
 from pinlab.explore.schedule import Move
-from pinlab.explore.system import Child, Terminal, crash, thread_classes
+from pinlab.explore.system import Child, Info, Kids, Terminal, crash, thread_classes
 from pinlab.interleave import Footprint, Violation
 
-State = tuple[Any, ...]
-# one successor of a thread:
-# (choice, fixed index, new_shared, new_local, reads, writes, error, transition)
-Succ = tuple[int, int, Any, Any, Footprint, Footprint, Violation | None, Transition]
+# one successor of a thread, in ids:
+# (choice, fixed index, new shared id, new local id, reads, writes, error, transition)
+Succ = tuple[int, int, int, int, Footprint, Footprint, Violation | None, Transition]
+# one successor as expand uses it: (choice, fixed index, local id, reads, writes,
+# what it adds to the packed state, error, whether its group must be sorted again)
+Step = tuple[int, int, int, Footprint, Footprint, int, Violation | None, bool]
+# a thread's successors from one pair of fields: what each adds, the move and error of
+# each, whether the additions alone do not give the children (an error, or sorting), the
+# steps, and the thread's local id
+Entry = tuple[tuple[int, ...], tuple[Info, ...], bool, tuple[Step, ...], int]
+
+
+class _Interned:
+    """Distinct values numbered in order of first appearance."""
+
+    def __init__(self, ranked: bool) -> None:
+        self.values: list[Any] = []
+        self._ids: dict[Any, int] = {}
+        self.ranked = ranked
+        # a total order on ids for canonicalisation (Python's < is partial on frozensets)
+        self.rank: list[str] = []
+
+    def id(self, value: Any) -> int:
+        """The id of ``value``, numbering it if it is new."""
+        got = self._ids.get(value)
+        if got is None:
+            got = self._ids[value] = len(self.values)
+            self.values.append(value)
+            if self.ranked:
+                self.rank.append(order_key(value))
+        return got
 
 
 class MachineSystem:
-    """Explores a :class:`MachineProgram`; nodes are (canonical) state tuples."""
+    """Explores a :class:`MachineProgram`; nodes are (canonical) packed states."""
 
     def __init__(self, program: MachineProgram, symmetry: bool = False) -> None:
         self.program = program
@@ -40,130 +74,221 @@ class MachineSystem:
         # interchangeable threads run one machine and share successor tables
         first: dict[int, int] = {}
         self._code = tuple(first.setdefault(id(m), i) for i, m in enumerate(program.threads))
-        self._memo: dict[tuple[int, Any, Any], tuple[Succ, ...]] = {}
-        # thread index -> (start, stop) of its group in the state tuple, when symmetric
-        self._group: list[tuple[int, int] | None] = [None] * self.n
-        if self.symmetry:
-            for a, b in program.symmetric:
-                for i in range(a, b):
-                    self._group[i] = (a + 1, b + 1)
+        self._succs: dict[tuple[int, int, int], tuple[Succ, ...]] = {}
+        # numbered apart from the shared values, local ids stay small enough for their field
+        self._shared_ids = _Interned(False)
+        self._local_ids = _Interned(self.symmetry)
+        self._local = self._local_ids.values.__getitem__
+        self._rank = self._local_ids.rank.__getitem__
+        # field 0 holds the shared id, field i + 1 thread i's local id
+        self._packing = pk = Packing(self.n + 1)
+        self._shared = pk.mask(0)
+        # per thread: the mask of its two fields, and its successors by masked state
+        self._threads: list[tuple[int, int, dict[int, Entry]]] = [
+            (i, pk.mask(0, i + 1), {}) for i in range(self.n)
+        ]
+        self._infos: dict[Move, Info] = {}
+        # thread index -> the threads of its symmetric group, when reducing
+        self._group: list[range | None] = [None] * self.n
+        groups = program.symmetric if self.symmetry else ()
+        for a, b in groups:
+            for i in range(a, b):
+                self._group[i] = range(a, b)
+        # per group: the mask of its fields, its threads, and by the group's fields their
+        # canonical form (the locals sorted) and orbit size, which depend on nothing else
+        self._groups: list[tuple[int, range, dict[int, int], dict[int, int]]] = [
+            (pk.mask(*range(a + 1, b + 1)), range(a, b), {}, {}) for a, b in groups
+        ]
         self._invariants = program.invariants
-        # a total order on local states for canonicalisation (Python's < is partial on
-        # frozensets), memoised: every local state is a root's or a successor's
-        self._order: dict[Any, str] = {}
+        # an invariant with a footprint reads only shared data, so it is judged once per
+        # shared value: shared field -> the indices of those invariants failing there
+        self._by_shared = [k for k, inv in enumerate(program.invariants) if inv.reads is not None]
+        self._by_state = [k for k, inv in enumerate(program.invariants) if inv.reads is None]
+        self._failing: dict[int, frozenset[int]] = {}
 
-    def _ordered(self, local: Any) -> Any:
-        if local not in self._order:
-            self._order[local] = order_key(local)
-        return local
+    def _field(self, node: int, i: int) -> int:
+        """Thread ``i``'s local id."""
+        return self._packing.get(node, i + 1)
 
-    def root(self) -> State:
+    def _state(self, node: int) -> tuple[Any, ...]:
+        """The ``(shared, local_0, ...)`` tuple properties and reports see."""
+        sid, *lids = self._packing.ids(node)
+        return (self._shared_ids.values[sid], *map(self._local, lids))
+
+    def _start(self) -> int:
+        starts = [self._local_ids.id((m.start, m.locals)) for m in self.program.threads]
+        return self._packing.pack([self._shared_ids.id(self.program.shared), *starts])
+
+    def root(self) -> int:
         """The initial state."""
-        start = (
-            self.program.shared,
-            *(self._ordered((m.start, m.locals)) for m in self.program.threads),
-        )
-        return self._canon(start)
+        return self._canon(self._start())
 
-    def key(self, node: State) -> Hashable:
+    def key(self, node: int) -> Hashable:
         """Nodes are already canonical keys."""
         return node
 
-    def _canon(self, state: State) -> State:
-        if not self.symmetry:
-            return state
-        rank = self._order.__getitem__
-        for a, b in self.program.symmetric:
-            group = sorted(state[a + 1 : b + 1], key=rank)
-            state = (*state[: a + 1], *group, *state[b + 1 :])
-        return state
+    def _canon(self, node: int) -> int:
+        for mask, threads, canon, _sizes in self._groups:
+            part = node & mask
+            got = canon.get(part)
+            if got is None:
+                lids = sorted((self._field(part, i) for i in threads), key=self._rank)
+                put = self._packing.put
+                got = canon[part] = sum(put(i + 1, x) for i, x in zip(threads, lids, strict=True))
+            node += got - part
+        return node
 
-    def _succ(self, i: int, shared: Any, local: Any) -> tuple[Succ, ...]:
+    def orbit_size(self, key: int) -> int:
+        """How many concrete states a canonical state stands for (a multinomial per group)."""
+        size = 1
+        for mask, threads, _canon, sizes in self._groups:
+            part = key & mask
+            got = sizes.get(part)
+            if got is None:
+                counts = Counter(self._field(part, i) for i in threads)
+                got = factorial(len(threads))
+                for c in counts.values():
+                    got //= factorial(c)
+                sizes[part] = got
+            size *= got
+        return size
+
+    def _succ(self, i: int, sid: int, lid: int) -> tuple[Succ, ...]:
+        k = (self._code[i], sid, lid)
+        got = self._succs.get(k)
+        if got is not None:
+            return got
+        shared, (pc, loc) = self._shared_ids.values[sid], self._local(lid)
         out: list[Succ] = []
-        for tix, t in enumerate(self._by_pc[i].get(local[0], ())):
+        for tix, t in enumerate(self._by_pc[i].get(pc, ())):
             try:
-                if t.guard is not None and not t.guard(shared, local[1]):
+                if t.guard is not None and not t.guard(shared, loc):
                     continue
-                if t.act is None:
-                    ns, nl = shared, local[1]
-                else:
-                    ns, nl = t.act(shared, local[1])
-                new = self._ordered((t.dst, nl))
-                out.append((len(out), tix, ns, new, t.reads, t.writes, None, t))
+                ns, nl = (shared, loc) if t.act is None else t.act(shared, loc)
+                new = (self._shared_ids.id(ns), self._local_ids.id((t.dst, nl)))
+                out.append((len(out), tix, *new, t.reads, t.writes, None, t))
             except Violation as v:
-                out.append((len(out), tix, None, None, t.reads, t.writes, v, t))
+                out.append((len(out), tix, sid, lid, t.reads, t.writes, v, t))
             except Exception as exc:  # a crash in the model is a finding, not a tool error
-                out.append((len(out), tix, None, None, t.reads, t.writes, crash(exc), t))
-        return tuple(out)
+                out.append((len(out), tix, sid, lid, t.reads, t.writes, crash(exc), t))
+        got = self._succs[k] = tuple(out)
+        return got
 
-    def _moves(self, state: State, i: int) -> tuple[Succ, ...]:
-        k = (self._code[i], state[0], state[i + 1])
-        moves = self._memo.get(k)
-        if moves is None:
-            moves = self._memo[k] = self._succ(i, state[0], state[i + 1])
-        return moves
+    def _entry(self, i: int, masked: int) -> Entry:
+        """Fill thread ``i``'s table for the state fields ``masked`` (only its own)."""
+        put = self._packing.put
+        sid, lid = self._packing.get(masked, 0), self._field(masked, i)
+        was = put(0, sid) + put(i + 1, lid)
+        regroup = self._group[i] is not None
+        steps = tuple(
+            (c, tix, lid, r, w, put(0, ns) + put(i + 1, nl) - was, err, regroup and nl != lid)
+            for c, tix, ns, nl, r, w, err, _t in self._succ(i, sid, lid)
+        )
+        odd = any(st[6] is not None or st[7] for st in steps)
+        # one tuple per move, shared by every entry, keeps the tables small
+        moves = tuple(
+            self._infos.setdefault((i, st[0]), ((i, st[0]), None))
+            if st[6] is None
+            else ((i, st[0]), st[6])
+            for st in steps
+        )
+        adds = tuple(st[5] for st in steps)
+        entry = self._threads[i][2][masked] = (adds, moves, odd, steps, lid)
+        return entry
+
+    def _entry_of(self, node: int, i: int) -> Entry:
+        _i, mask, table = self._threads[i]
+        return table.get(node & mask) or self._entry(i, node & mask)
 
     def invariant_reads(self) -> tuple[Footprint, ...]:
         """What each invariant reads (``None``: everything)."""
         return tuple(inv.reads for inv in self._invariants)
 
-    def expand(self, node: State) -> list[Child]:
+    def expand(self, node: int) -> list[Child]:
         """Every enabled (thread, choice) with its successor state."""
         out: list[Child] = []
-        memo = self._memo
-        shared = node[0]
-        code = self._code
-        group = self._group
-        rank = self._order.__getitem__
-        for i in range(self.n):
-            j = i + 1
-            local = node[j]
-            # _moves inlined: this loop is the search's hot path
-            k = (code[i], shared, local)
-            moves = memo.get(k)
-            if moves is None:
-                moves = memo[k] = self._succ(i, shared, local)
-            if not moves:
-                continue
-            head = node[1:j]
-            tail = node[j + 1 :]
-            g = group[i]
-            for choice, tix, ns, nl, reads, writes, err, _t in moves:
+        for i, mask, table in self._threads:
+            entry = table.get(node & mask) or self._entry(i, node & mask)
+            for choice, tix, lid, reads, writes, add, err, regroup in entry[3]:
                 if err is not None:
-                    out.append((i, choice, tix, local, reads, writes, None, None, err))
+                    out.append((i, choice, tix, lid, reads, writes, None, None, err))
                     continue
-                child = (ns, *head, nl, *tail)
-                if g is not None:
-                    a, b = g
-                    child = (*child[:a], *sorted(child[a:b], key=rank), *child[b:])
-                out.append((i, choice, tix, local, reads, writes, child, child, None))
+                child = node + add
+                if regroup:
+                    child = self._canon(child)
+                out.append((i, choice, tix, lid, reads, writes, child, child, None))
         return out
 
-    def invariant(self, node: State) -> tuple[tuple[str, str], ...]:
-        """Every invariant that fails in this state, each with a rendering of it."""
-        for inv in self._invariants:
-            if not inv.check(node):
-                shown = self._render(node)
-                return tuple((i.name, shown) for i in self._invariants if not i.check(node))
-        return ()
+    def successors(self, node: int) -> Kids:
+        """:meth:`expand` for the plain search, as :data:`system.Kids` describes."""
+        if self._groups:
+            return self._odd_successors(node)
+        adds: list[int] = []
+        infos: list[Info] = []
+        for i, mask, table in self._threads:
+            more, moves, odd, _steps, _lid = table.get(node & mask) or self._entry(i, node & mask)
+            if odd:
+                return self._odd_successors(node)
+            adds += more
+            infos += moves
+        # each key is made as the search takes it, to be found seen, mostly
+        drawn = iter(adds)
+        return map(node.__add__, drawn), drawn, None, infos
 
-    def _render(self, node: State) -> str:
+    def _odd_successors(self, node: int) -> Kids:
+        """:meth:`successors` where some children are more than an addition away."""
+        keys: list[int | None] = []
+        infos: list[Info] = []
+        for i, mask, table in self._threads:
+            adds, moves, odd, steps, _lid = table.get(node & mask) or self._entry(i, node & mask)
+            keys += [self._child(node, st) for st in steps] if odd else [node + a for a in adds]
+            infos += moves
+        drawn = iter(keys)
+        return drawn, drawn, None, infos
+
+    def _child(self, node: int, st: Step) -> int | None:
+        if st[6] is not None:
+            return None
+        return self._canon(node + st[5]) if st[7] else node + st[5]
+
+    def invariant(self, node: int) -> tuple[tuple[str, str], ...]:
+        """Every invariant that fails in this state, each with a rendering of it."""
+        if not self._invariants:
+            return ()
+        failed = self._failing.get(node & self._shared)
+        if failed is None:
+            failed = self._failing[node & self._shared] = self._fails(self._by_shared, node)
+        if self._by_state:
+            failed |= self._fails(self._by_state, node)
+        if not failed:
+            return ()
+        shown = self._render(self._state(node))
+        return tuple((inv.name, shown) for k, inv in enumerate(self._invariants) if k in failed)
+
+    def _fails(self, which: list[int], node: int) -> frozenset[int]:
+        if not which:
+            return frozenset()
+        state = self._state(node)
+        return frozenset(k for k in which if not self._invariants[k].check(state))
+
+    def _render(self, state: tuple[Any, ...]) -> str:
         if self.program.render is not None:
-            return self.program.render(node)
-        return repr(node[0])
+            return self.program.render(state)
+        return repr(state[0])
 
     def _finished(self, i: int, local: Any) -> bool:
         m: Machine = self.program.threads[i]
         return local[0] in m.ends or local[0] not in self._by_pc[i]
 
-    def terminal(self, node: State) -> Terminal | None:
+    def terminal(self, node: int) -> Terminal | None:
         """For a state without enabled steps: a failing final check, a deadlock, or None."""
+        state = self._state(node)
         pos = self.positions(node)
-        if not all(self._finished(i, node[i + 1]) for i in range(self.n)):
+        if not all(self._finished(i, state[i + 1]) for i in range(self.n)):
             return ("deadlock", "deadlock", "every thread is blocked", pos)
         for fc in self.program.finals:
-            if not fc.check(node):
-                return ("final", fc.name, self._render(node), pos)
+            if not fc.check(state):
+                return ("final", fc.name, self._render(state), pos)
         return None
 
     def _position(self, i: int, local: Any) -> str:
@@ -173,53 +298,56 @@ class MachineSystem:
         shown = f" locals={loc!r}" if loc != () else ""
         return f"{self.names[i]} at {pc}{nxt}{shown}"
 
-    def positions(self, node: State) -> tuple[str, ...]:
+    def positions(self, node: int) -> tuple[str, ...]:
         """Every thread's position, for deadlock reports and traces."""
-        return tuple(self._position(i, node[i + 1]) for i in range(self.n))
+        state = self._state(node)
+        return tuple(self._position(i, state[i + 1]) for i in range(self.n))
+
+    def _step(self, node: int, move: Move) -> tuple[int, Violation | None]:
+        """One move, without canonicalising the result."""
+        st = self._entry_of(node, move[0])[3][move[1]]
+        return (node, st[6]) if st[6] is not None else (node + st[5], None)
 
     def concretise(self, moves: list[Move]) -> list[Move]:
         """Turn moves taken in canonical states into moves of the unreduced program."""
         if not self.symmetry:
             return list(moves)
-        plain = MachineSystem(self.program, symmetry=False)
-        state = plain.root()
+        state = self._start()
         out: list[Move] = []
         for tid, choice in moves:
-            canon = self._canon(state)
             real = tid
             group = self._group[tid]
             if group is not None:
-                a, b = group
-                real = next(i for i in range(a - 1, b - 1) if state[i + 1] == canon[tid + 1])
+                lid = self._field(self._canon(state), tid)
+                real = next(i for i in group if self._field(state, i) == lid)
             out.append((real, choice))
-            nxt, err = plain.step(state, (real, choice))
+            state, err = self._step(state, (real, choice))
             if err is not None:
                 break
-            state = nxt
         return out
 
-    def status(self, node: State, tid: int) -> tuple[int, str]:
+    def status(self, node: int, tid: int) -> tuple[int, str]:
         """How many choices thread ``tid`` has here, and its position."""
-        return len(self._moves(node, tid)), self._position(tid, node[tid + 1])
+        entry = self._entry_of(node, tid)
+        return len(entry[3]), self._position(tid, self._local(entry[4]))
 
-    def step(self, node: State, move: Move) -> tuple[State, Violation | None]:
+    def step(self, node: int, move: Move) -> tuple[int, Violation | None]:
         """Run one move (assumed to fit; see :func:`status`)."""
-        tid, choice = move
-        _c, _tix, ns, nl, _r, _w, err, _t = self._moves(node, tid)[choice]
-        if err is not None:
-            return node, err
-        return self._canon((ns, *node[1 : tid + 1], nl, *node[tid + 2 :])), None
+        child, err = self._step(node, move)
+        return (node, err) if err is not None else (self._canon(child), None)
 
-    def where(self, node: State, move: Move) -> str:
+    def where(self, node: int, move: Move) -> str:
         """The transition a move takes, with its source line."""
-        t = self._moves(node, move[0])[move[1]][7]
+        tid, choice = move
+        t = self._succ(tid, self._packing.get(node, 0), self._field(node, tid))[choice][7]
         src = f"{self.program.source}:" if self.program.source else "line "
         return f"{t.src} -> {t.dst}  {src}{t.line}  {t.label}"
 
-    def changes(self, node: State, child: State) -> str:
+    def changes(self, node: int, child: int) -> str:
         """What a step changed in the shared data and in locals."""
         parts = []
-        old, new = node[0], child[0]
+        before, after = self._state(node), self._state(child)
+        old, new = before[0], after[0]
         fields = getattr(old, "_fields", None)
         if fields is not None:
             parts += [
@@ -230,7 +358,7 @@ class MachineSystem:
         elif old != new:
             parts.append(f"shared: {old!r}->{new!r}")
         for i in range(self.n):
-            a, b = node[i + 1][1], child[i + 1][1]
+            a, b = before[i + 1][1], after[i + 1][1]
             if a != b:
                 parts.append(f"{self.names[i]}.locals: {a!r}->{b!r}")
         return ", ".join(parts)

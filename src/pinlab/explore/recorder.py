@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
+from functools import partial
 
 from pinlab.explore.program import Program
 from pinlab.explore.result import Counterexample, Result
@@ -21,6 +22,10 @@ class Recorder:
         self._seen: set[tuple[str, str]] = set()
         self._bad: set[Hashable] = set()
         self._symmetric = program.symmetric if system.symmetry else ()
+        # a system whose keys are not tuples of thread parts sizes its own orbits
+        self._orbit: Callable[[Hashable], int] = getattr(
+            system, "orbit_size", partial(orbit_size, symmetric=self._symmetric)
+        )
         if self._symmetric:
             result.orbits = 0
             result.violating_orbits = 0
@@ -33,7 +38,7 @@ class Recorder:
     def add_state(self, key: Hashable) -> None:
         """Count a newly reached distinct state (and its orbit, under symmetry)."""
         if self._symmetric:
-            self.result.states += orbit_size(key, self._symmetric)  # type: ignore[arg-type]
+            self.result.states += self._orbit(key)
             self.result.orbits = (self.result.orbits or 0) + 1
         else:
             self.result.states += 1
@@ -56,7 +61,7 @@ class Recorder:
         if key not in self._bad:
             self._bad.add(key)
             if self._symmetric:
-                self.result.violating_states += orbit_size(key, self._symmetric)  # type: ignore[arg-type]
+                self.result.violating_states += self._orbit(key)
                 self.result.violating_orbits = (self.result.violating_orbits or 0) + 1
             else:
                 self.result.violating_states += 1

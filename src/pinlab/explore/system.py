@@ -7,11 +7,16 @@ cache, canonical under symmetry.  A child of a node is the tuple
 is the index among the thread's *enabled* steps (what a schedule records), ``tix`` the
 fixed index of the step among all of the thread's steps at its position (what names a
 transition in a sleep set: enabled indices shift when a guard changes).
+
+A system may also offer ``successors(node) -> Kids``, the children in the shape the
+plain depth-first search takes them (see :data:`Kids`; the search builds them from
+``expand`` otherwise), and ``orbit_size(key) -> int`` when its keys are not tuples of
+thread parts for :func:`orbit_size`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator, Sequence
 from math import factorial
 from typing import Any, Protocol
 
@@ -20,6 +25,11 @@ from pinlab.interleave import Footprint, Violation
 
 Child = tuple[int, int, int, Hashable, Footprint, Footprint, Any, Hashable, Violation | None]
 Terminal = tuple[str, str, str, tuple[str, ...]]
+Info = tuple[Move, Violation | None]
+# an iterator of the children's keys (None where the step failed) drawing one child at a
+# time from the iterator ``drawn``, so that what is left of ``drawn`` tells which child a
+# key is; the children's nodes (None: the keys are the nodes); each one's move and error
+Kids = tuple[Iterator[Any], Iterator[Any], Sequence[Any] | None, Sequence[Info]]
 
 
 class System(Protocol):
