@@ -42,9 +42,10 @@ from pinlab.explore.system import Child, Terminal, crash, thread_classes
 from pinlab.interleave import Await, Footprint, Point, Violation, Yield
 
 Path = tuple[Move, ...]
-SNAPSHOT_BYTES = 256 << 20  # the oldest snapshots go first past this much
-# "auto": snapshot a branching node once replaying to it from the nearest snapshot
-# would cost more than a restore (both timed as the search runs); "always", "never"
+SNAPSHOT_BYTES = 256 << 20  # the least recently used snapshots go first past this much
+# "auto": snapshot a branching node once coming back to it by a fresh start or the nearest
+# snapshot plus replayed steps would cost more than a restore (all timed as the search
+# runs); "always", "never"
 POLICY = "auto"
 
 
