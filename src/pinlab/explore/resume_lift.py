@@ -231,14 +231,12 @@ class Lift:
             if any(has_yield(h) for h in s.handlers) or any(has_yield(f) for f in s.finalbody):
                 raise self.refuse(s, "in an except or finally clause")
             return [ast.Try(self.block(s.body), s.handlers, self.block(s.orelse), s.finalbody)]
-        if isinstance(s, ast.Raise | ast.Assert | ast.Delete):
+        if isinstance(s, ast.Raise | ast.Assert):
             new = copy.copy(s)
             for field in ("exc", "cause", "test", "msg"):
                 value = getattr(s, field, None)
                 if isinstance(value, ast.expr):
                     setattr(new, field, self.expr(value, pre))
-            if isinstance(s, ast.Delete) and has_yield(s):
-                raise self.refuse(s, "in a del statement")
             return [new]
         if isinstance(s, _SCOPES):
             raise self.refuse(s, "in the header of a nested definition")
