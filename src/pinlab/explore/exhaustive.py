@@ -25,6 +25,7 @@ from itertools import filterfalse
 from operator import length_hint
 from typing import Any
 
+from pinlab.explore import levels
 from pinlab.explore.dependence import Reads, commute, independent
 from pinlab.explore.options import Options, Progress
 from pinlab.explore.recorder import Recorder
@@ -348,6 +349,13 @@ class Exhaustive:
     def bfs(self) -> None:
         """Breadth-first search: the first counterexample is a shortest one."""
         sys, opts, rec = self.sys, self.opts, self.rec
+        if levels.applies(sys, opts):
+            try:
+                levels.bfs(sys, opts, rec, self.progress, self.deadline)
+                return
+            except levels.Overflow as why:
+                rec.restart()
+                rec.result.notes.append(f"breadth-first search took one state at a time: {why}")
         cache, bound = opts.cache, opts.preemption_bound
         root = sys.root()
         rkey = sys.key(root)

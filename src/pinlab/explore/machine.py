@@ -200,6 +200,33 @@ class MachineSystem:
         _i, mask, table = self._threads[i]
         return table.get(node & mask) or self._entry(i, node & mask)
 
+    # the array search (levels.py) works in ids; these are its view of the tables
+    def start_ids(self) -> tuple[int, ...]:
+        """The shared id and each thread's local id at the start."""
+        return self._packing.ids(self._start())
+
+    def successor_ids(self, i: int, sid: int, lid: int) -> list[tuple[int, int, Violation | None]]:
+        """Thread ``i``'s steps from these ids, in choice order: new ids, or the error."""
+        return [(s[2], s[3], s[6]) for s in self._succ(i, sid, lid)]
+
+    def id_counts(self) -> tuple[int, int]:
+        """How many shared values and local states have ids so far."""
+        return len(self._shared_ids.values), len(self._local_ids.values)
+
+    def node(self, ids: tuple[int, ...]) -> int:
+        """The (unreduced) node of a state given by its ids."""
+        return self._packing.pack(ids)
+
+    @property
+    def codes(self) -> tuple[int, ...]:
+        """Per thread, the first thread running the same machine (they share tables)."""
+        return self._code
+
+    @property
+    def per_state_invariants(self) -> bool:
+        """Whether some invariant may read locals, so it is judged in every state."""
+        return bool(self._by_state)
+
     def invariant_reads(self) -> tuple[Footprint, ...]:
         """What each invariant reads (``None``: everything)."""
         return tuple(inv.reads for inv in self._invariants)

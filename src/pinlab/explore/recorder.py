@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from dataclasses import fields
 from functools import partial
 
 from pinlab.explore.program import Program
@@ -29,6 +30,19 @@ class Recorder:
         if self._symmetric:
             result.orbits = 0
             result.violating_orbits = 0
+
+    def restart(self) -> None:
+        """Forget everything found, for a search that starts over another way."""
+        res = self.result
+        bound = res.preemption_bound
+        fresh = Result(res.program, res.strategy, res.options, preemption_bound=bound)
+        for f in fields(Result):
+            setattr(res, f.name, getattr(fresh, f.name))
+        self.stop = self.bounded = False
+        self._seen.clear()
+        self._bad.clear()
+        if self._symmetric:
+            res.orbits = res.violating_orbits = 0
 
     def limit(self, what: str) -> None:
         """Note that a limit cut the search short."""
