@@ -3,16 +3,20 @@
 Both are timed end to end: pinlab as a fresh ``python -m pinlab.anchors`` process
 (interpreter start-up included; it loads only the explorer and the anchors), SPIN as
 ``spin -a`` + ``gcc -O2 -DSAFETY`` + ``./pan`` in its default build (depth-first,
-partial-order reduction).  pinlab runs without partial-order reduction (its sleep sets
-make the anchors slower, not faster).  Every model is timed unreduced and, when K >= 2,
-again with symmetry reduction over the interchangeable get/put threads (reported as
-orbits).  State counts are checked against pan ``-DNOREDUCE``; for the violating models,
-pinlab ``--count-all`` (reachable and violating states) against pan ``-DNOREDUCE -c0``.
+partial-order reduction).  pinlab searches breadth-first (``--strategy bfs``, which on a
+state machine expands a level at a time on arrays, and finds a shortest counterexample)
+without partial-order reduction (its sleep sets make the anchors slower, not faster).
+Every model is timed unreduced and, when K >= 2, again with symmetry reduction over the
+interchangeable get/put threads (reported as orbits); the counterexample models are
+also timed depth-first (``dfs_...``).  State counts are checked against pan
+``-DNOREDUCE``; for the violating models, pinlab ``--count-all`` (reachable and
+violating states) against pan ``-DNOREDUCE -c0``.
 
 Ends with one JSON line: ``first_counterexample_ratio`` and ``exhaustive_ratio`` are
-the worst *unreduced* ratios (also under ``..._unreduced``); ``..._symmetry`` are the
-worst with symmetry where it applies.  ``--quick`` leaves out pinbias BIAS=R=16 (whose
-unreduced run takes minutes).
+the worst *unreduced* breadth-first ratios (also under ``..._unreduced``);
+``..._symmetry`` are the worst with symmetry where it applies, and
+``first_counterexample_ratio_dfs`` the worst depth-first.  ``--quick`` leaves out
+pinbias BIAS=R=16.
 """
 
 from __future__ import annotations
@@ -53,7 +57,9 @@ def _name(model: str, params: dict[str, int]) -> str:
     return model + "".join(f" {k}={v}" for k, v in params.items())
 
 
-def run_pinlab(model: str, params: dict[str, int], *extra: str) -> tuple[float, dict[str, Any]]:
+def run_pinlab(
+    model: str, params: dict[str, int], *extra: str, strategy: str = "bfs"
+) -> tuple[float, dict[str, Any]]:
     """Wall time of a fresh pinlab process, and its JSON result."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
@@ -66,6 +72,8 @@ def run_pinlab(model: str, params: dict[str, int], *extra: str) -> tuple[float, 
             "--no-progress",
             "--json",
             str(out),
+            "--strategy",
+            strategy,
             *extra,
         ]
         for k, v in params.items():
@@ -103,6 +111,13 @@ def measure(model: str, params: dict[str, int], exhaustive: bool) -> dict[str, A
         # only a complete pinlab search saw every state
         row["states_agree"] = res["states"] == full.stored
     else:
+        d_sec, dfs = run_pinlab(model, params, strategy="dfs")
+        row.update(
+            dfs_seconds=round(d_sec, 3),
+            dfs_ratio=round(d_sec / spin.seconds, 3),
+            dfs_counterexample_steps=[c["steps"] for c in dfs["counterexamples"]],
+        )
+        row["verdicts_agree"] = row["verdicts_agree"] and dfs["violated"] == res["violated"]
         # the full counts of a violating model: expand past violations, as pan -c0 does
         _, counted = run_pinlab(model, params, "--count-all", "--no-shrink")
         full = run_spin(model, params, noreduce=True, count_all=True)
@@ -181,6 +196,7 @@ def main() -> None:
                 "first_counterexample_ratio": worst(first, "ratio"),
                 "first_counterexample_ratio_unreduced": worst(first, "ratio"),
                 "first_counterexample_ratio_symmetry": worst(first, "symmetry_ratio"),
+                "first_counterexample_ratio_dfs": worst(first, "dfs_ratio"),
                 "exhaustive_ratio": worst(exhaustive, "ratio"),
                 "exhaustive_ratio_unreduced": worst(exhaustive, "ratio"),
                 "exhaustive_ratio_symmetry": worst(exhaustive, "symmetry_ratio"),

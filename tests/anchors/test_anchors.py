@@ -29,14 +29,15 @@ README_FIGURES = [
 ]
 
 
+@pytest.mark.parametrize("strategy", ["dfs", "bfs"])  # bfs runs on arrays (levels.py)
 @pytest.mark.parametrize(
     ("model", "params", "states", "violating", "shortest"),
     README_FIGURES,
     ids=[f"{m}-{p}" for m, p, *_ in README_FIGURES],
 )
-def test_readme_figures(model, params, states, violating, shortest):  # type: ignore[no-untyped-def]
+def test_readme_figures(model, params, states, violating, shortest, strategy):  # type: ignore[no-untyped-def]
     program = build(model, params)
-    full = explore(program, Options(count_all=True, shrink=False))
+    full = explore(program, Options(strategy=strategy, count_all=True, shrink=False))
     assert full.complete
     assert (full.states, full.violating_states) == (states, violating)
     if shortest is None:

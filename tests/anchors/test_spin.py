@@ -59,7 +59,8 @@ def test_counts_and_verdicts_match_spin(model, params):  # type: ignore[no-untyp
     full = run_spin(model, params, noreduce=True, count_all=True)
     assert not full.depth_limited
     assert (ours.states, ours.violating_states) == (full.stored, full.errors)
-    plain = explore(program, Options(count_all=True, shrink=False))
-    assert (plain.states, plain.violating_states) == (full.stored, full.errors)
+    for strategy in ("dfs", "bfs"):  # bfs runs on arrays (levels.py)
+        plain = explore(program, Options(strategy=strategy, count_all=True, shrink=False))
+        assert (plain.states, plain.violating_states) == (full.stored, full.errors)
     default = run_spin(model, params)
     assert ours.violated == (default.errors > 0)
