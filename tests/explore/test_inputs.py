@@ -234,7 +234,7 @@ def test_interrupt_returns_partial_result(monkeypatch):  # type: ignore[no-untyp
     from pinlab.explore import exhaustive
 
     calls = {"n": 0}
-    real = exhaustive.Exhaustive._tick
+    real = exhaustive.Exhaustive.tick
 
     def tick(self, depth):  # type: ignore[no-untyped-def]
         calls["n"] += 1
@@ -242,7 +242,7 @@ def test_interrupt_returns_partial_result(monkeypatch):  # type: ignore[no-untyp
             raise KeyboardInterrupt
         return real(self, depth)
 
-    monkeypatch.setattr(exhaustive.Exhaustive, "_tick", tick)
+    monkeypatch.setattr(exhaustive.Exhaustive, "tick", tick)
     result = explore(peterson_machine(True))
     assert result.interrupted and not result.complete and result.states > 0
     assert "interrupted" in result.verdict

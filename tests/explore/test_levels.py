@@ -5,13 +5,23 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 from unittest import mock
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pinlab.explore import Machine, MachineProgram, Options, Result, Transition, explore, levels
+from pinlab.explore import (
+    Invariant,
+    Machine,
+    MachineProgram,
+    Options,
+    Result,
+    Transition,
+    explore,
+    levels,
+)
 from tests.explore.programs import build_machine, peterson_machine, random_spec
 
 
@@ -78,6 +88,16 @@ def ring(threads: int, rounds: int) -> MachineProgram:
         return Machine(f"T{i}", "run", (turn,), locals=0, ends=frozenset({"run"}))
 
     return MachineProgram(f"ring-{threads}-{rounds}", 0, tuple(machine(i) for i in range(threads)))
+
+
+def test_invariants_over_locals_are_judged_in_every_state() -> None:
+    counted = Invariant("T0 takes the token twice at most", lambda s: s[1][1] <= 2)
+    program = replace(ring(3, 5), invariants=(counted,))
+    for opts in (Options(strategy="bfs"), Options(strategy="bfs", count_all=True)):
+        fast, slow = both(program, opts)
+        assert plain(fast) == plain(slow)
+        assert [c.steps for c in fast.counterexamples] == [7]  # T0's third turn
+    assert fast.violating_states == 9  # the states after steps 7 to 15
 
 
 def test_too_wide_states_fall_back_to_one_at_a_time() -> None:

@@ -19,13 +19,12 @@ and no invariant reads something both write: invariants count as readers.
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from itertools import filterfalse
 from operator import length_hint
 from typing import Any
 
-from pinlab.explore import levels
+from pinlab.explore import breadth, levels
 from pinlab.explore.dependence import Reads, commute, independent
 from pinlab.explore.options import Options, Progress
 from pinlab.explore.recorder import Recorder
@@ -95,7 +94,7 @@ class Exhaustive:
             got = self._indep[k] = independent(r1, w1, r2, w2) and commute(w1, w2, self.inv_reads)
         return got
 
-    def _tick(self, depth: int) -> bool:
+    def tick(self, depth: int) -> bool:
         """Progress and limits, every so many expansions; True means stop."""
         self.expansions += 1
         if self.expansions & 1023:
@@ -108,14 +107,14 @@ class Exhaustive:
             return True
         return False
 
-    def _over_states(self) -> bool:
+    def over_states(self) -> bool:
         m = self.opts.max_states
         if m is not None and self.rec.result.states >= m:
             self.rec.limit("max-states")
             return True
         return False
 
-    def _leaf(self, complete: bool) -> None:
+    def leaf(self, complete: bool) -> None:
         res = self.rec.result
         res.schedules += 1
         if complete:
@@ -125,13 +124,13 @@ class Exhaustive:
             self.rec.limit("max-schedules")
             self.rec.stop = True
 
-    def _terminal(self, node: Any, key: Hashable, path: list[Move]) -> None:
+    def terminal(self, node: Any, key: Hashable, path: list[Move]) -> None:
         term = self.sys.terminal(node)
         if term is not None:
             kind, name, detail, pos = term
             self.rec.found(kind, name, detail, path, pos, key)
 
-    def _new_state(self, node: Any, key: Hashable, path: list[Move]) -> None:
+    def new_state(self, node: Any, key: Hashable, path: list[Move]) -> None:
         self.rec.add_state(key)
         for name, detail in self.sys.invariant(node):
             self.rec.found("invariant", name, detail, path, (), key)
@@ -154,25 +153,25 @@ class Exhaustive:
         seen: set[Hashable] = {rkey}
         if cache:
             visited[rkey if bound is None else (rkey, -1)] = frozenset() if por else 0
-        self._new_state(root, rkey, [])
+        self.new_state(root, rkey, [])
         stack = [_Frame(root, rkey, {}, -1, 0, None)]
         path: list[Move] = []
         while stack and not rec.stop:
             fr = stack[-1]
             if fr.children is None:
-                if self._tick(len(path)) or self._over_states():
+                if self.tick(len(path)) or self.over_states():
                     return
                 fr.children = sys.expand(fr.node)
                 if not fr.children:
-                    self._leaf(True)
-                    self._terminal(fr.node, fr.key, path)
+                    self.leaf(True)
+                    self.terminal(fr.node, fr.key, path)
                     stack.pop()
                     if path:
                         path.pop()
                     continue
                 if max_steps is not None and len(path) >= max_steps:
                     rec.limit("max-steps")
-                    self._leaf(False)
+                    self.leaf(False)
                     stack.pop()
                     if path:
                         path.pop()
@@ -182,7 +181,7 @@ class Exhaustive:
             children = fr.children
             if fr.idx >= len(children):
                 if fr.only is None and por and not fr.done:
-                    self._leaf(False)  # every enabled step was asleep
+                    self.leaf(False)  # every enabled step was asleep
                 stack.pop()
                 if path:
                     path.pop()
@@ -206,7 +205,7 @@ class Exhaustive:
                 path.pop()
                 if not asleep:
                     rec.result.transitions += 1
-                    self._leaf(True)
+                    self.leaf(True)
                     if por:
                         fr.done.append((sig, reads, writes))
                 continue
@@ -234,7 +233,7 @@ class Exhaustive:
                         stored: frozenset[Sig] = old
                         missing = stored - csleep.keys()
                         if not missing:
-                            self._leaf(False)
+                            self.leaf(False)
                             path.pop()
                             continue
                         visited[vkey] = stored & csleep.keys()
@@ -242,16 +241,16 @@ class Exhaustive:
                     elif bound is not None and pre < old:
                         visited[vkey] = pre
                     else:
-                        self._leaf(False)
+                        self.leaf(False)
                         path.pop()
                         continue
                 else:
                     visited[vkey] = frozenset(csleep) if por else pre
                     if not counted:
-                        self._new_state(cnode, ckey, path)
+                        self.new_state(cnode, ckey, path)
             if counted and ckey not in seen:
                 seen.add(ckey)
-                self._new_state(cnode, ckey, path)
+                self.new_state(cnode, ckey, path)
             rec.result.max_depth = max(rec.result.max_depth, len(path))
             stack.append(_Frame(cnode, ckey, csleep, tid, pre, only))
 
@@ -265,12 +264,12 @@ class Exhaustive:
         """The children of a state about to be entered, or None when it is a leaf."""
         keys, drawn, nodes, infos = self._successors(node)
         if not infos:
-            self._leaf(True)
-            self._terminal(node, key, path)
+            self.leaf(True)
+            self.terminal(node, key, path)
             return None
         if self.opts.max_steps is not None and len(path) >= self.opts.max_steps:
             self.rec.limit("max-steps")
-            self._leaf(False)
+            self.leaf(False)
             return None
         # each child counts as a transition now; the search takes back those never taken
         self.rec.result.transitions += len(infos)
@@ -286,9 +285,9 @@ class Exhaustive:
         root = sys.root()
         rkey = sys.key(root)
         visited = {rkey}
-        self._new_state(root, rkey, [])
+        self.new_state(root, rkey, [])
         path: list[Move] = []
-        if self._tick(0) or self._over_states():
+        if self.tick(0) or self.over_states():
             return
         # uncapped, a revisit is only counted (at the end), so the frames skip them in C
         seen = None if capped else visited.__contains__
@@ -302,7 +301,7 @@ class Exhaustive:
                 for ckey in todo:
                     # revisits come here only when capped (a failed step has no key)
                     if ckey in visited:
-                        self._leaf(False)
+                        self.leaf(False)
                         if rec.stop:
                             return
                         continue
@@ -313,7 +312,7 @@ class Exhaustive:
                         path.append(move)
                         found("assertion", err.name, err.detail, path, (), key)
                         path.pop()
-                        self._leaf(True)
+                        self.leaf(True)
                         if rec.stop:
                             return
                         continue
@@ -325,7 +324,7 @@ class Exhaustive:
                         found("invariant", name, detail, path, (), ckey)
                     if len(path) > res.max_depth:
                         res.max_depth = len(path)
-                    if rec.stop or self._tick(len(path)) or (limited and self._over_states()):
+                    if rec.stop or self.tick(len(path)) or (limited and self.over_states()):
                         return
                     child = self._open(cnode, ckey, path, seen)
                     if child is None:
@@ -348,78 +347,13 @@ class Exhaustive:
 
     def bfs(self) -> None:
         """Breadth-first search: the first counterexample is a shortest one."""
-        sys, opts, rec = self.sys, self.opts, self.rec
-        if levels.applies(sys, opts):
+        if levels.applies(self.sys, self.opts):
             try:
-                levels.bfs(sys, opts, rec, self.progress, self.deadline)
+                levels.bfs(self.sys, self.opts, self.rec, self.progress, self.deadline)
                 return
             except levels.Overflow as why:
-                rec.restart()
-                rec.result.notes.append(f"breadth-first search took one state at a time: {why}")
-        cache, bound = opts.cache, opts.preemption_bound
-        root = sys.root()
-        rkey = sys.key(root)
-        visited: dict[Hashable, int] = {rkey if bound is None else (rkey, -1): 0}
-        counted = bound is not None or not cache
-        seen: set[Hashable] = {rkey}
-        self._new_state(root, rkey, [])
-        # entries: node, preemptions, last thread, path as a linked list (parent, move)
-        Link = tuple[Any, Move] | None
-        queue: deque[tuple[Any, Hashable, int, int, Link, int]] = deque(
-            [(root, rkey, 0, -1, None, 0)]
-        )
-
-        def unlink(link: Link) -> list[Move]:
-            out: list[Move] = []
-            while link is not None:
-                link, move = link
-                out.append(move)
-            out.reverse()
-            return out
-
-        while queue and not rec.stop:
-            node, key, pre0, last, link, depth = queue.popleft()
-            if self._tick(depth) or self._over_states():
-                return
-            children = sys.expand(node)
-            if not children:
-                self._leaf(True)
-                self._terminal(node, key, unlink(link))
-                continue
-            if opts.max_steps is not None and depth >= opts.max_steps:
-                rec.limit("max-steps")
-                self._leaf(False)
-                continue
-            enabled = {c[0] for c in children}
-            for tid, choice, _tix, _lk, _r, _w, cnode, ckey, err in children:
-                pre = pre0
-                if bound is not None and last >= 0 and last != tid and last in enabled:
-                    pre += 1
-                    if pre > bound:
-                        rec.limit(f"preemption bound {bound}")
-                        rec.bounded = True
-                        continue
-                rec.result.transitions += 1
-                clink: Link = (link, (tid, choice))
-                if err is not None:
-                    rec.found("assertion", err.name, err.detail, unlink(clink), (), key)
-                    self._leaf(True)
-                    if rec.stop:
-                        return
-                    continue
-                if cache:
-                    vkey = ckey if bound is None else (ckey, tid)
-                    old = visited.get(vkey)
-                    if old is not None and (bound is None or pre >= old):
-                        self._leaf(False)
-                        continue
-                    visited[vkey] = pre
-                    if old is None and not counted:
-                        self._new_state(cnode, ckey, unlink(clink))
-                if counted and ckey not in seen:
-                    seen.add(ckey)
-                    self._new_state(cnode, ckey, unlink(clink))
-                if rec.stop:
-                    return
-                rec.result.max_depth = max(rec.result.max_depth, depth + 1)
-                queue.append((cnode, ckey, pre, tid, clink, depth + 1))
+                self.rec.restart()
+                self.rec.result.notes.append(
+                    f"breadth-first search took one state at a time: {why}"
+                )
+        breadth.bfs(self)

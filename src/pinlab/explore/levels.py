@@ -206,7 +206,8 @@ class _Search:
         if not self.sys.invariant_reads():
             return np.zeros(len(keys), np.bool_)
         if self.sys.per_state_invariants:
-            return np.array([bool(self.sys.invariant(self.node(k))) for k in keys.tolist()])
+            judged = [bool(self.sys.invariant(self.node(k))) for k in keys.tolist()]
+            return np.array(judged, np.bool_)
         sid = _field(keys, self.lay, 0)
         if len(self.bad_sid) < self.sys.id_counts()[0]:
             grown = np.full(self.sys.id_counts()[0], -1, np.int8)
