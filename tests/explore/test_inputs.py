@@ -248,6 +248,24 @@ def test_interrupt_returns_partial_result(monkeypatch):  # type: ignore[no-untyp
     assert "interrupted" in result.verdict
 
 
+def test_progress_reports_the_transitions_taken_so_far():  # type: ignore[no-untyped-def]
+    from pinlab.anchors import pinbias
+
+    program = pinbias(K=2, R=4, BIAS=4)
+    seen: list[tuple[int, int, int]] = []
+    for strategy in ("dfs", "bfs"):
+        seen.clear()
+        opts = Options(strategy=strategy, shrink=False)
+        explore(program, opts, lambda *counts: seen.append(counts))
+        assert len(seen) >= 2
+        for states, transitions, depth in seen[1:]:
+            # a search cut there: at that many states (dfs), or before that level (bfs)
+            cut = Options(strategy=strategy, shrink=False, max_states=states)
+            if strategy == "bfs":
+                cut = Options(strategy=strategy, shrink=False, max_steps=depth)
+            assert (explore(program, cut).transitions, strategy) == (transitions, strategy)
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-W", "error", "-m", "pinlab.anchors", *args],

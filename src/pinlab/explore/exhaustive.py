@@ -29,7 +29,7 @@ from pinlab.explore.dependence import Reads, commute, independent
 from pinlab.explore.options import Options, Progress
 from pinlab.explore.recorder import Recorder
 from pinlab.explore.schedule import Move
-from pinlab.explore.system import Info, Kids, System
+from pinlab.explore.system import Info, System
 from pinlab.interleave import Footprint
 
 Sig = tuple[int, Hashable, int]
@@ -84,8 +84,8 @@ class Exhaustive:
         self.expansions = 0
         self.inv_reads: Reads = system.invariant_reads()
         self._indep: dict[tuple[Footprint, ...], bool] = {}
-        # a system may offer expand in the plain search's shape (the state machines do)
-        self._successors: Callable[[Any], Kids] = getattr(system, "successors", self._expanded)
+        # children the plain search has counted as transitions but not taken yet
+        self.untaken: Callable[[], int] = lambda: 0
 
     def _independent(self, r1: Footprint, w1: Footprint, r2: Footprint, w2: Footprint) -> bool:
         k = (r1, w1, r2, w2)
@@ -101,7 +101,7 @@ class Exhaustive:
             return False
         res = self.rec.result
         if self.progress is not None:
-            self.progress(res.states, res.transitions, depth)
+            self.progress(res.states, res.transitions - self.untaken(), depth)
         if self.deadline is not None and time.monotonic() > self.deadline:
             self.rec.limit("max-time")
             return True
@@ -254,15 +254,9 @@ class Exhaustive:
             rec.result.max_depth = max(rec.result.max_depth, len(path))
             stack.append(_Frame(cnode, ckey, csleep, tid, pre, only))
 
-    def _expanded(self, node: Any) -> Kids:
-        """:meth:`System.expand` in the shape of a system's ``successors`` fast path."""
-        children = self.sys.expand(node)
-        drawn = iter([None if c[8] is not None else c[7] for c in children])
-        return drawn, drawn, [c[6] for c in children], [((c[0], c[1]), c[8]) for c in children]
-
     def _open(self, node: Any, key: Hashable, path: list[Move], seen: Seen) -> _Open | None:
         """The children of a state about to be entered, or None when it is a leaf."""
-        keys, drawn, nodes, infos = self._successors(node)
+        keys, drawn, nodes, infos = self.sys.successors(node)
         if not infos:
             self.leaf(True)
             self.terminal(node, key, path)
@@ -294,6 +288,7 @@ class Exhaustive:
         before = res.transitions
         first = self._open(root, rkey, path, seen)
         stack = [] if first is None else [first]
+        self.untaken = lambda: sum(length_hint(f[1]) for f in stack)
         failed = 0
         try:
             while stack and not rec.stop:

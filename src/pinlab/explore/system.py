@@ -8,10 +8,10 @@ is the index among the thread's *enabled* steps (what a schedule records), ``tix
 fixed index of the step among all of the thread's steps at its position (what names a
 transition in a sleep set: enabled indices shift when a guard changes).
 
-A system may also offer ``successors(node) -> Kids``, the children in the shape the
-plain depth-first search takes them (see :data:`Kids`; the search builds them from
-``expand`` otherwise), and ``orbit_size(key) -> int`` when its keys are not tuples of
-thread parts for :func:`orbit_size`.
+``successors(node) -> Kids`` gives the same children in the shape the plain
+depth-first search takes them (see :data:`Kids`), without what only sleep sets read.  A
+system may also offer ``orbit_size(key) -> int`` when its keys are not tuples of thread
+parts for :func:`orbit_size`.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class System(Protocol):
     def root(self) -> Any: ...
     def key(self, node: Any) -> Hashable: ...
     def expand(self, node: Any) -> list[Child]: ...
+    def successors(self, node: Any) -> Kids: ...
     def invariant(self, node: Any) -> tuple[tuple[str, str], ...]: ...
     def invariant_reads(self) -> tuple[Footprint, ...]: ...
     def terminal(self, node: Any) -> Terminal | None: ...
@@ -75,6 +76,12 @@ def orbit_size(key: tuple[Any, ...], symmetric: tuple[tuple[int, int], ...]) -> 
         for c in counts.values():
             size //= factorial(c)
     return size
+
+
+def kids(children: list[Child]) -> Kids:
+    """Children from :meth:`System.expand` in the shape of :meth:`System.successors`."""
+    drawn = iter([None if c[8] is not None else c[7] for c in children])
+    return drawn, drawn, [c[6] for c in children], [((c[0], c[1]), c[8]) for c in children]
 
 
 def crash(exc: Exception) -> Violation:

@@ -38,7 +38,7 @@ from pinlab.explore.program import WorldProgram
 from pinlab.explore.resume import NotResumable, Packed, capture, pack, rebuild, resumable, unpack
 from pinlab.explore.resume_ast import CONTROL
 from pinlab.explore.schedule import Move
-from pinlab.explore.system import Child, Terminal, crash, thread_classes
+from pinlab.explore.system import Child, Kids, Terminal, crash, kids, thread_classes
 from pinlab.interleave import Await, Footprint, Point, Violation, Yield
 
 Path = tuple[Move, ...]
@@ -289,6 +289,13 @@ class WorldSystem:
 
     def expand(self, node: Node) -> list[Child]:
         """Run each enabled thread one step from ``node``; the first child stays materialised."""
+        return self._children(node, True)
+
+    def successors(self, node: Node) -> Kids:
+        """:meth:`expand` for the plain search, which never reads the threads' own keys."""
+        return kids(self._children(node, False))
+
+    def _children(self, node: Node, keyed: bool) -> list[Child]:
         self._inv = {}
         run = self._materialise(node)
         path, anchor = node
@@ -312,7 +319,7 @@ class WorldSystem:
                 fp = (p.reads, p.writes)
             else:
                 fp = (None, None)
-            info.append((self._thread_key(run, i, memo), fp))
+            info.append((self._thread_key(run, i, memo) if keyed else None, fp))
         out: list[Child] = []
         for idx in reversed(range(len(moves))):
             tid = moves[idx]
