@@ -29,6 +29,7 @@ from pinlab.interleave import Violation
 Arr = NDArray[np.int64]
 KEY_BITS = 63  # keys are signed 64-bit: a step's change to a key may be negative
 TABLE_CELLS = 1 << 26  # one machine's (shared id, local id) table, at most 512 MiB
+CHOICES = np.iinfo(np.int16).max  # a child's thread and choice are kept as int16
 
 
 class Overflow(Exception):
@@ -173,6 +174,8 @@ class _Search:
         for r, pair in enumerate(pairs.tolist()):
             sid, lid = pair >> 32, pair & 0xFFFFFFFF
             steps = self.sys.successor_ids(i, sid, lid)
+            if len(steps) > CHOICES:
+                raise Overflow(f"a thread has {len(steps)} enabled steps, over {CHOICES}")
             tab.row[sid, lid] = nrows + r
             starts.append(at)
             counts.append(len(steps))

@@ -5,15 +5,13 @@ kept, so going one step deeper costs one step.  Going back to a node is a restor
 a replay from the start: at a node with more than one enabled step, the world and
 every thread's frames (:mod:`resume`: function, yield index and live locals of each
 frame) are copied into a snapshot, and a sibling is reached by rebuilding the threads
-from a copy of it and running one step.  A snapshot is taken where a restore beats the
-cheapest other way back (``POLICY``), the costs being timed as the search runs.  A node
-refers weakly to the snapshot of its longest snapshotted prefix, so that breadth-first
-queues do not keep snapshots alive; the least recently used go first past
-``SNAPSHOT_BYTES``, and a node whose snapshot is gone is replayed from the start.  A
-snapshot needs the world and every local live across a yield to be picklable
-(functions and classes are kept by reference) and every frame to be rewritable
-(:mod:`resume_ast`); when one is not, the search goes on by replaying from the start
-and says why (``replay_reason``).
+from a copy of it and running one step (:mod:`snapshots`).  A snapshot is taken where a
+restore beats the cheapest other way back (``POLICY``), the costs being timed as the
+search runs.  A node refers weakly to the snapshot of its longest snapshotted prefix,
+and a node whose snapshot is gone is replayed from the start.  A snapshot needs the
+world and every local live across a yield to be picklable (functions and classes are
+kept by reference) and every frame to be rewritable (:mod:`resume_ast`); when one is
+not, the search goes on by replaying from the start and says why (``replay_reason``).
 
 A thread's position comes from introspection: for each frame of the generator and of
 the generators it delegates to (``gi_yieldfrom``), the function's qualified name, the
@@ -27,56 +25,35 @@ than being left out of the state, which could merge states that differ.
 from __future__ import annotations
 
 import time
-import weakref
-from collections import OrderedDict
 from collections.abc import Hashable
-from dataclasses import dataclass, field
 from typing import Any
 
 from pinlab.explore.canon import Unfreezable, frame_locals, order_key
 from pinlab.explore.program import WorldProgram
-from pinlab.explore.resume import NotResumable, Packed, capture, pack, rebuild, resumable, unpack
+from pinlab.explore.resume import resumable
 from pinlab.explore.resume_ast import CONTROL
 from pinlab.explore.schedule import Move
+from pinlab.explore.snapshots import (
+    DONE,
+    START,
+    Anchor,
+    CannotCopy,
+    Path,
+    Run,
+    Snapshot,
+    Store,
+    restore,
+    take,
+)
 from pinlab.explore.system import Child, Kids, Terminal, crash, kids, thread_classes
-from pinlab.interleave import Await, Footprint, Point, Violation, Yield
+from pinlab.interleave import Await, Footprint, Point, Violation
 
-Path = tuple[Move, ...]
-SNAPSHOT_BYTES = 256 << 20  # the least recently used snapshots go first past this much
 # "auto": snapshot a branching node once coming back to it by a fresh start or the nearest
 # snapshot plus replayed steps would cost more than a restore (all timed as the search
 # runs); "always", "never"
 POLICY = "auto"
-
-
-class _Start:
-    """Pending marker of a thread that has not run its first step."""
-
-
-class _Done:
-    """Pending marker of a thread that returned or failed."""
-
-
-START, DONE = _Start(), _Done()
-
-
-@dataclass(slots=True)
-class _Run:
-    world: Any
-    gens: list[Any]  # a generator per thread (None once restored as finished)
-    pending: list[Yield | _Start | _Done]
-    path: list[Move] = field(default_factory=list)
-
-
-@dataclass(slots=True, weakref_slot=True)
-class _Snapshot:
-    path: Path
-    packed: Packed  # the world and, per thread, "start", "done" or its frames (resume.Chain)
-
-
 # a schedule prefix, and a weak reference to the snapshot of its longest snapshotted
 # prefix: restoring needs no search, and queued nodes do not keep snapshots alive
-Anchor = weakref.ReferenceType[_Snapshot] | None
 Node = tuple[Path, Anchor]
 
 
@@ -90,14 +67,12 @@ class WorldSystem:
         self.names = tuple(t.name for t in program.threads)
         self.symmetry = symmetry and bool(program.symmetric)
         self.classes = thread_classes(self.n, program.symmetric if self.symmetry else ())
-        self._run: _Run | None = None
+        self._run: Run | None = None
         # invariant results of the children of the latest expansion, which the search
         # asks for right after expanding, before the first child is gone from the run
         self._inv: dict[Path, tuple[tuple[str, str], ...]] = {}
         self._bodies = tuple(resumable(t.body) for t in program.threads)
-        # the snapshots kept, least recently used first (nodes only refer to them weakly)
-        self._snaps: OrderedDict[int, _Snapshot] = OrderedDict()
-        self._snap_bytes = 0
+        self._snaps = Store()
         self.policy = POLICY
         self.replay_reason: str | None = None  # why threads cannot be restored, if so
         # running means, in seconds, of one step, one restore and one fresh start
@@ -105,14 +80,14 @@ class WorldSystem:
         self.replayed_steps = 0
         self.restores = 0
 
-    def _fresh(self) -> _Run:
+    def _fresh(self) -> Run:
         started = time.perf_counter()
         world = self.program.make_world()
-        run = _Run(world, [body(world) for body in self._bodies], [START] * self.n)
+        run = Run(world, [body(world) for body in self._bodies], [START] * self.n)
         self._t_fresh = _mean(self._t_fresh, time.perf_counter() - started)
         return run
 
-    def _materialise(self, node: Node) -> _Run:
+    def _materialise(self, node: Node) -> Run:
         path, anchor = node
         run = self._run
         if run is None or len(run.path) > len(path) or tuple(run.path) != path[: len(run.path)]:
@@ -120,8 +95,7 @@ class WorldSystem:
             if snap is not None and (
                 self.policy == "always" or self._cost(0) > self._cost(len(snap.path))
             ):
-                if id(snap) in self._snaps:
-                    self._snaps.move_to_end(id(snap))
+                self._snaps.touch(snap)
                 run = self._restore(snap)
             else:
                 run = self._fresh()
@@ -142,7 +116,7 @@ class WorldSystem:
         """The cost of starting over from a snapshot at depth ``base`` (0: a fresh start)."""
         return (self._t_restore if base else self._t_fresh) - base * self._t_step
 
-    def _worth_a_snapshot(self, path: Path, nearest: _Snapshot | None) -> bool:
+    def _worth_a_snapshot(self, path: Path, nearest: Snapshot | None) -> bool:
         """Whether coming back to ``path`` by a restore beats the cheapest other way.
 
         A snapshot costs about a restore to take and serves at least two restores (one
@@ -156,61 +130,32 @@ class WorldSystem:
         reach = min(starts) + len(path) * self._t_step
         return (not self.restores and not self._snaps) or reach > 1.5 * self._t_restore
 
-    def _snapshot(self, run: _Run) -> Anchor:
+    def _snapshot(self, run: Run) -> Anchor:
         """Keep a copy of ``run`` to come back to; None if it cannot be taken."""
         started = time.perf_counter()
-        threads: list[Any] = []
-        for i, p in enumerate(run.pending):
-            if p is START or p is DONE:
-                threads.append("start" if p is START else "done")
-                continue
-            try:
-                threads.append(capture(run.gens[i], self.program.threads[i].body))
-            except NotResumable as err:
-                self._give_up(f"thread {self.names[i]}: {err}")
-                return None
         try:
-            packed = pack((run.world, threads))
-        except Exception as err:  # pickling raises whatever an object's reduction raises
-            self._give_up(f"cannot copy the world and the threads' locals: {err}")
+            snap = take(run, self.names, tuple(t.body for t in self.program.threads))
+        except CannotCopy as err:
+            self._give_up(str(err))
             return None
-        snap = _Snapshot(tuple(run.path), packed)
-        ref = weakref.ref(snap)
-        self._snaps[id(snap)] = snap
-        self._snap_bytes += len(packed[0])
-        while self._snap_bytes > SNAPSHOT_BYTES and len(self._snaps) > 1:
-            self._snap_bytes -= len(self._snaps.popitem(last=False)[1].packed[0])
         if not self.restores:  # until a restore is timed, a copy is the best estimate
             self._t_restore = _mean(self._t_restore, time.perf_counter() - started)
-        return ref
+        return self._snaps.keep(snap)
 
     def _give_up(self, why: str) -> None:
         """Replay from the start from now on: the search stays exact, only slower."""
         self.replay_reason, self.policy = why, "never"
         self._snaps.clear()
-        self._snap_bytes = 0
 
-    def _restore(self, snap: _Snapshot) -> _Run:
+    def _restore(self, snap: Snapshot) -> Run:
         """A run rebuilt from a copy of ``snap``."""
         started = time.perf_counter()
         self.restores += 1
-        world, threads = unpack(snap.packed)
-        run = _Run(world, [], [], list(snap.path))
-        for body, t in zip(self._bodies, threads, strict=True):
-            if t == "start":
-                run.gens.append(body(world))
-                run.pending.append(START)
-            elif t == "done":
-                run.gens.append(None)
-                run.pending.append(DONE)
-            else:
-                gen = rebuild(t)
-                run.gens.append(gen)
-                run.pending.append(next(gen))
+        run = restore(snap, self._bodies)
         self._t_restore = _mean(self._t_restore, time.perf_counter() - started)
         return run
 
-    def _advance(self, run: _Run, tid: int) -> Violation | None:
+    def _advance(self, run: Run, tid: int) -> Violation | None:
         run.path.append((tid, 0))
         try:
             run.pending[tid] = next(run.gens[tid])
@@ -224,13 +169,13 @@ class WorldSystem:
             return crash(exc)
         return None
 
-    def _enabled(self, run: _Run, tid: int) -> bool:
+    def _enabled(self, run: Run, tid: int) -> bool:
         p = run.pending[tid]
         if p is DONE:
             return False
         return not isinstance(p, Await) or p.ready()
 
-    def _thread_key(self, run: _Run, tid: int, memo: dict[int, Hashable]) -> Hashable:
+    def _thread_key(self, run: Run, tid: int, memo: dict[int, Hashable]) -> Hashable:
         """Thread ``tid``'s position and live locals; ``memo`` is shared within one state."""
         p = run.pending[tid]
         if p is START:
@@ -255,7 +200,7 @@ class WorldSystem:
         label = p if isinstance(p, str) else p.label  # type: ignore[union-attr]
         return (label, tuple(frames))
 
-    def _state_key(self, run: _Run) -> Hashable:
+    def _state_key(self, run: Run) -> Hashable:
         memo: dict[int, Hashable] = {}
         parts = [self._thread_key(run, i, memo) for i in range(self.n)]
         if self.symmetry:
@@ -263,7 +208,7 @@ class WorldSystem:
                 parts[a:b] = sorted(parts[a:b], key=order_key)
         return (self.program.world_key(run.world), *parts)
 
-    def _check(self, run: _Run) -> tuple[tuple[str, str], ...]:
+    def _check(self, run: Run) -> tuple[tuple[str, str], ...]:
         failed = [inv.name for inv in self.program.invariants if not inv.check(run.world)]
         if not failed:
             return ()
@@ -274,7 +219,7 @@ class WorldSystem:
         """What each invariant reads (``None``: everything)."""
         return tuple(inv.reads for inv in self.program.invariants)
 
-    def _render(self, run: _Run) -> str:
+    def _render(self, run: Run) -> str:
         if self.program.render is not None:
             return self.program.render(run.world)
         return repr(self.program.world_key(run.world))
@@ -356,7 +301,7 @@ class WorldSystem:
                 return ("final", fc.name, self._render(run), pos)
         return None
 
-    def _position(self, run: _Run, tid: int) -> str:
+    def _position(self, run: Run, tid: int) -> str:
         p = run.pending[tid]
         name = self.names[tid]
         if p is START:
