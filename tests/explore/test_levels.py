@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pinlab.explore import (
+    FinalCheck,
     Invariant,
     Machine,
     MachineProgram,
@@ -22,6 +23,9 @@ from pinlab.explore import (
     explore,
     levels,
 )
+from pinlab.explore.arrays import CHOICES
+from pinlab.explore.levels import NARROW_AFTER
+from pinlab.interleave import Violation
 from tests.explore.programs import build_machine, peterson_machine, random_spec
 
 
@@ -101,7 +105,7 @@ def test_invariants_over_locals_are_judged_in_every_state() -> None:
 
 
 def test_too_wide_states_fall_back_to_one_at_a_time() -> None:
-    for threads, rounds in ((40, 1), (12, 40)):  # too wide at the start; outgrown on the way
+    for threads, rounds in ((70, 1), (12, 40)):  # too wide at the start; outgrown on the way
         program = ring(threads, rounds)
         fast = explore(program, Options(strategy="bfs", count_all=True))
         with one_at_a_time():
@@ -137,3 +141,88 @@ def test_max_time_stops_between_levels() -> None:
     result = explore(ring(3, 50), Options(strategy="bfs", max_time=1e-9))
     assert result.limits_hit == ["max-time"] and not result.complete
     assert result.states == 1
+
+
+def test_checks_past_the_stop_are_not_run() -> None:
+    def fails(_g: Any, _l: Any) -> tuple[Any, Any]:
+        raise Violation("A fails")
+
+    a = Machine("A", "a", (Transition("a", "b", "assert", act=fails),))
+    b = Machine("B", "a", (Transition("a", "b", "x = 1", act=lambda _g, loc: (1, loc)),))
+    # the invariant divides by zero in the state B's step makes, after A's failed step
+    crashes = Invariant("x != 1", lambda s: 1 / (1 - s[0]) > 0, frozenset({"x"}))
+    fast, slow = both(MachineProgram("past", 0, (a, b), (crashes,)), Options(strategy="bfs"))
+    assert plain(fast) == plain(slow)
+    assert [c.kind for c in fast.counterexamples] == ["assertion"]
+
+
+def test_interrupt_inside_a_level_keeps_the_counts_of_what_was_recorded() -> None:
+    def ctrl_c(_s: Any) -> bool:
+        raise KeyboardInterrupt
+
+    t = Machine(
+        "T",
+        "a",
+        (
+            Transition("a", "b", "go"),
+            Transition("a", "end", "stop"),
+            Transition("b", "c", "x = 1", act=lambda _g, loc: (1, loc)),
+        ),
+    )
+    x_not_1 = Invariant("x != 1", lambda s: s[0] != 1, frozenset({"x"}))
+    program = MachineProgram("ctrl-c", 0, (t,), (x_not_1,), (FinalCheck("ctrl-c", ctrl_c),))
+    fast, slow = both(program, Options(strategy="bfs", count_all=True, shrink=False))
+    assert fast.interrupted and plain(fast) == plain(slow)
+    assert (fast.states, fast.violating_states) == (4, 1)
+
+
+def counters(n: int, up_to: int) -> MachineProgram:
+    """``n`` threads, each counting its own shared counter up to ``up_to``."""
+
+    def machine(i: int) -> Machine:
+        def up(g: tuple[int, ...], loc: Any) -> tuple[Any, Any]:
+            return (*g[:i], g[i] + 1, *g[i + 1 :]), loc
+
+        count = Transition("n", "n", f"x{i} += 1", lambda g, _l: g[i] < up_to, up)
+        return Machine(f"T{i}", "n", (count,), ends=frozenset({"n"}))
+
+    return MachineProgram(f"counters-{n}-{up_to}", (0,) * n, tuple(machine(i) for i in range(n)))
+
+
+def test_many_shared_values_with_few_local_states_stay_on_arrays() -> None:
+    fast, slow = both(counters(2, 150), Options(strategy="bfs"))
+    assert plain(fast) == plain(slow) and not fast.notes and fast.states == 151 * 151
+
+
+def test_long_narrow_searches_go_back_to_one_state_at_a_time() -> None:
+    program = counters(1, 3000)  # a level of one state, 3,000 times
+    fast = explore(program, Options(strategy="bfs"))
+    with one_at_a_time():
+        slow = explore(program, Options(strategy="bfs"))
+    (note,) = fast.notes
+    levels = NARROW_AFTER
+    assert note.endswith(f"{levels + 1} states in its first {levels} levels are too few")
+    fast.notes.clear()
+    assert plain(fast) == plain(slow) and fast.states == 3001
+
+
+def test_more_choices_than_int16_fall_back_with_the_same_schedule() -> None:
+    def step(k: int, last: bool) -> Transition:
+        def act(g: Any, loc: Any) -> tuple[Any, Any]:
+            if last:
+                raise Violation("the last choice fails")
+            return g, loc
+
+        return Transition("a", "b", f"choice {k}", act=act)
+
+    n = CHOICES + 2
+    program = MachineProgram(
+        "many", 0, (Machine("T", "a", tuple(step(k, k == n - 1) for k in range(n))),)
+    )
+    fast = explore(program, Options(strategy="bfs", shrink=False))
+    with one_at_a_time():
+        slow = explore(program, Options(strategy="bfs", shrink=False))
+    (note,) = fast.notes
+    assert note.endswith(f"one state at a time: a thread has {n} enabled steps, over {CHOICES}")
+    assert [c.schedule for c in fast.counterexamples] == [c.schedule for c in slow.counterexamples]
+    assert fast.counterexamples[0].schedule.endswith(f":0/({n - 1})")

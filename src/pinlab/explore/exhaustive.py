@@ -346,7 +346,7 @@ class Exhaustive:
             try:
                 levels.bfs(self.sys, self.opts, self.rec, self.progress, self.deadline)
                 return
-            except levels.Overflow as why:
+            except levels.Unsuited as why:
                 self.rec.restart()
                 self.rec.result.notes.append(
                     f"breadth-first search took one state at a time: {why}"
