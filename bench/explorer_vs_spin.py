@@ -7,7 +7,8 @@ partial-order reduction).  pinlab searches breadth-first (``--strategy bfs``, wh
 state machine expands a level at a time on arrays, and finds a shortest counterexample)
 without partial-order reduction (its sleep sets make the anchors slower, not faster).
 Every model is timed unreduced and, when K >= 2, again with symmetry reduction over the
-interchangeable get/put threads (reported as orbits); the counterexample models are
+interchangeable get/put threads (reported as orbits; that search goes one state at a
+time, as the arrays do not canonicalise); the counterexample models are
 also timed depth-first (``dfs_...``).  State counts are checked against pan
 ``-DNOREDUCE``; for the violating models, pinlab ``--count-all`` (reachable and
 violating states) against pan ``-DNOREDUCE -c0``.

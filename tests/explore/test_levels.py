@@ -94,14 +94,29 @@ def ring(threads: int, rounds: int) -> MachineProgram:
     return MachineProgram(f"ring-{threads}-{rounds}", 0, tuple(machine(i) for i in range(threads)))
 
 
+def local_counter(name: str, up_to: int, after: Any = None) -> Machine:
+    """A thread counting a local up to ``up_to`` (once ``after(shared)`` holds)."""
+    count = Transition(
+        "n",
+        "n",
+        f"{name} counts",
+        lambda g, c: c < up_to and (after is None or after(g)),
+        lambda g, c: (g, c + 1),
+    )
+    return Machine(name, "n", (count,), locals=0, ends=frozenset({"n"}))
+
+
 def test_invariants_over_locals_are_judged_in_every_state() -> None:
-    counted = Invariant("T0 takes the token twice at most", lambda s: s[1][1] <= 2)
-    program = replace(ring(3, 5), invariants=(counted,))
+    # the shared value never changes: every state of a level shares it
+    total = Invariant("the counts add up to 3 at most", lambda s: s[1][1] + s[2][1] <= 3)
+    program = MachineProgram(
+        "two-counts", 0, (local_counter("A", 3), local_counter("B", 3)), (total,)
+    )
     for opts in (Options(strategy="bfs"), Options(strategy="bfs", count_all=True)):
         fast, slow = both(program, opts)
         assert plain(fast) == plain(slow)
-        assert [c.steps for c in fast.counterexamples] == [7]  # T0's third turn
-    assert fast.violating_states == 9  # the states after steps 7 to 15
+        assert [c.steps for c in fast.counterexamples] == [4]
+    assert fast.violating_states == 6  # counts (1,3) (2,2) (3,1) (2,3) (3,2) (3,3)
 
 
 def test_too_wide_states_fall_back_to_one_at_a_time() -> None:
@@ -195,15 +210,29 @@ def test_many_shared_values_with_few_local_states_stay_on_arrays() -> None:
 
 
 def test_long_narrow_searches_go_back_to_one_state_at_a_time() -> None:
-    program = counters(1, 3000)  # a level of one state, 3,000 times
-    fast = explore(program, Options(strategy="bfs"))
-    with one_at_a_time():
-        slow = explore(program, Options(strategy="bfs"))
-    (note,) = fast.notes
-    levels = NARROW_AFTER
-    assert note.endswith(f"{levels + 1} states in its first {levels} levels are too few")
-    fast.notes.clear()
-    assert plain(fast) == plain(slow) and fast.states == 3001
+    wide = counters(2, 130)  # 131 * 131 states in 261 levels
+    chain = local_counter("C", 3000, lambda g: g == (130, 130))
+    cases = [
+        (counters(1, 3000), 0, NARROW_AFTER),  # a level of one state, 3,000 times
+        (
+            replace(wide, threads=(*wide.threads, chain)),
+            NARROW_AFTER,
+            2 * NARROW_AFTER,
+        ),
+    ]
+    for program, first, last in cases:
+        fast = explore(program, Options(strategy="bfs"))
+        with one_at_a_time():
+            slow = explore(program, Options(strategy="bfs"))
+        (note,) = fast.notes
+        assert note.endswith(f"levels {first} to {last - 1} found only {NARROW_AFTER} new states")
+        fast.notes.clear()
+        assert plain(fast) == plain(slow) and fast.complete
+
+
+def test_a_search_ending_at_the_narrow_check_stays_on_arrays() -> None:
+    fast, slow = both(counters(1, NARROW_AFTER - 1), Options(strategy="bfs"))
+    assert plain(fast) == plain(slow) and not fast.notes
 
 
 def test_more_choices_than_int16_fall_back_with_the_same_schedule() -> None:

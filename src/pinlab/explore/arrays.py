@@ -154,8 +154,11 @@ def rows(
         tab.ncols += len(met)
         col = tab.col[lid]
     have = tab.row.shape
-    needs = zip(have, (nshared, tab.ncols), strict=True)
-    shape = tuple(h if h >= need else max(2 * h, need) for h, need in needs)
+    need = (max(have[0], nshared), max(have[1], tab.ncols))
+    # doubled where short, so that growing is rare; exactly what is needed near the cap
+    shape = tuple(h if h >= n else max(2 * h, n) for h, n in zip(have, need, strict=True))
+    if shape[0] * shape[1] > TABLE_CELLS:
+        shape = need
     if shape != have:
         if shape[0] * shape[1] > TABLE_CELLS:
             raise Unsuited(f"a step table of {shape[0]} x {shape[1]} pairs is too large")

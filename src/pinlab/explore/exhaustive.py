@@ -24,7 +24,7 @@ from itertools import filterfalse
 from operator import length_hint
 from typing import Any
 
-from pinlab.explore import breadth, levels
+from pinlab.explore import breadth
 from pinlab.explore.dependence import Reads, commute, independent
 from pinlab.explore.options import Options, Progress
 from pinlab.explore.recorder import Recorder
@@ -124,13 +124,13 @@ class Exhaustive:
             self.rec.limit("max-schedules")
             self.rec.stop = True
 
-    def terminal(self, node: Any, key: Hashable, path: list[Move]) -> None:
+    def _terminal(self, node: Any, key: Hashable, path: list[Move]) -> None:
         term = self.sys.terminal(node)
         if term is not None:
             kind, name, detail, pos = term
             self.rec.found(kind, name, detail, path, pos, key)
 
-    def new_state(self, node: Any, key: Hashable, path: list[Move]) -> None:
+    def _new_state(self, node: Any, key: Hashable, path: list[Move]) -> None:
         self.rec.add_state(key)
         for name, detail in self.sys.invariant(node):
             self.rec.found("invariant", name, detail, path, (), key)
@@ -153,7 +153,7 @@ class Exhaustive:
         seen: set[Hashable] = {rkey}
         if cache:
             visited[rkey if bound is None else (rkey, -1)] = frozenset() if por else 0
-        self.new_state(root, rkey, [])
+        self._new_state(root, rkey, [])
         stack = [_Frame(root, rkey, {}, -1, 0, None)]
         path: list[Move] = []
         while stack and not rec.stop:
@@ -164,7 +164,7 @@ class Exhaustive:
                 fr.children = sys.expand(fr.node)
                 if not fr.children:
                     self.leaf(True)
-                    self.terminal(fr.node, fr.key, path)
+                    self._terminal(fr.node, fr.key, path)
                     stack.pop()
                     if path:
                         path.pop()
@@ -247,10 +247,10 @@ class Exhaustive:
                 else:
                     visited[vkey] = frozenset(csleep) if por else pre
                     if not counted:
-                        self.new_state(cnode, ckey, path)
+                        self._new_state(cnode, ckey, path)
             if counted and ckey not in seen:
                 seen.add(ckey)
-                self.new_state(cnode, ckey, path)
+                self._new_state(cnode, ckey, path)
             rec.result.max_depth = max(rec.result.max_depth, len(path))
             stack.append(_Frame(cnode, ckey, csleep, tid, pre, only))
 
@@ -259,7 +259,7 @@ class Exhaustive:
         keys, drawn, nodes, infos = self.sys.successors(node)
         if not infos:
             self.leaf(True)
-            self.terminal(node, key, path)
+            self._terminal(node, key, path)
             return None
         if self.opts.max_steps is not None and len(path) >= self.opts.max_steps:
             self.rec.limit("max-steps")
@@ -279,7 +279,7 @@ class Exhaustive:
         root = sys.root()
         rkey = sys.key(root)
         visited = {rkey}
-        self.new_state(root, rkey, [])
+        self._new_state(root, rkey, [])
         path: list[Move] = []
         if self.tick(0) or self.over_states():
             return
@@ -288,7 +288,10 @@ class Exhaustive:
         before = res.transitions
         first = self._open(root, rkey, path, seen)
         stack = [] if first is None else [first]
-        self.untaken = lambda: sum(length_hint(f[1]) for f in stack)
+        # per frame below the top, its children left (fixed until it is the top again)
+        hints: list[int] = []
+        below = [0]
+        self.untaken = lambda: below[0] + (length_hint(stack[-1][1]) if stack else 0)
         failed = 0
         try:
             while stack and not rec.stop:
@@ -327,10 +330,14 @@ class Exhaustive:
                         if rec.stop:
                             return
                         continue
+                    hints.append(length_hint(drawn))
+                    below[0] += hints[-1]
                     stack.append(child)
                     break
                 else:
                     stack.pop()
+                    if hints:
+                        below[0] -= hints.pop()
                     if path:
                         path.pop()
         finally:
@@ -342,6 +349,8 @@ class Exhaustive:
 
     def bfs(self) -> None:
         """Breadth-first search: the first counterexample is a shortest one."""
+        from pinlab.explore import levels  # NumPy's import, for breadth-first search only
+
         if levels.applies(self.sys, self.opts):
             try:
                 levels.bfs(self.sys, self.opts, self.rec, self.progress, self.deadline)

@@ -48,7 +48,8 @@ __all__ = ["Unsuited", "applies", "bfs"]
 
 TERMINAL, FAILED, BAD, JUDGE = range(4)  # the kinds of what is recorded, see _walk
 # a level costs some 0.1 ms whatever its size, one state at a time some 10 us a state:
-# after this many levels, fewer than NARROW states a level go back to one at a time
+# fewer than NARROW new states a level over the last NARROW_AFTER levels go back to one
+# state at a time
 NARROW_AFTER, NARROW = 1024, 16
 Cut = tuple[int, int, bool]  # children taken, parents popped, whether a new state ends it
 
@@ -145,7 +146,7 @@ def bfs(
     for j, x in enumerate(system.start_ids()):
         keys |= x << s.lay.shift(j)
     s.runs.append(keys)
-    depth = 0
+    depth, mark = 0, res.states
     while len(keys) and not rec.stop:
         if progress is not None:
             progress(res.states, res.transitions, depth)
@@ -167,8 +168,13 @@ def bfs(
         s.choice.append(lv.choice[lv.new_pos])
         keys = lv.new_keys
         depth += 1
-        if depth == NARROW_AFTER and res.states < NARROW * depth:
-            raise Unsuited(f"{res.states} states in its first {depth} levels are too few")
+        if depth % NARROW_AFTER == 0 and len(keys):
+            if res.states - mark < NARROW * NARROW_AFTER:
+                raise Unsuited(
+                    f"levels {depth - NARROW_AFTER} to {depth - 1} found only "
+                    f"{res.states - mark} new states"
+                )
+            mark = res.states
 
 
 def _expand(s: _Search, keys: Arr, depth: int) -> _Level:
@@ -218,10 +224,10 @@ def _walk(s: _Search, lv: _Level, depth: int) -> Cut:
     """Record the level's findings in the sequential search's order; where it stopped.
 
     Events are (place, kind, index), the place being twice a child's position plus one,
-    or twice the position of a childless parent's (empty) children.  A shared value
-    first met in this level is judged at its first new state (JUDGE); if it fails, its
-    later new states become BAD events then.  Invariants that read locals are judged
-    at every new state.
+    or twice the position of a childless parent's (empty) children.  A shared value not
+    judged before is judged at its first new state in the level (JUDGE); if it fails,
+    its later new states become BAD events then.  Invariants that read locals are
+    judged at every new state.
     """
     rec, sys = s.rec, s.sys
     heap = [(2 * int(lv.base[p]), TERMINAL, p) for p in np.flatnonzero(lv.total == 0).tolist()]
