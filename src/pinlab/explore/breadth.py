@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Hashable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pinlab.explore.schedule import Move
@@ -24,9 +25,7 @@ def bfs(search: Exhaustive) -> None:
     visited: dict[Hashable, int] = {rkey if bound is None else (rkey, -1): 0}
     counted = bound is not None or not cache
     seen: set[Hashable] = {rkey}
-    rec.add_state(rkey)
-    for name, detail in sys.invariant(root):
-        rec.found("invariant", name, detail, [], (), rkey)
+    search.new_state(root, rkey, list)
     # entries: node, preemptions, last thread, path as a linked list (parent, move)
     Link = tuple[Any, Move] | None
     queue: deque[tuple[Any, Hashable, int, int, Link, int]] = deque([(root, rkey, 0, -1, None, 0)])
@@ -39,17 +38,6 @@ def bfs(search: Exhaustive) -> None:
         out.reverse()
         return out
 
-    # the path is made only for what is recorded: making it for every state is quadratic
-    def new_state(node: Any, key: Hashable, link: Link) -> None:
-        rec.add_state(key)
-        for name, detail in sys.invariant(node):
-            rec.found("invariant", name, detail, unlink(link), (), key)
-
-    def terminal(node: Any, key: Hashable, link: Link) -> None:
-        term = sys.terminal(node)
-        if term is not None:
-            rec.found(term[0], term[1], term[2], unlink(link), term[3], key)
-
     while queue and not rec.stop:
         node, key, pre0, last, link, depth = queue.popleft()
         if search.tick(depth) or search.over_states():
@@ -57,7 +45,7 @@ def bfs(search: Exhaustive) -> None:
         children = sys.expand(node)
         if not children:
             search.leaf(True)
-            terminal(node, key, link)
+            search.terminal(node, key, partial(unlink, link))
             continue
         if opts.max_steps is not None and depth >= opts.max_steps:
             rec.limit("max-steps")
@@ -88,10 +76,10 @@ def bfs(search: Exhaustive) -> None:
                     continue
                 visited[vkey] = pre
                 if old is None and not counted:
-                    new_state(cnode, ckey, clink)
+                    search.new_state(cnode, ckey, partial(unlink, clink))
             if counted and ckey not in seen:
                 seen.add(ckey)
-                new_state(cnode, ckey, clink)
+                search.new_state(cnode, ckey, partial(unlink, clink))
             if rec.stop:
                 return
             rec.result.max_depth = max(rec.result.max_depth, depth + 1)

@@ -124,16 +124,20 @@ class Exhaustive:
             self.rec.limit("max-schedules")
             self.rec.stop = True
 
-    def _terminal(self, node: Any, key: Hashable, path: list[Move]) -> None:
+    # ``path`` makes the schedule only for what is recorded: breadth-first search keeps
+    # it as a linked list, and making it for every state would be quadratic
+    def terminal(self, node: Any, key: Hashable, path: Callable[[], list[Move]]) -> None:
+        """Record a failing final check or a deadlock in a state without steps."""
         term = self.sys.terminal(node)
         if term is not None:
             kind, name, detail, pos = term
-            self.rec.found(kind, name, detail, path, pos, key)
+            self.rec.found(kind, name, detail, path(), pos, key)
 
-    def _new_state(self, node: Any, key: Hashable, path: list[Move]) -> None:
+    def new_state(self, node: Any, key: Hashable, path: Callable[[], list[Move]]) -> None:
+        """Count a new state and record the invariants failing in it."""
         self.rec.add_state(key)
         for name, detail in self.sys.invariant(node):
-            self.rec.found("invariant", name, detail, path, (), key)
+            self.rec.found("invariant", name, detail, path(), (), key)
 
     def dfs(self) -> None:
         """Depth-first search; the stack is the current schedule."""
@@ -153,7 +157,7 @@ class Exhaustive:
         seen: set[Hashable] = {rkey}
         if cache:
             visited[rkey if bound is None else (rkey, -1)] = frozenset() if por else 0
-        self._new_state(root, rkey, [])
+        self.new_state(root, rkey, list)
         stack = [_Frame(root, rkey, {}, -1, 0, None)]
         path: list[Move] = []
         while stack and not rec.stop:
@@ -164,7 +168,7 @@ class Exhaustive:
                 fr.children = sys.expand(fr.node)
                 if not fr.children:
                     self.leaf(True)
-                    self._terminal(fr.node, fr.key, path)
+                    self.terminal(fr.node, fr.key, path.copy)
                     stack.pop()
                     if path:
                         path.pop()
@@ -247,10 +251,10 @@ class Exhaustive:
                 else:
                     visited[vkey] = frozenset(csleep) if por else pre
                     if not counted:
-                        self._new_state(cnode, ckey, path)
+                        self.new_state(cnode, ckey, path.copy)
             if counted and ckey not in seen:
                 seen.add(ckey)
-                self._new_state(cnode, ckey, path)
+                self.new_state(cnode, ckey, path.copy)
             rec.result.max_depth = max(rec.result.max_depth, len(path))
             stack.append(_Frame(cnode, ckey, csleep, tid, pre, only))
 
@@ -259,7 +263,7 @@ class Exhaustive:
         keys, drawn, nodes, infos = self.sys.successors(node)
         if not infos:
             self.leaf(True)
-            self._terminal(node, key, path)
+            self.terminal(node, key, path.copy)
             return None
         if self.opts.max_steps is not None and len(path) >= self.opts.max_steps:
             self.rec.limit("max-steps")
@@ -279,7 +283,7 @@ class Exhaustive:
         root = sys.root()
         rkey = sys.key(root)
         visited = {rkey}
-        self._new_state(root, rkey, [])
+        self.new_state(root, rkey, list)
         path: list[Move] = []
         if self.tick(0) or self.over_states():
             return
