@@ -205,7 +205,7 @@ def rebuild(chain: Chain) -> Generator[Any, None, Any]:
         kwonly = code.co_varnames[code.co_argcount : code.co_argcount + code.co_kwonlyargcount]
         required = dict.fromkeys(n for n in kwonly if n not in given)
         # placeholders for the parameters: the prologue sets every local from ``loc``
-        gen = base(*[None] * npos, **required, _pl_resume=(k, loc, inner))
+        gen = base(*[None] * npos, **required, **{RESUME: (k, loc, inner)})
         inner = (f, gen)
     assert gen is not None
     return gen

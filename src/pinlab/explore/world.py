@@ -71,7 +71,9 @@ class WorldSystem:
         # invariant results of the children of the latest expansion, which the search
         # asks for right after expanding, before the first child is gone from the run
         self._inv: dict[Path, tuple[tuple[str, str], ...]] = {}
-        self._bodies = tuple(resumable(t.body) for t in program.threads)
+        # each thread's function as written (what a snapshot captures) and resumable
+        self._written = tuple(t.body for t in program.threads)
+        self._bodies = tuple(resumable(body) for body in self._written)
         self._snaps = Store()
         self.policy = POLICY
         self.replay_reason: str | None = None  # why threads cannot be restored, if so
@@ -134,7 +136,7 @@ class WorldSystem:
         """Keep a copy of ``run`` to come back to; None if it cannot be taken."""
         started = time.perf_counter()
         try:
-            snap = take(run, self.names, tuple(t.body for t in self.program.threads))
+            snap = take(run, self.names, self._written)
         except CannotCopy as err:
             self._give_up(str(err))
             return None
