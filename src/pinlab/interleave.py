@@ -14,7 +14,8 @@ A footprint of ``None`` means "unknown": the step conflicts with every other
 step.  Footprint keys are any hashable names for shared locations, e.g.
 ``("page", pfn, "refcount")``.
 
-Assertions inside threads (the kernel's ``BUG_ON``) raise :class:`Violation`.
+Assertions inside threads (the kernel's ``BUG_ON``) raise :class:`Violation`; a path
+the model does not cover raises :class:`Unmodelled`, which is never a verdict.
 
 Neither the kernel model nor the explorer imports the other; both import this.
 """
@@ -59,6 +60,15 @@ class Violation(Exception):
         super().__init__(f"{name}: {detail}" if detail else name)
         self.name = name
         self.detail = detail
+
+
+class Unmodelled(Exception):
+    """The thread reached a kernel path the model does not cover (not a verdict, not a bug)."""
+
+    def __init__(self, function: str, reason: str) -> None:
+        super().__init__(f"unmodelled: {function}: {reason}")
+        self.function = function
+        self.reason = reason
 
 
 def run_to_completion(gen: Generator[Yield, None, R]) -> R:
