@@ -352,7 +352,7 @@ def test_entry_module_loads_only_the_explorer_and_the_anchors():  # type: ignore
     loaded = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
     ours = {m for m in loaded if m.startswith("pinlab.")}
     assert ours and all(
-        m.split(".")[1] in ("explore", "anchors", "interleave", "cli") for m in ours
+        m.split(".")[1] in ("explore", "anchors", "interleave", "inplace", "cli") for m in ours
     ), ours
     assert {m for m in ours if m.startswith("pinlab.cli.")} <= {
         "pinlab.cli.explore",

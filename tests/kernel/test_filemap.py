@@ -9,7 +9,7 @@ from collections.abc import Callable, Generator
 
 import pytest
 
-from pinlab.interleave import Yield
+from pinlab.interleave import Unmodelled, Yield
 from pinlab.interleave import run_to_completion as run
 from pinlab.kernel import process as P
 from pinlab.kernel.fs import File, vfs_fsync, vfs_write
@@ -228,10 +228,10 @@ def test_partial_page_write_extends_i_size_and_makes_the_page_uptodate(
 
 
 def test_ext4_partial_page_write_is_refused_before_any_change() -> None:
-    """fs/buffer.c __block_write_begin works per fs block: not modelled, a ValueError."""
+    """fs/buffer.c __block_write_begin works per fs block: not modelled, Unmodelled."""
     k = boot("6.1")
     f = P.ext4_create(k, 0)
-    with pytest.raises(ValueError, match="part of a page"):
+    with pytest.raises(Unmodelled, match="__block_write_begin: a write of part of a page"):
         run(vfs_write(k, f, 0, 100, 0))
     assert k.mappings[f.mapping].i_pages == {}
 

@@ -10,7 +10,8 @@ import sys
 
 import click
 
-from pinlab.cli.explore import BAD_INPUT, INTERRUPTED, anchor
+from pinlab.cli.explore import anchor
+from pinlab.explore.result import BAD_INPUT, INTERRUPTED
 
 
 def main() -> None:

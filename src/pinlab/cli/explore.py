@@ -2,6 +2,7 @@
 
 Imports nothing of pinlab but the explorer and the anchors (lazily) and the shared
 BadInput, so that ``python -m pinlab.anchors`` starts fast (:mod:`pinlab.anchors.__main__`).
+The exit status of a search or a replay is :func:`pinlab.explore.result.exit_code`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from typing import Any
 import click
 
 from pinlab.cli.errors import BadInput
-
-HOLDS, VIOLATED, BAD_INPUT, INCOMPLETE, INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def _defines(values: tuple[str, ...]) -> dict[str, int]:
@@ -135,11 +134,14 @@ def anchor(
 ) -> None:
     """Explore MODEL (hillf or pinbias).
 
-    Exit status: 0 holds (complete search), 1 violated, 2 bad input, 3 incomplete or
-    bounded without a violation, 130 interrupted (what was found so far is printed).
+    Exit status: 0 holds (complete search), 1 violated, 2 bad input, 3 no violation but
+    inconclusive (incomplete, bounded, or an unmodelled path reached), 4 a step raised
+    an error (a bug in pinlab), 130 interrupted without an error or a violation (what was
+    found so far is printed).  The same rule holds for --replay.
     """
     from pinlab.anchors import build
     from pinlab.explore import Options, ScheduleError, replay
+    from pinlab.explore.result import exit_code
 
     try:
         program = build(model, _defines(defines))
@@ -177,20 +179,29 @@ def anchor(
                         "schedule": rep.schedule,
                         "violations": rep.violations,
                         "passed": rep.passed,
+                        "unmodelled": rep.unmodelled,
+                        "error": rep.error,
+                        "exit_code": exit_code(rep),
                         "memory_model": "sequential consistency",
                     },
                     indent=2,
                 ),
             )
-        sys.exit(VIOLATED if rep.violations or rep.passed else HOLDS)
+        sys.exit(exit_code(rep))
     sys.exit(_explore(program, opts, json_file, progress, quiet, count_all))
 
 
 def _explore(
     program: Any, opts: Any, json_file: str | None, progress: bool | None, quiet: bool, count: bool
 ) -> int:
-    """Search, print (traces unless quiet), write JSON; the exit status."""
+    """Search, print (unless quiet: traces, then the findings), write JSON; the exit status.
+
+    Violations, unmodelled paths and errors are printed under their own headings and
+    written apart, under ``counterexamples``, ``unmodelled`` and ``errors``; violations
+    and errors come with their traces (``traces``, ``error_traces``).
+    """
     from pinlab.explore import explore, replay
+    from pinlab.explore.result import exit_code
 
     show = sys.stderr.isatty() if progress is None else progress
     bar = _Progress() if show else None
@@ -217,16 +228,35 @@ def _explore(
                 rendered = replay(program, cx.schedule).render()
                 traces.append(rendered)
                 click.echo(rendered)
+            error_traces: list[str] = []
+            data["error_traces"] = error_traces
+            for err in result.errors:
+                rendered = replay(program, err.schedule).render()
+                error_traces.append(rendered)
+                click.echo(rendered)
     except KeyboardInterrupt:
         interrupted = True
         click.echo("(interrupted while printing traces)")
-        for cx in result.counterexamples:
-            click.echo(f"{cx.kind} {cx.name}: {cx.schedule}")
+    if not quiet:
+        _print_findings(result)
     click.echo(result.verdict)
     if json_file:
         _write_atomic(json_file, json.dumps(data, indent=2, sort_keys=True))
-    if interrupted:
-        return INTERRUPTED
-    if result.violated:
-        return VIOLATED
-    return HOLDS if result.complete and result.preemption_bound is None else INCOMPLETE
+    result.interrupted = result.interrupted or interrupted
+    return exit_code(result)
+
+
+def _print_findings(result: Any) -> None:
+    """The three kinds of findings, each under its own heading, one schedule a line."""
+    if result.counterexamples:
+        click.echo(f"violations: {len(result.counterexamples)}")
+        for cx in result.counterexamples:
+            click.echo(f"  {cx.kind} {cx.name}: {cx.schedule}")
+    if result.unmodelled:
+        click.echo(f"unmodelled paths (not verdicts): {len(result.unmodelled)}")
+        for u in result.unmodelled:
+            click.echo(f"  {u} ({u.count:,} states): {u.schedule}")
+    if result.errors:
+        click.echo(f"errors (bugs in pinlab): {len(result.errors)}")
+        for e in result.errors:
+            click.echo(f"  {e} (thread {e.thread}): {e.schedule}")

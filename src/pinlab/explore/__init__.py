@@ -19,13 +19,14 @@ from pinlab.explore.program import (
     program_id,
 )
 from pinlab.explore.replay import Replay, replay, run_moves
-from pinlab.explore.result import Counterexample, Result
+from pinlab.explore.result import Counterexample, ErrorReport, Result, UnmodelledPath, exit_code
 from pinlab.explore.run import explore
 from pinlab.explore.schedule import ScheduleError, decode, encode
 from pinlab.explore.shrink import shrink
 
 __all__ = [
     "Counterexample",
+    "ErrorReport",
     "FinalCheck",
     "GenThread",
     "Invariant",
@@ -38,9 +39,11 @@ __all__ = [
     "ScheduleError",
     "Transition",
     "Unfreezable",
+    "UnmodelledPath",
     "WorldProgram",
     "decode",
     "encode",
+    "exit_code",
     "explore",
     "fingerprint",
     "program_id",

@@ -63,7 +63,7 @@ def bfs(search: Exhaustive) -> None:
             rec.result.transitions += 1
             clink: Link = (link, (tid, choice))
             if err is not None:
-                rec.found("assertion", err.name, err.detail, unlink(clink), (), key)
+                rec.ended(err, unlink(clink), key)
                 search.leaf(True)
                 if rec.stop:
                     return

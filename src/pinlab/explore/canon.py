@@ -10,8 +10,12 @@ import dataclasses
 import enum
 import sys
 import types
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
+
+# object identity -> its key in the world (the world itself included): what a local
+# referring into the world is frozen as, instead of a copy of the object
+Refs = Mapping[int, Hashable]
 
 _SCALARS = (int, str, bytes, float, bool, type(None))
 _SCALAR_TYPES = frozenset(_SCALARS)
@@ -29,7 +33,7 @@ class Kind(enum.Enum):
     ENUM = "enum"
     RANGE = "range"
     CODE = "code"
-    WORLD = "world"
+    REF = "ref"
     OPAQUE = "opaque"
 
 
@@ -46,25 +50,29 @@ def order_key(v: object) -> str:
     return f"{type(v).__name__}:{v!r}"
 
 
-def freeze(v: object, skip: object = None) -> Hashable:
+def freeze(v: object, refs: Refs | None = None) -> Hashable:
     """``v`` as a hashable value equal exactly when the contents are equal.
 
-    Lists, dicts, sets, ranges, NumPy arrays and plain dataclasses are copied by value (tagged
-    with their type); functions and classes stand for their qualified name, being code,
-    not state; ``skip`` (the world, covered by ``world_key``) becomes a marker.  Anything
-    else raises :class:`Unfreezable` naming where it was found.
+    An object of the world (``refs``: identity to key, the world itself included, all
+    covered by ``world_key``) becomes a reference by its key.  Lists, dicts, sets,
+    ranges, NumPy arrays and plain dataclasses are copied by value (tagged with their
+    type); module-level functions and classes stand for their qualified name, being
+    code, not state; a closure also stands for what it captured, frozen likewise.
+    Anything else (a module, a bound method, an arbitrary object) raises
+    :class:`Unfreezable` naming where it was found.
     """
     if type(v) in _SCALAR_TYPES:
         return v
-    return _freeze(v, skip, frozenset())
+    return _freeze(v, refs or {}, frozenset())
 
 
-def _freeze(v: object, skip: object, active: frozenset[int]) -> Hashable:
+def _freeze(v: object, refs: Refs, active: frozenset[int]) -> Hashable:
     t = type(v)
     if t in _SCALAR_TYPES or isinstance(v, _SCALARS):
         return v
-    if v is skip and skip is not None:
-        return (Kind.WORLD,)
+    ref = refs.get(id(v))
+    if ref is not None:
+        return (Kind.REF, ref)
     if t is tuple and all(type(x) in _SCALAR_TYPES for x in v):  # type: ignore[attr-defined]
         return v
     if id(v) in active:
@@ -75,16 +83,16 @@ def _freeze(v: object, skip: object, active: frozenset[int]) -> Hashable:
     if t is range:
         return (Kind.RANGE, v.start, v.stop, v.step)  # type: ignore[attr-defined]
     if isinstance(v, tuple):
-        items = _each(enumerate(v), skip, active)
+        items = _each(enumerate(v), refs, active)
         return items if t is tuple else (Kind.NAMEDTUPLE, t.__qualname__, items)
     if isinstance(v, list):
-        return (Kind.LIST, _each(enumerate(v), skip, active))
+        return (Kind.LIST, _each(enumerate(v), refs, active))
     if isinstance(v, frozenset | set):
-        members = sorted(_each(((None, x) for x in v), skip, active), key=order_key)
+        members = sorted(_each(((None, x) for x in v), refs, active), key=order_key)
         return (Kind.SET, tuple(members))
     if isinstance(v, dict):
-        keys = _each(((None, k) for k in v), skip, active)
-        values = _each(v.items(), skip, active)
+        keys = _each(((None, k) for k in v), refs, active)
+        values = _each(v.items(), refs, active)
         return (Kind.DICT, tuple(sorted(zip(keys, values, strict=True), key=order_key)))
     np = sys.modules.get("numpy")  # no array can exist unless NumPy was imported
     if np is not None and isinstance(v, np.ndarray):
@@ -93,20 +101,29 @@ def _freeze(v: object, skip: object, active: frozenset[int]) -> Hashable:
         return freeze(v.item())
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
         pairs = ((f".{f.name}", getattr(v, f.name)) for f in dataclasses.fields(v))
-        return (Kind.DATACLASS, t.__qualname__, _each(pairs, skip, active))
-    if isinstance(v, types.FunctionType | types.BuiltinFunctionType | types.MethodType | type):
+        return (Kind.DATACLASS, t.__qualname__, _each(pairs, refs, active))
+    if isinstance(v, types.FunctionType) and v.__closure__:
+        # what a closure captured is state: frozen with it (the world by reference)
+        cells = (
+            (f".{n}", c.cell_contents)
+            for n, c in zip(v.__code__.co_freevars, v.__closure__, strict=True)
+        )
+        return (Kind.CODE, v.__module__, v.__qualname__, _each(cells, refs, active))
+    if isinstance(v, types.FunctionType | types.BuiltinFunctionType | type):
         return (Kind.CODE, getattr(v, "__module__", "?"), getattr(v, "__qualname__", "?"))
+    if isinstance(v, types.MethodType | types.ModuleType):
+        raise Unfreezable(f" holds a {t.__qualname__}: name a module-level function instead")
     raise Unfreezable(f" holds a {t.__qualname__}, which has no value form")
 
 
 def _each(
-    items: Iterable[tuple[object, object]], skip: object, active: frozenset[int]
+    items: Iterable[tuple[object, object]], refs: Refs, active: frozenset[int]
 ) -> tuple[Hashable, ...]:
     """Freeze the values of (where, value) pairs; an error gains ``where`` on its way out."""
     out = []
     for where, x in items:
         try:
-            out.append(x if type(x) in _SCALAR_TYPES else _freeze(x, skip, active))
+            out.append(x if type(x) in _SCALAR_TYPES else _freeze(x, refs, active))
         except Unfreezable as err:
             step = where if isinstance(where, str) else "" if where is None else f"[{where!r}]"
             raise Unfreezable(f"{step}{err}") from None
@@ -115,16 +132,16 @@ def _each(
 
 def frame_locals(
     f_locals: dict[str, Any],
-    skip: object,
+    refs: Refs,
     strict: bool = True,
     memo: dict[int, Hashable] | None = None,
 ) -> tuple[Hashable, ...]:
     """A frame's locals frozen and sorted by name; an error names the local.
 
-    Not ``strict`` (no state cache: keys only count distinct states), a local that
-    cannot be frozen stands for its type.  ``memo`` (object id to frozen value) lets
-    the frames of one state share the work for an object several of them hold; it
-    must not outlive the state.
+    ``refs`` keys the world's objects (see :func:`freeze`).  Not ``strict`` (no state
+    cache: keys only count distinct states), a local that cannot be frozen stands for
+    its type.  ``memo`` (object id to frozen value) lets the frames of one state share
+    the work for an object several of them hold; it must not outlive the state.
     """
     out: list[Hashable] = []
     for name in sorted(f_locals):
@@ -136,7 +153,7 @@ def frame_locals(
             out.append((name, memo[id(v)]))
             continue
         try:
-            frozen = _freeze(v, skip, frozenset())
+            frozen = _freeze(v, refs, frozenset())
         except Unfreezable as err:
             if not strict:
                 out.append((name, (Kind.OPAQUE, type(v).__qualname__)))

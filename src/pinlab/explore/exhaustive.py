@@ -6,7 +6,8 @@ keeps the sleep set it was explored with; reaching it again with a sleep set tha
 some of those transitions explores exactly those, and the stored set shrinks to the
 intersection.  Sleep sets prune transitions, never states, so every reachable state is
 still visited and invariants, deadlocks and final checks are all preserved; a failing
-assertion is recorded in the state it fails from even when its step is asleep there.
+assertion is recorded in the state it fails from even when its step is asleep there (as
+is a step ending in an unmodelled path or an error: :meth:`Recorder.ended`).
 
 A sleeping transition is named by its thread's class, the thread's local state and the
 transition's fixed index among that position's transitions, which is the same in every
@@ -202,10 +203,10 @@ class Exhaustive:
             sig: Sig = (classes[tid], lk, tix)
             asleep = por and (sig in fr.sleep or (fr.only is not None and sig not in fr.only))
             if err is not None:
-                # a failing assertion belongs to the state it fails in, so it is
-                # recorded whatever the sleep set says (the count is per state)
+                # a failing step belongs to the state it fails in, so it is recorded
+                # whatever the sleep set says (the count is per state)
                 path.append((tid, choice))
-                rec.found("assertion", err.name, err.detail, path, (), fr.key)
+                rec.ended(err, path, fr.key)
                 path.pop()
                 if not asleep:
                     rec.result.transitions += 1
@@ -277,7 +278,7 @@ class Exhaustive:
         """:meth:`dfs` with the cache and no sleep sets or bound: the same search in the
         same order with the same counts, without their bookkeeping (the common case)."""
         sys, rec, res = self.sys, self.rec, self.rec.result
-        add_state, invariant, found = rec.add_state, sys.invariant, rec.found
+        add_state, invariant, found, ended = rec.add_state, sys.invariant, rec.found, rec.ended
         capped = self.opts.max_schedules is not None
         limited = self.opts.max_states is not None
         root = sys.root()
@@ -312,7 +313,7 @@ class Exhaustive:
                     if err is not None:
                         failed += 1
                         path.append(move)
-                        found("assertion", err.name, err.detail, path, (), key)
+                        ended(err, path, key)
                         path.pop()
                         self.leaf(True)
                         if rec.stop:

@@ -249,7 +249,7 @@ def _walk(s: _Search, lv: _Level, depth: int) -> Cut:
             lv.at = j + 1, p + 1, False
             move = (int(lv.tid[j]), int(lv.choice[j]))
             where = s.node(int(lv.keys[p]))
-            rec.found("assertion", e.name, e.detail, [*s.path(depth, p), move], (), where)
+            rec.ended(e, [*s.path(depth, p), move], where)
         else:
             q = int(lv.new_pos[j])
             p = int(lv.parent[q])

@@ -169,7 +169,7 @@ class MachineSystem:
                 out.append((len(out), tix, *new, t.reads, t.writes, None, t))
             except Violation as v:
                 out.append((len(out), tix, sid, lid, t.reads, t.writes, v, t))
-            except Exception as exc:  # a crash in the model is a finding, not a tool error
+            except Exception as exc:  # an unmodelled path or a bug in pinlab (system.crash)
                 out.append((len(out), tix, sid, lid, t.reads, t.writes, crash(exc), t))
         got = self._succs[k] = tuple(out)
         return got

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Hashable
+from collections.abc import Callable, Generator, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,7 +103,14 @@ class WorldProgram:
     """A program of generator threads over a mutable world built fresh by ``make_world``.
 
     ``world_key(world)`` must capture every part of the world a thread or a property can
-    observe; invariants and final checks receive the world.
+    observe; invariants and final checks receive the world.  ``locate(world)`` keys the
+    world's objects by identity (object id to a path), so that a thread's local that
+    refers to one is part of the state as that reference, not as a copy.
+    ``before_step(world, alone)`` is told before each step whether the stepping thread
+    is the only one not finished.  ``audit`` turns on the checked mode: ``audit(world)``
+    before a step returns a function that, given the step's declared reads and writes,
+    says what the step touched outside them (None if nothing): a pinlab bug, since
+    partial-order reduction rests on those footprints.
     """
 
     name: str
@@ -115,6 +122,11 @@ class WorldProgram:
     symmetric: tuple[tuple[int, int], ...] = ()
     params: Params = ()
     render: Callable[[Any], str] | None = field(default=None, compare=False)
+    locate: Callable[[Any], Mapping[int, Hashable]] | None = field(default=None, compare=False)
+    before_step: Callable[[Any, bool], None] | None = field(default=None, compare=False)
+    audit: Callable[[Any], Callable[[Footprint, Footprint], str | None]] | None = field(
+        default=None, compare=False
+    )
 
 
 Program = MachineProgram | WorldProgram

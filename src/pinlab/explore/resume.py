@@ -28,6 +28,7 @@ from typing import Any
 from pinlab.explore.canon import Unfreezable
 from pinlab.explore.resume_ast import AT, CONTROL, FUNC, RESUMABLE, RESUME, SEQ, rewrite
 from pinlab.explore.resume_lift import Refused
+from pinlab.inplace import INPLACE, InPlace
 
 Frame = tuple[Any, int, dict[str, Any]]  # (function as called, yield index, locals)
 Chain = tuple[Frame, ...]
@@ -53,6 +54,16 @@ _CODE = (
 )
 
 
+class _Delta:
+    """An in-place object (:mod:`pinlab.inplace`) and its delta, in a snapshot's refs."""
+
+    __slots__ = ("delta", "obj")
+
+    def __init__(self, obj: InPlace) -> None:
+        self.obj = obj
+        self.delta = obj.take_delta()
+
+
 class _Pickler(pickle.Pickler):
     def __init__(self, out: io.BytesIO, refs: list[Any]) -> None:
         super().__init__(out, pickle.HIGHEST_PROTOCOL)
@@ -61,6 +72,9 @@ class _Pickler(pickle.Pickler):
     def persistent_id(self, obj: Any) -> int | None:
         if isinstance(obj, _CODE):
             self.refs.append(obj)
+            return len(self.refs) - 1
+        if type(obj) in INPLACE:
+            self.refs.append(_Delta(obj))
             return len(self.refs) - 1
         return None
 
@@ -71,18 +85,26 @@ class _Unpickler(pickle.Unpickler):
         self.refs = refs
 
     def persistent_load(self, pid: Any) -> Any:
-        return self.refs[pid]
+        ref = self.refs[pid]
+        if type(ref) is _Delta:
+            ref.obj.put_delta(ref.delta)
+            return ref.obj
+        return ref
 
 
 def pack(obj: Any) -> Packed:
-    """``obj`` as bytes plus the code it refers to; raises what pickling raises."""
+    """``obj`` as bytes plus the code it refers to; raises what pickling raises.
+
+    An in-place object is kept as itself and a delta: unpacking patches that very
+    object back, so only the latest unpacked copy may be in use.
+    """
     out, refs = io.BytesIO(), list[Any]()
     _Pickler(out, refs).dump(obj)
     return out.getvalue(), refs
 
 
 def unpack(packed: Packed) -> Any:
-    """A fresh copy of what :func:`pack` packed."""
+    """A fresh copy of what :func:`pack` packed (in-place objects patched back)."""
     return _Unpickler(*packed).load()
 
 
@@ -93,12 +115,17 @@ def _seq(v: Any) -> Any:
 
 def resumable(f: Any) -> Any:
     """The resumable form of generator function ``f`` (bound methods stay bound), else ``f``."""
+    got = _rewritten.get(f) if type(f) is types.FunctionType else None
+    if got is not None:
+        return got
     if isinstance(f, types.MethodType):
         r = resumable(f.__func__)
         return f if r is f.__func__ else types.MethodType(r, f.__self__)
-    if not isinstance(f, types.FunctionType) or not inspect.isgeneratorfunction(f):
+    if not isinstance(f, types.FunctionType):
         return f
-    got = _rewritten.get(f)
+    if not inspect.isgeneratorfunction(f):
+        _rewritten[f] = f
+        return f
     if got is None:
         code = _codes.get(f.__code__)
         if code is None:

@@ -19,6 +19,7 @@ from typing import Any
 from pinlab.explore.program import Program
 from pinlab.explore.replay import make_system
 from pinlab.explore.schedule import Move
+from pinlab.explore.system import outcome_kind
 
 DEFAULT_BUDGET = 200_000
 
@@ -67,7 +68,9 @@ def shrink(
             for tid, choice, _tix, _lk, _r, _w, cnode, ckey, err in children:
                 cpath = (*path, (tid, choice))
                 if err is not None:
-                    if kind == "assertion" and err.name == name:
+                    # only a violation is a counterexample (never an unmodelled path
+                    # or an error, whatever its name)
+                    if kind == "assertion" and err.name == name and outcome_kind(err) == kind:
                         hits.setdefault(depth + 1, []).append(cpath)
                     continue
                 pair = (ckey, tid)

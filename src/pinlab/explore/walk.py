@@ -97,7 +97,7 @@ class Walk:
             before = node
             node, err = sys.step(node, move)
             if err is not None:
-                self.rec.found("assertion", err.name, err.detail, path, (), sys.key(before))
+                self.rec.ended(err, path, sys.key(before))
                 break
             if self._state(node, path):
                 break

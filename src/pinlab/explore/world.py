@@ -15,20 +15,22 @@ not, the search goes on by replaying from the start and says why (``replay_reaso
 
 A thread's position comes from introspection: for each frame of the generator and of
 the generators it delegates to (``gi_yieldfrom``), the function's qualified name, the
-line it is suspended at and every local frozen by value (:func:`canon.freeze`: lists,
-dicts, sets, NumPy arrays and dataclasses are copied), plus the label it yielded.  A
-local referring to the world itself is covered by ``world_key``; a local the freezer
-cannot capture (an arbitrary object) stops the search with an error naming it, rather
-than being left out of the state, which could merge states that differ.
+line it is suspended at and every local frozen (:func:`canon.freeze`), plus the label it
+yielded.  A local referring to an object of the world (the world itself, or what the
+program's ``locate`` keys by identity) is a reference by that key, the object being
+covered by ``world_key``; other lists, dicts, sets, NumPy arrays and dataclasses are
+copied by value.  A local the freezer cannot capture (an arbitrary object, a closure, a
+module) stops the search with an error naming it, rather than being left out of the
+state, which could merge states that differ.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
-from pinlab.explore.canon import Unfreezable, frame_locals, order_key
+from pinlab.explore.canon import Refs, Unfreezable, frame_locals, order_key
 from pinlab.explore.program import WorldProgram
 from pinlab.explore.resume import resumable
 from pinlab.explore.resume_ast import CONTROL
@@ -45,9 +47,20 @@ from pinlab.explore.snapshots import (
     restore,
     take,
 )
-from pinlab.explore.system import Child, Kids, Terminal, crash, kids, thread_classes
+from pinlab.explore.system import (
+    Child,
+    Kids,
+    StepError,
+    Terminal,
+    crash,
+    kids,
+    thread_classes,
+)
 from pinlab.interleave import Await, Footprint, Point, Violation
 
+# checked mode: called on the world before a step, it gives what to call after it with
+# the step's declared footprint, which answers what the step touched outside it, if any
+Audit = Callable[[Any], Callable[[Footprint, Footprint], str | None]]
 # "auto": snapshot a branching node once coming back to it by a fresh start or the nearest
 # snapshot plus replayed steps would cost more than a restore (all timed as the search
 # runs); "always", "never"
@@ -74,6 +87,8 @@ class WorldSystem:
         # each thread's function as written (what a snapshot captures) and resumable
         self._written = tuple(t.body for t in program.threads)
         self._bodies = tuple(resumable(body) for body in self._written)
+        self._before_step = program.before_step
+        self._audit: Audit | None = program.audit
         self._snaps = Store()
         self.policy = POLICY
         self.replay_reason: str | None = None  # why threads cannot be restored, if so
@@ -159,6 +174,15 @@ class WorldSystem:
 
     def _advance(self, run: Run, tid: int) -> Violation | None:
         run.path.append((tid, 0))
+        if self._before_step is not None:
+            alone = all(p is DONE for i, p in enumerate(run.pending) if i != tid)
+            self._before_step(run.world, alone)
+        if self._audit is not None:
+            return self._audited(run, tid, self._audit)
+        return self._step(run, tid)
+
+    def _step(self, run: Run, tid: int) -> Violation | None:
+        """Resume thread ``tid`` to its next yield; what ended it, if it failed."""
         try:
             run.pending[tid] = next(run.gens[tid])
         except StopIteration:
@@ -166,10 +190,29 @@ class WorldSystem:
         except Violation as v:
             run.pending[tid] = DONE
             return v
-        except Exception as exc:  # a crash in the model is a finding, not a tool error
+        except Exception as exc:  # an unmodelled path or a bug in pinlab (system.crash)
             run.pending[tid] = DONE
             return crash(exc)
         return None
+
+    def _audited(self, run: Run, tid: int, audit: Audit) -> Violation | None:
+        """:meth:`_advance` in checked mode: what the step touched must lie in its footprint."""
+        p = run.pending[tid]
+        if p is START:
+            first = self.program.threads[tid]
+            reads, writes = first.reads, first.writes
+        elif isinstance(p, Point | Await):
+            reads, writes = p.reads, p.writes
+        else:
+            reads = writes = None
+        where = self._where(run, tid)
+        check = audit(run.world)
+        err = self._step(run, tid)
+        wrong = check(reads, writes)
+        if err is None and wrong is not None:
+            run.pending[tid] = DONE
+            return StepError("FootprintError", f"{where}: {wrong}", where, where.split(":")[0])
+        return err
 
     def _enabled(self, run: Run, tid: int) -> bool:
         p = run.pending[tid]
@@ -177,8 +220,9 @@ class WorldSystem:
             return False
         return not isinstance(p, Await) or p.ready()
 
-    def _thread_key(self, run: Run, tid: int, memo: dict[int, Hashable]) -> Hashable:
-        """Thread ``tid``'s position and live locals; ``memo`` is shared within one state."""
+    def _thread_key(self, run: Run, tid: int, memo: dict[int, Hashable], refs: Refs) -> Hashable:
+        """Thread ``tid``'s position and live locals; ``memo`` and ``refs`` (the world's
+        objects by identity) are shared within one state."""
         p = run.pending[tid]
         if p is START:
             return ("start",)
@@ -190,21 +234,28 @@ class WorldSystem:
             f = gen.gi_frame
             own = {k: v for k, v in f.f_locals.items() if k not in CONTROL}
             try:
-                live = frame_locals(own, run.world, self.strict, memo)
+                live = frame_locals(own, refs, self.strict, memo)
             except Unfreezable as err:
                 raise Unfreezable(
                     f"the state cache cannot capture thread {self.names[tid]} in "
                     f"{f.f_code.co_qualname}:{f.f_lineno}: {err}; keep it in the world "
-                    "(covered by world_key) or explore with cache=False"
+                    "(covered by world_key and locate) or explore with cache=False"
                 ) from None
             frames.append((f.f_code.co_qualname, f.f_lineno, live))
             gen = gen.gi_yieldfrom
         label = p if isinstance(p, str) else p.label  # type: ignore[union-attr]
         return (label, tuple(frames))
 
+    def _refs(self, world: Any) -> Refs:
+        """The world's objects by identity (the world itself at least)."""
+        if self.program.locate is None:
+            return {id(world): ()}
+        return self.program.locate(world)
+
     def _state_key(self, run: Run) -> Hashable:
         memo: dict[int, Hashable] = {}
-        parts = [self._thread_key(run, i, memo) for i in range(self.n)]
+        refs = self._refs(run.world)
+        parts = [self._thread_key(run, i, memo, refs) for i in range(self.n)]
         if self.symmetry:
             for a, b in self.program.symmetric:
                 parts[a:b] = sorted(parts[a:b], key=order_key)
@@ -257,6 +308,7 @@ class WorldSystem:
             node = (path, anchor)
         info = []
         memo: dict[int, Hashable] = {}
+        refs = self._refs(run.world) if keyed else {}
         for i in moves:
             p = run.pending[i]
             if p is START:
@@ -266,7 +318,7 @@ class WorldSystem:
                 fp = (p.reads, p.writes)
             else:
                 fp = (None, None)
-            info.append((self._thread_key(run, i, memo) if keyed else None, fp))
+            info.append((self._thread_key(run, i, memo, refs) if keyed else None, fp))
         out: list[Child] = []
         for idx in reversed(range(len(moves))):
             tid = moves[idx]
@@ -344,14 +396,16 @@ class WorldSystem:
 
     def where(self, node: Node, move: Move) -> str:
         """Function and source line the thread resumes at."""
-        run = self._materialise(node)
-        p = run.pending[move[0]]
+        return self._where(self._materialise(node), move[0])
+
+    def _where(self, run: Run, tid: int) -> str:
+        p = run.pending[tid]
         if p is START:
-            body = self.program.threads[move[0]].body
+            body = self.program.threads[tid].body
             code = getattr(body, "__code__", None)
             line = code.co_firstlineno if code is not None else 0
             return f"{getattr(body, '__qualname__', '?')}:{line} (start)"
-        gen: Any = run.gens[move[0]]
+        gen: Any = run.gens[tid]
         while gen.gi_yieldfrom is not None and getattr(gen.gi_yieldfrom, "gi_frame", None):
             gen = gen.gi_yieldfrom
         f = gen.gi_frame
@@ -359,11 +413,26 @@ class WorldSystem:
         return f"{f.f_code.co_qualname}:{f.f_lineno} after {label!r}"
 
     def changes(self, node: Node, child: Node) -> str:
-        """What the step changed: the parts of the world key (or rendered lines) that differ."""
-        run = self._materialise(node)
-        key0, text0 = self.program.world_key(run.world), self._render(run)
-        run = self._materialise(child)
-        key1, text1 = self.program.world_key(run.world), self._render(run)
+        """What the step changed: the parts of the world key (or rendered lines) that differ.
+
+        The child's key and text are kept: a trace asks next about the step from it, and
+        coming back to ``node`` once the run has gone past it would mean a restore.
+        """
+
+        def shown(run: Run) -> tuple[Hashable, str]:
+            """The world key and the text compared (none for an unrendered digest)."""
+            key = self.program.world_key(run.world)
+            if self.program.render is None and isinstance(key, bytes | bytearray):
+                return key, ""
+            return key, self._render(run)
+
+        seen: tuple[Path, Hashable, str] | None = getattr(self, "_shown", None)
+        if seen is not None and seen[0] == node[0]:
+            key0, text0 = seen[1], seen[2]
+        else:
+            key0, text0 = shown(self._materialise(node))
+        key1, text1 = shown(self._materialise(child))
+        self._shown = (child[0], key1, text1)
         return diff(key0, key1, text0, text1)
 
 
@@ -375,7 +444,14 @@ def _mean(estimate: float, sample: float) -> float:
 
 
 def diff(key0: object, key1: object, text0: str, text1: str) -> str:
-    """The changed fields of two world keys, or failing that the changed rendered lines."""
+    """What changed between two states, from their world keys and rendered texts.
+
+    World keys that are tuples (or named tuples) of one length: the fields that differ.
+    Otherwise, when both texts are ``key: value`` lines (each key once), per key:
+    ``<key>: <old> -> <new>`` (a value made of ``name:value`` words: the words that
+    differ), ``+<key>: <value>`` and ``-<key>``.  Otherwise the rendered lines that are
+    new.  A world key that is a digest (bytes) is never shown.
+    """
     if key0 == key1:
         return ""
     if isinstance(key0, tuple) and isinstance(key1, tuple) and len(key0) == len(key1):
@@ -383,6 +459,57 @@ def diff(key0: object, key1: object, text0: str, text1: str) -> str:
         return ", ".join(
             f"{n}: {a!r}->{b!r}" for n, a, b in zip(names, key0, key1, strict=True) if a != b
         )
+    keyed0, keyed1 = _keyed_lines(text0), _keyed_lines(text1)
+    if keyed0 is not None and keyed1 is not None:
+        out = [_changed(key, keyed0.get(key), value) for key, value in keyed1.items()]
+        out += [f"-{key}" for key in keyed0 if key not in keyed1]
+        shown = "; ".join(part for part in out if part)
+        return shown or "(the state changed, but no rendered line did)"
     lines0 = text0.splitlines()
     changed = [line for line in text1.splitlines() if line not in lines0]
-    return "; ".join(changed) if changed else text1
+    if changed:
+        return "; ".join(changed)
+    if isinstance(key0, bytes | bytearray) or isinstance(key1, bytes | bytearray):
+        return text1 or "(the state changed; its key is a digest and it is not rendered)"
+    return text1
+
+
+def _keyed_lines(text: str) -> dict[str, str] | None:
+    """``key: value`` lines as a dict in their order; None unless every line is one (and
+    every key is given once)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(": ")
+        if not sep or not key.strip() or key in out:
+            return None
+        out[key] = value
+    return out or None
+
+
+def _changed(key: str, old: str | None, new: str) -> str:
+    """One key's change: new, or changed (word by word for ``name:value`` words), or none."""
+    if old is None:
+        return f"+{key}: {new}"
+    if old == new:
+        return ""
+    words0, words1 = _named_words(old), _named_words(new)
+    if words0 is None or words1 is None:
+        return f"{key}: {old} -> {new}"
+    parts = [
+        f"+{name}: {value}" if name not in words0 else f"{name}: {words0[name]} -> {value}"
+        for name, value in words1.items()
+        if words0.get(name) != value
+    ]
+    parts += [f"-{name}" for name in words0 if name not in words1]
+    return f"{key}: {', '.join(parts)}"
+
+
+def _named_words(value: str) -> dict[str, str] | None:
+    """A value made of space-separated ``name:value`` words, as a dict; None if it is not."""
+    out: dict[str, str] = {}
+    for word in value.split(" "):
+        name, sep, v = word.partition(":")
+        if not sep or not name or name in out:
+            return None
+        out[name] = v
+    return out

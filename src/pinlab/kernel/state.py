@@ -2,45 +2,41 @@
 
 from __future__ import annotations
 
-import hashlib
+import copy
 from dataclasses import dataclass, field
 
 from pinlab.kernel.hooks import Hooks
-from pinlab.kernel.mm.memmap import (
-    Memmap,
-    PageFlags,
-    memmap_alloc,
-    memmap_copy,
-    memmap_digest_parts,
-)
+from pinlab.kernel.mm.memmap import Memmap, PageFlags, memmap_alloc
 from pinlab.kernel.mm.page_alloc import FreeArea, HugetlbPool, free_area_add_range, hugetlb_reserve
-from pinlab.kernel.mm.pgtable import (
-    HPAGE_PMD_ORDER,
-    HPAGE_PUD_ORDER,
-    PAGE_SHIFT,
-    pagetable_copy,
-    pagetable_digest_parts,
-)
-from pinlab.kernel.mm.types import AddressSpace, MmStruct, Task, VmArea
+from pinlab.kernel.mm.pgtable import HPAGE_PMD_ORDER, HPAGE_PUD_ORDER, PAGE_SHIFT
+from pinlab.kernel.mm.types import AddressSpace, MmStruct, Task
 from pinlab.kernel.mm.vmstat import VmStat
 from pinlab.kernel.profiles import Profile, get_profile
+from pinlab.kernel.walk import ROLE, state_digest
 
 MiB = 1 << 20
 
 
 @dataclass(slots=True)
 class Kernel:
-    """Every piece of modelled kernel state; behaviour lives in the kernel functions."""
+    """Every piece of modelled kernel state; behaviour lives in the kernel functions.
 
-    profile: Profile
-    pf: PageFlags
+    This is the one definition of the state: a field is copied, digested, snapshotted
+    and printed by walking it (:mod:`pinlab.kernel.walk`), by the role its metadata
+    gives (state unless said otherwise).
+    """
+
+    profile: Profile = field(metadata={ROLE: "config"})
+    pf: PageFlags = field(metadata={ROLE: "derived"})
     mem: Memmap
     free_area: FreeArea
     hugetlb: HugetlbPool
     vmstat: VmStat
     zero_pfn: int
     nr_cpus: int = 1
-    fine_grained: bool = False
+    # Whether a range operation runs page by page with its preemption points; the
+    # harness sets it before each step, from whether any other thread is still alive.
+    fine_grained: bool = field(default=False, metadata={ROLE: "mode"})
     mms: dict[int, MmStruct] = field(default_factory=dict)
     mappings: dict[int, AddressSpace] = field(default_factory=dict)
     tasks: dict[int, Task] = field(default_factory=dict)
@@ -51,7 +47,7 @@ class Kernel:
     # v6.1 mm/swap.c cpu_fbatches.activate: folios queued for activation, one ref each.
     lru_activate: list[list[int]] = field(default_factory=list)
     warned: list[str] = field(default_factory=list)
-    hooks: Hooks = field(default_factory=Hooks)
+    hooks: Hooks = field(default_factory=Hooks, metadata={ROLE: "code"})
     next_id: int = 1
     # /sys/kernel/mm/transparent_hugepage/enabled: Debian sets
     # CONFIG_TRANSPARENT_HUGEPAGE_ALWAYS=y (v6.1 mm/huge_memory.c transparent_hugepage_flags).
@@ -60,6 +56,19 @@ class Kernel:
     thp_use_zero_page: bool = True
     # The huge zero folio once allocated (v6.1 mm/huge_memory.c get_huge_zero_page), else -1.
     huge_zero_pfn: int = -1
+    # Open files by file id (new_id), the id standing for the fd (no fd tables are modelled;
+    # v6.1 include/linux/fs.h struct file): fs.File (regular files, memfds), io_uring
+    # ring.RingFile (with its ring), splice.Pipe (both ends of one pipe).
+    files: dict[int, object] = field(default_factory=dict)
+    # v6.1 kernel/workqueue.c system_unbound_wq: the rings (io_uring rsrc.IoRingCtx) whose
+    # io_ring_exit_work is queued or running, oldest first.
+    system_unbound_wq: list[object] = field(default_factory=list)
+    # Bios of direct I/O from allocation to bio_put, by id (v6.1 include/linux/blk_types.h
+    # struct bio; fs/direct_io.Bio).
+    bios: dict[int, object] = field(default_factory=dict)
+    # v6.1 include/linux/mm_types.h mm_struct.mm_users, by mm id, of an mm with users besides
+    # its task (another thread, a remote accessor) or being torn down (0); absent: 1.
+    mm_users: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,119 +139,21 @@ def new_id(k: Kernel) -> int:
 
 
 def kernel_copy(k: Kernel) -> Kernel:
-    """An independent copy of the whole kernel state (hooks are shared: they are code)."""
-    return Kernel(
-        profile=k.profile,
-        pf=k.pf,
-        mem=memmap_copy(k.mem),
-        free_area=FreeArea(
-            blocks={p: [set(s) for s in lists] for p, lists in k.free_area.blocks.items()},
-            ranges=list(k.free_area.ranges),
-        ),
-        hugetlb=HugetlbPool(
-            free={o: list(v) for o, v in k.hugetlb.free.items()}, nr=dict(k.hugetlb.nr)
-        ),
-        vmstat=VmStat(dict(k.vmstat.counters)),
-        zero_pfn=k.zero_pfn,
-        nr_cpus=k.nr_cpus,
-        fine_grained=k.fine_grained,
-        mms={i: _mm_copy(mm) for i, mm in k.mms.items()},
-        mappings={
-            i: AddressSpace(
-                a.id, a.fs, a.i_size, dict(a.i_pages), dict(a.store), a.seals, a.huge_order
-            )
-            for i, a in k.mappings.items()
-        },
-        tasks={pid: Task(t.pid, t.mm, t.parent, t.cpu) for pid, t in k.tasks.items()},
-        ptl=set(k.ptl),
-        hugetlb_fault_mutex=set(k.hugetlb_fault_mutex),
-        lru_add=[list(b) for b in k.lru_add],
-        lru_activate=[list(b) for b in k.lru_activate],
-        warned=list(k.warned),
-        hooks=k.hooks,
-        next_id=k.next_id,
-        thp_enabled=k.thp_enabled,
-        thp_use_zero_page=k.thp_use_zero_page,
-        huge_zero_pfn=k.huge_zero_pfn,
-    )
-
-
-def _mm_copy(mm: MmStruct) -> MmStruct:
-    """An independent copy of one mm."""
-    return MmStruct(
-        id=mm.id,
-        pgtable=pagetable_copy(mm.pgtable),
-        vmas=[
-            VmArea(v.vm_start, v.vm_end, v.vm_flags, v.vm_pgoff, v.vm_file, v.anon_vma)
-            for v in mm.vmas
-        ],
-        flags=mm.flags,
-        write_protect_seq=mm.write_protect_seq,
-        mmap_readers=mm.mmap_readers,
-        mmap_writer=mm.mmap_writer,
-    )
+    """An independent copy of the whole kernel state (config and hooks are shared)."""
+    memo: dict[int, object] = {id(k.profile): k.profile, id(k.pf): k.pf, id(k.hooks): k.hooks}
+    state_digest(k)  # refuses what is not plain data before anything is copied
+    return copy.deepcopy(k, memo)
 
 
 def kernel_digest(k: Kernel) -> bytes:
-    """A stable digest of the whole state (same in every process), for state caching."""
-    h = hashlib.blake2b(digest_size=16)
-    for part in memmap_digest_parts(k.mem):
-        h.update(part)
-    for mm_id in sorted(k.mms):
-        mm = k.mms[mm_id]
-        h.update(
-            repr(
-                (
-                    mm_id,
-                    mm.flags,
-                    mm.write_protect_seq,
-                    mm.mmap_readers,
-                    mm.mmap_writer,
-                    [_vma_key(v) for v in mm.vmas],
-                )
-            ).encode()
-        )
-        for part in pagetable_digest_parts(mm.pgtable):
-            h.update(part)
-    for a_id in sorted(k.mappings):
-        a = k.mappings[a_id]
-        h.update(
-            repr(
-                (
-                    a_id,
-                    a.fs.value,
-                    a.i_size,
-                    sorted(a.i_pages.items()),
-                    sorted(a.store.items()),
-                    a.seals,
-                    a.huge_order,
-                )
-            ).encode()
-        )
-    h.update(
-        repr(
-            (
-                sorted(k.vmstat.counters.items()),
-                sorted((t.pid, t.mm, t.parent, t.cpu) for t in k.tasks.values()),
-                sorted(k.ptl),
-                sorted(k.hugetlb_fault_mutex),
-                k.lru_add,
-                k.lru_activate,
-                k.warned,
-                k.next_id,
-                k.thp_enabled,
-                k.thp_use_zero_page,
-                k.huge_zero_pfn,
-            )
-        ).encode()
-    )
-    h.update(
-        repr({p: [sorted(s) for s in lists] for p, lists in k.free_area.blocks.items()}).encode()
-    )
-    h.update(repr(sorted((o, list(v)) for o, v in k.hugetlb.free.items())).encode())
-    return h.digest()
+    """A stable digest of the whole state (same in every process), for state caching.
+
+    The frame table contributes its incremental digest, brought up to date from the
+    rows written since the last one; :func:`kernel_digest_full` is the reference.
+    """
+    return state_digest(k)
 
 
-def _vma_key(v: VmArea) -> tuple[int, int, int, int, int | None, int | None]:
-    """A VMA as a tuple."""
-    return (v.vm_start, v.vm_end, v.vm_flags, v.vm_pgoff, v.vm_file, v.anon_vma)
+def kernel_digest_full(k: Kernel) -> bytes:
+    """:func:`kernel_digest` recomputed from every byte of the frame table."""
+    return state_digest(k, full=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
-from pinlab.interleave import Point, Yield
+from pinlab.interleave import Point, Unmodelled, Yield
 from pinlab.kernel.mm.filemap import __folio_mark_dirty, dirty_footprint, folio_put_footprint
 from pinlab.kernel.mm.locking import folio_unlock
 from pinlab.kernel.mm.page_ref import folio_get, folio_put
@@ -31,12 +31,13 @@ def attach_buffers(k: Kernel, folio: int) -> None:
         k.mem.flags[folio] |= private
 
 
-def _whole_pages(what: str, pos: int, length: int) -> None:
+def _whole_pages(function: str, pos: int, length: int) -> None:
     """Refuse a write of part of a page: its effect depends on per-block buffer state."""
     if pos & (PAGE_SIZE - 1) or length != PAGE_SIZE:
-        raise ValueError(
-            f"not modelled: {what} of part of a page (pos {pos}, {length} bytes); "
-            "fs/buffer.c reads, zeroes and dirties single fs blocks there"
+        raise Unmodelled(
+            function,
+            f"a write of part of a page (pos {pos}, {length} bytes): "
+            "fs/buffer.c reads, zeroes and dirties single fs blocks there",
         )
 
 
@@ -48,11 +49,9 @@ def block_write_modelled(mapping: AddressSpace, pos: int, length: int) -> None:
     mm/truncate.c) then write-protects that page when the fs block size is
     below PAGE_SIZE, which the model does not know.
     """
-    _whole_pages("a buffered write", pos, length)
+    _whole_pages("__block_write_begin", pos, length)
     if mapping.i_size < pos and mapping.i_size & (PAGE_SIZE - 1):
-        raise ValueError(
-            "not modelled: a write past a partial last page (pagecache_isize_extended)"
-        )
+        raise Unmodelled("pagecache_isize_extended", "a write past a partial last page")
 
 
 def __block_write_begin(

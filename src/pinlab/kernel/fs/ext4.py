@@ -15,7 +15,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pinlab.interleave import Point, Yield
+from pinlab.interleave import Point, Unmodelled, Yield
 from pinlab.kernel.errno import ENOMEM
 from pinlab.kernel.fs import File, new_inode
 from pinlab.kernel.fs.buffer import (
@@ -268,11 +268,11 @@ def mpage_submit_page(
     assert mapping is not None  # write_cache_pages rechecked it under the folio lock
     if not int(k.mem.flags[folio]) & k.pf.mask("PG_private"):
         # v6.1 mpage_prepare_extent_to_map warns and clears PG_dirty without accounting
-        raise ValueError("ext4 writeback of a dirty folio without buffers is not modelled")
+        raise Unmodelled("mpage_prepare_extent_to_map", "a dirty folio without buffers")
     index, size = int(k.mem.index[folio]), mapping.i_size
     length = size & (PAGE_SIZE - 1) if index == size >> PAGE_SHIFT else PAGE_SIZE
     if 0 < length < PAGE_SIZE:
-        raise ValueError("ext4 writeback of the page straddling EOF is not modelled")
+        raise Unmodelled("mpage_submit_page", "writeback of the page straddling EOF")
     yield from folio_start_writeback(k, folio)
     k.mem.flags[folio] &= ~k.pf.mask("PG_error") & 0xFFFF_FFFF_FFFF_FFFF
     if length:

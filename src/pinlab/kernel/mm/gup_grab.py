@@ -36,6 +36,11 @@ def ref_key(folio: int) -> frozenset[Hashable]:
     return frozenset({("page", folio, "refcount")})
 
 
+def head_key(page: int) -> frozenset[Hashable]:
+    """Footprint of the compound_head() read of a page (a split rewrites it)."""
+    return frozenset({("page", page, "head")})
+
+
 def pin_key(folio: int) -> frozenset[Hashable]:
     """Footprint of a folio's exact pincount."""
     return frozenset({("page", folio, "pincount")})
@@ -82,7 +87,9 @@ def try_get_folio(k: Kernel, page: int, refs: int) -> Generator[Yield, None, int
         if int(m.refcount[folio]) < 0:
             warn_on_once(k, "mm/gup.c try_get_folio refcount < 0")
             return None
-        yield Point("try_get_folio:add", reads=ref_key(folio), writes=ref_key(folio))
+        yield Point(
+            "try_get_folio:add", reads=ref_key(folio) | head_key(page), writes=ref_key(folio)
+        )
         if not page_ref_add_unless(m, folio, refs, 0):
             return None
         if compound_head(m, page) == folio:

@@ -9,11 +9,12 @@ from the same place the kernel does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from pinlab.inplace import INPLACE
 from pinlab.kernel.profiles import Profile
 
 # v6.1 include/linux/mm.h enum compound_dtor_id
@@ -28,9 +29,83 @@ PAGE_MAPPING_ANON = 0x1
 NO_HEAD = -1
 
 
-@dataclass(slots=True)
+# struct page fields, in the order rows are hashed and snapshotted
+FIELDS = (
+    "flags",
+    "refcount",
+    "mapcount",
+    "head",
+    "order",
+    "compound_mapcount",
+    "pincount",
+    "dtor",
+    "mapping",
+    "index",
+    "private",
+    "data",
+)
+_DTYPES = (
+    np.uint64,
+    np.int32,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.int32,
+    np.int32,
+    np.uint8,
+    np.int64,
+    np.int64,
+    np.int64,
+    np.int64,
+)
+_INIT = (0, 0, -1, NO_HEAD, 0, 0, 0, 0, 0, 0, 0, 0)  # v6.1 mm/mm_init.c __init_single_page
+
+
+class Tracked(np.ndarray):
+    """A frame-table field whose item writes are logged for incremental hashing.
+
+    Only writes through the table's own ``__setitem__`` are logged (augmented
+    assignment to a slice goes through it too); a write through a view kept aside
+    would not be, which the checked mode's comparison with the full digest catches.
+    """
+
+    log: list[object] | None
+    field: str
+    seen: list[tuple[str, object, bool]] | None
+
+    def __array_finalize__(self, obj: object) -> None:
+        self.log = self.seen = None
+
+    def __setitem__(self, idx: object, value: object) -> None:
+        np.ndarray.__setitem__(self, idx, value)  # type: ignore[call-overload]
+        if self.log is not None:
+            self.log.append(idx)
+
+
+class Audited(Tracked):
+    """A frame-table field that also records every item read and write (checked mode)."""
+
+    def __getitem__(self, idx: Any) -> Any:
+        if self.seen is not None:  # the table's own field, not a view taken of it
+            self.seen.append((self.field, idx, False))
+        return np.ndarray.__getitem__(self, idx)
+
+    def __setitem__(self, idx: object, value: object) -> None:
+        Tracked.__setitem__(self, idx, value)
+        if self.seen is not None:
+            self.seen.append((self.field, idx, True))
+
+
 class Memmap:
-    """struct page fields for every PFN (v6.1 include/linux/mm_types.h)."""
+    """struct page fields for every PFN (v6.1 include/linux/mm_types.h).
+
+    Besides the fields, it keeps a Zobrist-style digest (per row, two 64-bit lanes
+    XORed over all rows) brought up to date from the logged writes, and, once a
+    snapshot has been asked for, the rows as they were then (the base) and the rows
+    changed since, so that snapshots and restores cost what changed.
+    """
+
+    __slots__ = (*FIELDS, "_base", "_base_hash", "_dirty", "_hash", "_log", "_seen", "_total")
 
     flags: NDArray[np.uint64]
     refcount: NDArray[np.int32]
@@ -47,38 +122,172 @@ class Memmap:
     # enough to tell which frame a write landed in.
     data: NDArray[np.int64]
 
+    def __init__(self, arrays: list[NDArray[np.generic]]) -> None:
+        self._log: list[object] = []
+        self._seen: list[tuple[str, object, bool]] = []
+        for name, arr in zip(FIELDS, arrays, strict=True):
+            tracked = np.array(arr, copy=True).view(Tracked)
+            tracked.log, tracked.field, tracked.seen = self._log, name, self._seen
+            object.__setattr__(self, name, tracked)
+        self._hash: NDArray[np.uint64] | None = None  # per row, two lanes
+        self._total = np.zeros(2, np.uint64)
+        self._base: list[NDArray[np.generic]] | None = None
+        self._base_hash: NDArray[np.uint64] | None = None
+        self._dirty: set[int] = set()  # rows changed since the base
+
     @property
     def nr_pages(self) -> int:
         """Number of PFNs in the table."""
         return int(self.refcount.shape[0])
 
+    def arrays(self) -> list[NDArray[np.generic]]:
+        """The fields as plain arrays (shared, not copied), in FIELDS order."""
+        return [getattr(self, f).view(np.ndarray) for f in FIELDS]
+
+    def audit(self, on: bool) -> None:
+        """Start (or stop) recording every item read and write of the fields."""
+        for f in FIELDS:
+            getattr(self, f).__class__ = Audited if on else Tracked
+
+    def accesses(self) -> tuple[set[tuple[str, int, str]], set[tuple[str, int, str]]]:
+        """The ``("page", pfn, field)`` keys read and written since the last call."""
+        reads: set[tuple[str, int, str]] = set()
+        writes: set[tuple[str, int, str]] = set()
+        n = self.nr_pages
+        for name, idx, wrote in self._seen:
+            keys = {("page", int(r), name) for r in _rows([idx], n)}
+            (writes if wrote else reads).update(keys)
+        self._seen.clear()
+        return reads, writes
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (Memmap, ([a.copy() for a in self.arrays()],))
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Memmap:
+        return Memmap(self.arrays())
+
+    def _flush(self) -> NDArray[np.int64]:
+        """Rows written since the last flush; row hashes and the base's dirty set follow."""
+        log = self._log
+        if not log:
+            return _NO_ROWS
+        rows = _rows(log, self.nr_pages)
+        log.clear()
+        if self._hash is not None:
+            new = _row_hash(self.arrays(), rows)
+            self._total ^= np.bitwise_xor.reduce(self._hash[rows], axis=0)
+            self._total ^= np.bitwise_xor.reduce(new, axis=0)
+            self._hash[rows] = new
+        if self._base is not None:
+            self._dirty.update(rows.tolist())
+        return rows
+
+    def digest(self) -> bytes:
+        """The table's digest, updated for the rows written since the last call."""
+        if self._hash is None:
+            self._log.clear()
+            self._hash = _row_hash(self.arrays(), np.arange(self.nr_pages))
+            self._total = np.bitwise_xor.reduce(self._hash, axis=0)
+        else:
+            self._flush()
+        return self._total.tobytes()
+
+    def take_delta(self) -> object:
+        """The rows changed since the base, their values and hashes, and the digest."""
+        self.digest()
+        if self._base is None:
+            self._base = [a.copy() for a in self.arrays()]
+            assert self._hash is not None
+            self._base_hash = self._hash.copy()
+        rows = np.fromiter(self._dirty, np.int64, len(self._dirty))
+        assert self._hash is not None
+        return (rows, [a[rows] for a in self.arrays()], self._hash[rows], self._total.copy())
+
+    def put_delta(self, delta: object) -> None:
+        """Come back to the contents :meth:`take_delta` saw, touching only changed rows."""
+        self._flush()
+        rows: NDArray[np.int64]
+        values: list[NDArray[np.generic]]
+        hashes: NDArray[np.uint64]
+        total: NDArray[np.uint64]
+        rows, values, hashes, total = delta  # type: ignore[misc]
+        back = np.fromiter(self._dirty.difference(rows.tolist()), np.int64)
+        assert self._base is not None and self._base_hash is not None and self._hash is not None
+        for arr, base, vals in zip(self.arrays(), self._base, values, strict=True):
+            arr[back] = base[back]
+            arr[rows] = vals
+        self._hash[back] = self._base_hash[back]
+        self._hash[rows] = hashes
+        self._total = total.copy()
+        self._dirty = set(rows.tolist())
+
+
+INPLACE.add(Memmap)
+_NO_ROWS = np.zeros(0, np.int64)
+
+
+def _rows(log: list[object], n: int) -> NDArray[np.int64]:
+    """The distinct rows a list of logged indexes names."""
+    parts: list[NDArray[np.int64]] = []
+    ints: list[int] = []
+    for idx in log:
+        if isinstance(idx, int | np.integer):
+            ints.append(int(idx) % n)
+        elif isinstance(idx, slice):
+            parts.append(np.arange(*idx.indices(n), dtype=np.int64))
+        else:
+            a = np.asarray(idx)
+            parts.append(np.flatnonzero(a) if a.dtype == np.bool_ else a.astype(np.int64) % n)
+    if ints:
+        parts.append(np.array(ints, np.int64))
+    return np.unique(np.concatenate(parts)) if parts else _NO_ROWS
+
+
+# splitmix64's multipliers, and one key per column (the PFN, then each field) and lane
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_KEYS = np.array(
+    [
+        [
+            (0x9E3779B97F4A7C15 * (2 * i + lane + 1) | 1) & (1 << 64) - 1
+            for i in range(len(FIELDS) + 1)
+        ]
+        for lane in range(2)
+    ],
+    dtype=np.uint64,
+)[:, None, :]
+
+
+def _row_hash(arrays: list[NDArray[np.generic]], rows: NDArray[np.int64]) -> NDArray[np.uint64]:
+    """Two independent 64-bit hashes of each of ``rows``, shape (rows, 2).
+
+    Zobrist-style: each (column, value) pair is mixed by splitmix64's finaliser into a
+    pseudo-random word, and a row's hash is the XOR of its columns' words.
+    """
+    cols = np.empty((rows.shape[0], len(FIELDS) + 1), np.int64)
+    cols[:, 0] = rows
+    for i, arr in enumerate(arrays):
+        cols[:, i + 1] = arr[rows]
+    x = cols.view(np.uint64)[None, :, :] ^ _KEYS
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * _M1
+        x = (x ^ (x >> np.uint64(27))) * _M2
+    x ^= x >> np.uint64(31)
+    return np.ascontiguousarray(np.bitwise_xor.reduce(x, axis=2).T)
+
 
 def memmap_alloc(nr_pages: int) -> Memmap:
     """A table of `nr_pages` free struct pages (v6.1 mm/mm_init.c __init_single_page)."""
-    return Memmap(
-        flags=np.zeros(nr_pages, np.uint64),
-        refcount=np.zeros(nr_pages, np.int32),
-        mapcount=np.full(nr_pages, -1, np.int32),
-        head=np.full(nr_pages, NO_HEAD, np.int64),
-        order=np.zeros(nr_pages, np.uint8),
-        compound_mapcount=np.zeros(nr_pages, np.int32),
-        pincount=np.zeros(nr_pages, np.int32),
-        dtor=np.zeros(nr_pages, np.uint8),
-        mapping=np.zeros(nr_pages, np.int64),
-        index=np.zeros(nr_pages, np.int64),
-        private=np.zeros(nr_pages, np.int64),
-        data=np.zeros(nr_pages, np.int64),
-    )
+    return Memmap([np.full(nr_pages, v, t) for v, t in zip(_INIT, _DTYPES, strict=True)])
 
 
 def memmap_copy(m: Memmap) -> Memmap:
     """An independent copy of the table."""
-    return Memmap(*(getattr(m, f).copy() for f in Memmap.__slots__))
+    return Memmap(m.arrays())
 
 
 def memmap_digest_parts(m: Memmap) -> list[bytes]:
-    """The table's bytes, field by field, for hashing kernel state."""
-    return [getattr(m, f).tobytes() for f in Memmap.__slots__]
+    """The table's bytes, field by field: the full, non-incremental reference digest."""
+    return [a.tobytes() for a in m.arrays()]
 
 
 class PageFlags:

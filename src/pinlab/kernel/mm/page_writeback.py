@@ -19,7 +19,7 @@ from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from pinlab.interleave import Point, Yield
+from pinlab.interleave import Point, Unmodelled, Yield
 from pinlab.kernel.bug import bug_on
 from pinlab.kernel.errno import EIO
 from pinlab.kernel.mm.filemap import (
@@ -78,8 +78,10 @@ class WritebackControl:
 
 
 Writepage = Callable[["Kernel", int, WritebackControl, T], Generator[Yield, None, int]]
-# a lookup's stand-in for a page-cache mark: (index, folio) -> marked
-Selector = Callable[[int, int], bool]
+# v6.1 include/linux/fs.h PAGECACHE_TAG_DIRTY / _WRITEBACK / _TOWRITE (XA_MARK_0 / 1 / 2)
+PAGECACHE_TAG_DIRTY = 0
+PAGECACHE_TAG_WRITEBACK = 1
+PAGECACHE_TAG_TOWRITE = 2
 
 
 def _flags(folio: int) -> frozenset[Hashable]:
@@ -88,6 +90,14 @@ def _flags(folio: int) -> frozenset[Hashable]:
 
 def _has(k: Kernel, folio: int, flag: str) -> bool:
     return bool(int(k.mem.flags[folio]) & k.pf.mask(flag))
+
+
+def _tagged(k: Kernel, tag: int, towrite: set[int] | None, index: int, folio: int) -> bool:
+    """The model's stand-in for the mark `tag` on the folio at `index`: DIRTY is PG_dirty,
+    WRITEBACK PG_writeback, TOWRITE membership of the pass's own set `towrite`."""
+    if tag == PAGECACHE_TAG_TOWRITE:
+        return towrite is not None and index in towrite
+    return _has(k, folio, "PG_dirty" if tag == PAGECACHE_TAG_DIRTY else "PG_writeback")
 
 
 def _range(mapping: AddressSpace, start: int, end: int) -> dict[int, int]:
@@ -114,11 +124,16 @@ def tag_pages_for_writeback(
 
 
 def pagevec_lookup_range_tag(
-    k: Kernel, mapping: AddressSpace, index: int, end: int, tagged: Selector
+    k: Kernel,
+    mapping: AddressSpace,
+    index: int,
+    end: int,
+    tag: int,
+    towrite: set[int] | None = None,
 ) -> Generator[Yield, None, tuple[list[int], int]]:
     """v6.1 mm/filemap.c find_get_pages_range_tag: up to PAGEVEC_SIZE tagged folios, +1 ref each.
 
-    `tagged(index, folio)` stands for the mark.  A folio whose count is 0
+    `_tagged` stands for the mark (TOWRITE: `towrite`).  A folio whose count is 0
     (being freed) is skipped, as folio_try_get_rcu fails.  Returns the folios
     and the index to resume from.
     """
@@ -128,7 +143,7 @@ def pagevec_lookup_range_tag(
     )
     found: list[int] = []
     for i, folio in sorted(_range(mapping, index, end).items()):
-        if not tagged(i, folio) or not folio_try_get(k, folio):
+        if not _tagged(k, tag, towrite, i, folio) or not folio_try_get(k, folio):
             continue
         found.append(folio)
         if len(found) == k.profile.pagevec_size:
@@ -165,7 +180,7 @@ def folio_mkclean(k: Kernel, folio: int) -> Generator[Yield, None, int]:
     if not page_mapped(k, folio) or mapping is None:
         return 0
     if folio_test_large(k.mem, folio):
-        raise ValueError("folio_mkclean of a large page-cache folio is not modelled")
+        raise Unmodelled("folio_mkclean", "a large page-cache folio")
     index = int(k.mem.index[folio])
     cleaned = 0
     for mm in list(k.mms.values()):
@@ -235,7 +250,7 @@ def folio_end_writeback(k: Kernel, folio: int) -> Generator[Yield, None, None]:
     (not modelled), would rotate the folio (folio_rotate_reclaimable).
     """
     if _has(k, folio, "PG_reclaim"):
-        raise ValueError("folio_end_writeback of a PG_reclaim folio (rotation) is not modelled")
+        raise Unmodelled("folio_end_writeback", "a PG_reclaim folio (folio_rotate_reclaimable)")
     keys = folio_put_footprint(folio) | {("vmstat", NR_WRITEBACK), ("vmstat", NR_WRITTEN)}
     yield Point("folio_end_writeback", reads=keys, writes=keys)
     folio_get(k, folio)
@@ -269,15 +284,12 @@ def write_cache_pages(
     towrite: set[int] | None = None
     if wbc.sync_mode == WB_SYNC_ALL:
         towrite = yield from tag_pages_for_writeback(k, mapping, index, end)
-
-    def tagged(i: int, folio: int) -> bool:
-        return i in towrite if towrite is not None else _has(k, folio, "PG_dirty")
-
+    tag = PAGECACHE_TAG_DIRTY if towrite is None else PAGECACHE_TAG_TOWRITE
     ret = 0
     done = False
     drained = False
     while not done and index <= end:
-        batch, index = yield from pagevec_lookup_range_tag(k, mapping, index, end, tagged)
+        batch, index = yield from pagevec_lookup_range_tag(k, mapping, index, end, tag, towrite)
         if not batch:
             break
         for folio in batch:
@@ -350,12 +362,10 @@ def __filemap_fdatawait_range(
         return
     index, last = start >> PAGE_SHIFT, end >> PAGE_SHIFT
     drained = False
-
-    def tagged(_i: int, folio: int) -> bool:
-        return _has(k, folio, "PG_writeback")
-
     while index <= last:
-        batch, index = yield from pagevec_lookup_range_tag(k, mapping, index, last, tagged)
+        batch, index = yield from pagevec_lookup_range_tag(
+            k, mapping, index, last, PAGECACHE_TAG_WRITEBACK
+        )
         if not batch:
             break
         for folio in batch:

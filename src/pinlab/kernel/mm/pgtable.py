@@ -191,19 +191,3 @@ def get_pmd(pt: PageTable, addr: int) -> int:
     """The huge PMD for `addr`, 0 when the slot is none or holds a PTE table."""
     return pt.pmd.get(addr >> PMD_SHIFT, 0)
 
-
-def pagetable_copy(pt: PageTable) -> PageTable:
-    """An independent copy of the tables."""
-    return PageTable(
-        pte={slot: t.copy() for slot, t in pt.pte.items()}, pmd=dict(pt.pmd), pud=dict(pt.pud)
-    )
-
-
-def pagetable_digest_parts(pt: PageTable) -> list[bytes]:
-    """The tables' contents in a canonical order, for hashing kernel state."""
-    parts: list[bytes] = []
-    for slot in sorted(pt.pte):
-        parts += [slot.to_bytes(8, "little", signed=True), pt.pte[slot].tobytes()]
-    parts.append(repr(sorted(pt.pmd.items())).encode())
-    parts.append(repr(sorted(pt.pud.items())).encode())
-    return parts
