@@ -8,11 +8,11 @@ filesystem as the kernel dispatches on vm_ops, f_op and a_ops.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pinlab.interleave import Yield
+from pinlab.interleave import Unmodelled, Yield
 from pinlab.kernel.mm.types import AddressSpace, FsType, MmStruct, VmArea
 
 if TYPE_CHECKING:
@@ -38,30 +38,86 @@ def new_inode(k: Kernel, fs: FsType, size: int, huge_order: int = 0) -> AddressS
     return mapping
 
 
+# The filesystems' hooks by signature.  ext4, ramfs and shmem import this package, so the
+# dispatchers below import them when called; they are plain functions, so that no
+# generator here holds a module as a local (the race explorer freezes and snapshots the
+# locals of every suspended frame).
+FaultOp = Callable[["Kernel", AddressSpace, int, int], Generator[Yield, None, tuple[int, int]]]
+MkwriteOp = Callable[["Kernel", AddressSpace, int], Generator[Yield, None, int]]
+WriteBeginOp = Callable[
+    ["Kernel", AddressSpace, int, int, int], Generator[Yield, None, tuple[int, int]]
+]
+WriteEndOp = Callable[["Kernel", AddressSpace, int, int, int, int], Generator[Yield, None, int]]
+
+
+def _vm_ops_fault(fs: FsType) -> FaultOp | None:
+    """vm_ops->fault of `fs`'s files, None for one that does not fault through the page cache."""
+    from pinlab.kernel.fs.ext4 import ext4_filemap_fault
+    from pinlab.kernel.fs.ramfs import ramfs_fault
+    from pinlab.kernel.fs.shmem import shmem_fault
+
+    ops: dict[FsType, FaultOp] = {
+        FsType.TMPFS: shmem_fault,
+        FsType.RAMFS: ramfs_fault,
+        FsType.EXT4: ext4_filemap_fault,
+    }
+    return ops.get(fs)
+
+
+def _vm_ops_page_mkwrite(fs: FsType) -> MkwriteOp:
+    """vm_ops->page_mkwrite of `fs`'s files: ext4's, else generic filemap_page_mkwrite."""
+    from pinlab.kernel.fs.ext4 import ext4_page_mkwrite
+    from pinlab.kernel.fs.ramfs import filemap_page_mkwrite
+
+    return ext4_page_mkwrite if fs is FsType.EXT4 else filemap_page_mkwrite
+
+
+def _a_ops_write_begin(fs: FsType) -> WriteBeginOp | None:
+    """a_ops->write_begin of `fs`'s files, None where not modelled."""
+    from pinlab.kernel.fs.ext4 import ext4_da_write_begin
+    from pinlab.kernel.fs.ramfs import simple_write_begin
+    from pinlab.kernel.fs.shmem import shmem_write_begin
+
+    ops: dict[FsType, WriteBeginOp] = {
+        FsType.TMPFS: shmem_write_begin,
+        FsType.RAMFS: simple_write_begin,
+        FsType.EXT4: ext4_da_write_begin,
+    }
+    return ops.get(fs)
+
+
+def _a_ops_write_end(fs: FsType) -> WriteEndOp | None:
+    """a_ops->write_end of `fs`'s files, None where not modelled."""
+    from pinlab.kernel.fs.ext4 import ext4_da_write_end
+    from pinlab.kernel.fs.ramfs import simple_write_end
+    from pinlab.kernel.fs.shmem import shmem_write_end
+
+    ops: dict[FsType, WriteEndOp] = {
+        FsType.TMPFS: shmem_write_end,
+        FsType.RAMFS: simple_write_end,
+        FsType.EXT4: ext4_da_write_end,
+    }
+    return ops.get(fs)
+
+
 def vm_fault_page(
     k: Kernel, mapping: AddressSpace, index: int, cpu: int
 ) -> Generator[Yield, None, tuple[int, int]]:
     """vma->vm_ops->fault: shmem_fault for tmpfs, filemap_fault for ramfs and ext4."""
-    from pinlab.kernel.fs import ext4, ramfs, shmem
-
-    if mapping.fs is FsType.TMPFS:
-        return (yield from shmem.shmem_fault(k, mapping, index, cpu))
-    if mapping.fs is FsType.RAMFS:
-        return (yield from ramfs.ramfs_fault(k, mapping, index, cpu))
-    if mapping.fs is FsType.EXT4:
-        return (yield from ext4.ext4_filemap_fault(k, mapping, index, cpu))
-    raise ValueError(f"{mapping.fs.value} does not fault through the page cache")
+    fault = _vm_ops_fault(mapping.fs)
+    if fault is None:
+        raise Unmodelled(
+            "vm_fault_page", f"{mapping.fs.value} does not fault through the page cache"
+        )
+    return (yield from fault(k, mapping, index, cpu))
 
 
 def do_page_mkwrite(k: Kernel, vma: VmArea, page: int) -> Generator[Yield, None, int]:
     """v6.1 mm/memory.c do_page_mkwrite: call ->page_mkwrite, return with the page locked."""
-    from pinlab.kernel.fs import ext4, ramfs
-
     assert vma.vm_file is not None
     mapping = k.mappings[vma.vm_file]
-    if mapping.fs is FsType.EXT4:
-        return (yield from ext4.ext4_page_mkwrite(k, mapping, page))
-    return (yield from ramfs.filemap_page_mkwrite(k, mapping, page))
+    page_mkwrite = _vm_ops_page_mkwrite(mapping.fs)
+    return (yield from page_mkwrite(k, mapping, page))
 
 
 def fault_dirty_shared_page(
@@ -100,9 +156,9 @@ def dax_fault(
     k: Kernel, mm: MmStruct, vma: VmArea, address: int, flags: int
 ) -> Generator[Yield, None, int]:
     """v6.1 fs/ext4/file.c ext4_dax_fault -> fs/dax.c dax_iomap_pte_fault."""
-    from pinlab.kernel.fs import ext4
+    from pinlab.kernel.fs.ext4 import ext4_dax_fault
 
-    return (yield from ext4.ext4_dax_fault(k, mm, vma, address, flags))
+    return (yield from ext4_dax_fault(k, mm, vma, address, flags))
 
 
 # v6.1 include/linux/fs.h MAX_RW_COUNT: INT_MAX & PAGE_MASK
@@ -122,7 +178,7 @@ def vfs_write(
     do_dentry_open).  `token` is the source's content (0: zeroes).  Bytes or -errno.
     """
     from pinlab.kernel.errno import EBADF, EINVAL
-    from pinlab.kernel.fs import ext4
+    from pinlab.kernel.fs.ext4 import ext4_file_write_iter
     from pinlab.kernel.mm.filemap import generic_file_write_iter
 
     if not file.writable:
@@ -134,9 +190,9 @@ def vfs_write(
         return -EINVAL  # rw_verify_area: a regular file has no unsigned offsets
     count = min(count, MAX_RW_COUNT)
     if mapping.fs is FsType.EXT4:
-        return (yield from ext4.ext4_file_write_iter(k, mapping, pos, count, token, cpu))
+        return (yield from ext4_file_write_iter(k, mapping, pos, count, token, cpu))
     if mapping.fs.is_dax:
-        raise ValueError("a write(2) to an fsdax file (ext4_dax_write_iter) is not modelled")
+        raise Unmodelled("vfs_write", "a write(2) to an fsdax file (ext4_dax_write_iter)")
     return (yield from generic_file_write_iter(k, mapping, pos, count, token, cpu))
 
 
@@ -148,13 +204,13 @@ def vfs_fsync(k: Kernel, file: File, cpu: int = 0) -> Generator[Yield, None, int
     noop_fsync): nothing is written back and their folios stay dirty.  The
     I_DIRTY_TIME inode update is inode metadata, not modelled.
     """
-    from pinlab.kernel.fs import ext4
+    from pinlab.kernel.fs.ext4 import ext4_sync_file
 
     mapping = k.mappings[file.mapping]
     if mapping.fs is FsType.EXT4:
-        return (yield from ext4.ext4_sync_file(k, mapping, 0, LLONG_MAX, cpu))
+        return (yield from ext4_sync_file(k, mapping, 0, LLONG_MAX, cpu))
     if mapping.fs.is_dax:
-        raise ValueError("fsync of an fsdax file (dax_writeback_mapping_range) is not modelled")
+        raise Unmodelled("vfs_fsync", "fsync of an fsdax file (dax_writeback_mapping_range)")
     return 0
 
 
@@ -167,30 +223,20 @@ def write_begin(
     (v6.1 fs/libfs.c), ext4_da_aops ext4_da_write_begin (v6.1 fs/ext4/inode.c: the
     default delalloc mount).
     """
-    from pinlab.kernel.fs import ext4, ramfs, shmem
-
-    if mapping.fs is FsType.TMPFS:
-        return (yield from shmem.shmem_write_begin(k, mapping, pos, length, cpu))
-    if mapping.fs is FsType.RAMFS:
-        return (yield from ramfs.simple_write_begin(k, mapping, pos, length, cpu))
-    if mapping.fs is FsType.EXT4:
-        return (yield from ext4.ext4_da_write_begin(k, mapping, pos, length, cpu))
-    raise ValueError(f"{mapping.fs.value} has no modelled ->write_begin")
+    begin = _a_ops_write_begin(mapping.fs)
+    if begin is None:
+        raise Unmodelled("write_begin", f"{mapping.fs.value} has no modelled ->write_begin")
+    return (yield from begin(k, mapping, pos, length, cpu))
 
 
 def write_end(
     k: Kernel, mapping: AddressSpace, pos: int, length: int, copied: int, folio: int
 ) -> Generator[Yield, None, int]:
     """mapping->a_ops->write_end: commit `copied` bytes, unlock and put the folio; bytes taken."""
-    from pinlab.kernel.fs import ext4, ramfs, shmem
-
-    if mapping.fs is FsType.TMPFS:
-        return (yield from shmem.shmem_write_end(k, mapping, pos, length, copied, folio))
-    if mapping.fs is FsType.RAMFS:
-        return (yield from ramfs.simple_write_end(k, mapping, pos, length, copied, folio))
-    if mapping.fs is FsType.EXT4:
-        return (yield from ext4.ext4_da_write_end(k, mapping, pos, length, copied, folio))
-    raise ValueError(f"{mapping.fs.value} has no modelled ->write_end")
+    end = _a_ops_write_end(mapping.fs)
+    if end is None:
+        raise Unmodelled("write_end", f"{mapping.fs.value} has no modelled ->write_end")
+    return (yield from end(k, mapping, pos, length, copied, folio))
 
 
 def writepages(
@@ -201,8 +247,8 @@ def writepages(
     Only called for a mapping that writes back (filemap_fdatawrite_wbc checks
     mapping_can_writeback first).
     """
-    from pinlab.kernel.fs import ext4
+    from pinlab.kernel.fs.ext4 import ext4_writepages
 
     if mapping.fs is FsType.EXT4:
-        return (yield from ext4.ext4_writepages(k, mapping, wbc, cpu))
-    raise ValueError(f"{mapping.fs.value} has no modelled ->writepages")
+        return (yield from ext4_writepages(k, mapping, wbc, cpu))
+    raise Unmodelled("writepages", f"{mapping.fs.value} has no modelled ->writepages")

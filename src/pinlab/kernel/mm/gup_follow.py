@@ -41,7 +41,26 @@ from pinlab.kernel.mm.gup_grab import folio_test_anon, try_grab_folio, try_grab_
 from pinlab.kernel.mm.gup_range import range_grab, range_ok
 from pinlab.kernel.mm.locking import pte_lock, pte_unlock
 from pinlab.kernel.mm.memmap import HUGETLB_PAGE_DTOR, compound_head
-from pinlab.kernel.mm.memory import vm_normal_page
+from pinlab.kernel.mm.memory import (
+    FAULT_FLAG_ALLOW_RETRY,
+    FAULT_FLAG_KILLABLE,
+    FAULT_FLAG_REMOTE,
+    FAULT_FLAG_RETRY_NOWAIT,
+    FAULT_FLAG_TRIED,
+    FAULT_FLAG_UNSHARE,
+    FAULT_FLAG_WRITE,
+    VM_FAULT_COMPLETED,
+    VM_FAULT_ERROR,
+    VM_FAULT_HWPOISON,
+    VM_FAULT_HWPOISON_LARGE,
+    VM_FAULT_OOM,
+    VM_FAULT_RETRY,
+    VM_FAULT_SIGBUS,
+    VM_FAULT_SIGSEGV,
+    VM_FAULT_WRITE,
+    handle_mm_fault,
+    vm_normal_page,
+)
 from pinlab.kernel.mm.pgtable import (
     _PAGE_ACCESSED,
     _PAGE_DIRTY,
@@ -315,13 +334,11 @@ def follow_page_mask(
 
 def vm_fault_to_errno(vm_fault: int, foll_flags: int) -> int:
     """v6.1 include/linux/mm.h vm_fault_to_errno."""
-    from pinlab.kernel.mm import memory as mem
-
-    if vm_fault & mem.VM_FAULT_OOM:
+    if vm_fault & VM_FAULT_OOM:
         return -errno.ENOMEM
-    if vm_fault & (mem.VM_FAULT_HWPOISON | mem.VM_FAULT_HWPOISON_LARGE):
+    if vm_fault & (VM_FAULT_HWPOISON | VM_FAULT_HWPOISON_LARGE):
         return -errno.EHWPOISON if foll_flags & FOLL_HWPOISON else -errno.EFAULT
-    if vm_fault & (mem.VM_FAULT_SIGBUS | mem.VM_FAULT_SIGSEGV):
+    if vm_fault & (VM_FAULT_SIGBUS | VM_FAULT_SIGSEGV):
         return -errno.EFAULT
     return 0
 
@@ -340,38 +357,36 @@ def faultin_page(
     After a write fault that broke COW in a !VM_WRITE VMA, v5.7 adds FOLL_COW
     and v4.4 drops FOLL_WRITE (both mm/gup.c faultin_page); 6.1 changes nothing.
     """
-    from pinlab.kernel.mm import memory as mem
-
     if flags & FOLL_NOFAULT:
         return -errno.EFAULT, flags
     fault_flags = 0
     if flags & FOLL_WRITE:
-        fault_flags |= mem.FAULT_FLAG_WRITE
+        fault_flags |= FAULT_FLAG_WRITE
     if flags & FOLL_REMOTE:
-        fault_flags |= mem.FAULT_FLAG_REMOTE
+        fault_flags |= FAULT_FLAG_REMOTE
     if locked is not None:
-        fault_flags |= mem.FAULT_FLAG_ALLOW_RETRY | mem.FAULT_FLAG_KILLABLE
+        fault_flags |= FAULT_FLAG_ALLOW_RETRY | FAULT_FLAG_KILLABLE
     if flags & FOLL_NOWAIT:
-        fault_flags |= mem.FAULT_FLAG_ALLOW_RETRY | mem.FAULT_FLAG_RETRY_NOWAIT
+        fault_flags |= FAULT_FLAG_ALLOW_RETRY | FAULT_FLAG_RETRY_NOWAIT
     if flags & FOLL_TRIED:
-        fault_flags |= mem.FAULT_FLAG_TRIED
+        fault_flags |= FAULT_FLAG_TRIED
     if unshare:
-        fault_flags |= mem.FAULT_FLAG_UNSHARE
-    ret = yield from mem.handle_mm_fault(k, mm, vma, address, fault_flags)
-    if ret & mem.VM_FAULT_COMPLETED:
+        fault_flags |= FAULT_FLAG_UNSHARE
+    ret = yield from handle_mm_fault(k, mm, vma, address, fault_flags)
+    if ret & VM_FAULT_COMPLETED:
         if locked is not None:
             locked.held = False
         return -errno.EAGAIN, flags
-    if ret & mem.VM_FAULT_ERROR:
+    if ret & VM_FAULT_ERROR:
         err = vm_fault_to_errno(ret, flags)
         if err:
             return err, flags
         raise AssertionError("BUG: VM_FAULT_ERROR without an errno (v6.1 mm/gup.c faultin_page)")
-    if ret & mem.VM_FAULT_RETRY:
-        if locked is not None and not fault_flags & mem.FAULT_FLAG_RETRY_NOWAIT:
+    if ret & VM_FAULT_RETRY:
+        if locked is not None and not fault_flags & FAULT_FLAG_RETRY_NOWAIT:
             locked.held = False
         return -errno.EBUSY, flags
-    if ret & mem.VM_FAULT_WRITE and not vma.vm_flags & VM_WRITE:
+    if ret & VM_FAULT_WRITE and not vma.vm_flags & VM_WRITE:
         how = k.profile.foll_force_write
         if how == "foll_cow":
             flags |= FOLL_COW
@@ -404,8 +419,6 @@ def follow_hugetlb_page(
     6.1 grabs each huge page's subpages with one try_grab_folio(refs) (v5.12
     0fa5bc4023c1); v5.7 and the 2020 postings called try_grab_page per subpage.
     """
-    from pinlab.kernel.mm import memory as mem
-
     vaddr, remainder = pos
     err = -errno.EFAULT
     while vaddr < vma.vm_end and remainder:
@@ -426,24 +439,24 @@ def follow_hugetlb_page(
             pte_unlock(k, mm, vaddr)
             fault_flags = 0
             if flags & FOLL_WRITE:
-                fault_flags |= mem.FAULT_FLAG_WRITE
+                fault_flags |= FAULT_FLAG_WRITE
             elif unshare:
-                fault_flags |= mem.FAULT_FLAG_UNSHARE
+                fault_flags |= FAULT_FLAG_UNSHARE
             if locked is not None:
-                fault_flags |= mem.FAULT_FLAG_ALLOW_RETRY | mem.FAULT_FLAG_KILLABLE
+                fault_flags |= FAULT_FLAG_ALLOW_RETRY | FAULT_FLAG_KILLABLE
             if flags & FOLL_NOWAIT:
-                fault_flags |= mem.FAULT_FLAG_ALLOW_RETRY | mem.FAULT_FLAG_RETRY_NOWAIT
+                fault_flags |= FAULT_FLAG_ALLOW_RETRY | FAULT_FLAG_RETRY_NOWAIT
             if flags & FOLL_TRIED:
-                fault_flags |= mem.FAULT_FLAG_TRIED
-            ret = yield from mem.handle_mm_fault(k, mm, vma, vaddr, fault_flags)
-            if ret & mem.VM_FAULT_ERROR:
+                fault_flags |= FAULT_FLAG_TRIED
+            ret = yield from handle_mm_fault(k, mm, vma, vaddr, fault_flags)
+            if ret & VM_FAULT_ERROR:
                 err = vm_fault_to_errno(ret, flags)
                 remainder = 0
                 break
             if (
-                ret & mem.VM_FAULT_RETRY
+                ret & VM_FAULT_RETRY
                 and locked is not None
-                and not fault_flags & mem.FAULT_FLAG_RETRY_NOWAIT
+                and not fault_flags & FAULT_FLAG_RETRY_NOWAIT
             ):
                 locked.held = False
                 pos[:] = [vaddr, remainder]

@@ -13,6 +13,13 @@ from typing import TYPE_CHECKING
 
 from pinlab.interleave import Point, Yield
 from pinlab.kernel.mm.filemap import folio_put_footprint
+from pinlab.kernel.mm.huge_memory import (
+    do_huge_pmd_anonymous_page,
+    do_huge_pmd_wp_page,
+    huge_pmd_set_accessed,
+    hugepage_vma_check,
+    pmd_none,
+)
 from pinlab.kernel.mm.locking import folio_unlock, pte_lock, pte_unlock
 from pinlab.kernel.mm.memmap import compound_head
 from pinlab.kernel.mm.page_alloc import GFP_HIGHUSER_MOVABLE, alloc_pages
@@ -191,24 +198,22 @@ def __handle_mm_fault(
     k: Kernel, mm: MmStruct, vma: VmArea, address: int, flags: int, cpu: int
 ) -> Generator[Yield, None, int]:
     """v6.1 mm/memory.c __handle_mm_fault: PMD level (THP), then handle_pte_fault."""
-    from pinlab.kernel.mm import huge_memory as thp
-
     address &= ~(PAGE_SIZE - 1)
     pt = mm.pgtable
     yield Point("pmd read", reads=frozenset({pmd_key(mm.id, address)}))
-    if thp.pmd_none(pt, address) and thp.hugepage_vma_check(k, mm, vma):
-        ret = yield from thp.do_huge_pmd_anonymous_page(k, mm, vma, address, flags, cpu)
+    if pmd_none(pt, address) and hugepage_vma_check(k, mm, vma):
+        ret = yield from do_huge_pmd_anonymous_page(k, mm, vma, address, flags, cpu)
         if not ret & VM_FAULT_FALLBACK:
             return ret
     else:
         pmd = get_pmd(pt, address)
         if pmd_trans_huge(pmd):
             if flags & (FAULT_FLAG_WRITE | FAULT_FLAG_UNSHARE) and not pte_write(pmd):
-                ret = yield from thp.do_huge_pmd_wp_page(k, mm, vma, address, flags, cpu)
+                ret = yield from do_huge_pmd_wp_page(k, mm, vma, address, flags, cpu)
                 if not ret & VM_FAULT_FALLBACK:
                     return ret
             else:
-                yield from thp.huge_pmd_set_accessed(k, mm, address, flags)
+                yield from huge_pmd_set_accessed(k, mm, address, flags)
                 return 0
     return (yield from handle_pte_fault(k, mm, vma, address, flags, cpu))
 
