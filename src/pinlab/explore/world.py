@@ -416,7 +416,8 @@ class WorldSystem:
         """What the step changed: the parts of the world key (or rendered lines) that differ.
 
         The child's key and text are kept: a trace asks next about the step from it, and
-        coming back to ``node`` once the run has gone past it would mean a restore.
+        coming back to ``node`` once the run has gone past it would mean a restore or a
+        replay from the start (which made a replayed trace quadratic in its length).
         """
 
         def shown(run: Run) -> tuple[Hashable, str]:

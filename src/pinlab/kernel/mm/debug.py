@@ -141,6 +141,45 @@ def _flag_names(k: Kernel, flags: int, order: tuple[str, ...]) -> list[str]:
     return names
 
 
+def page_flag_names(k: Kernel, flags: int) -> list[str]:
+    """The names dump_page gives the page-flag bits of `flags` under the profile's kernel.
+
+    v4.20+ lib/vsprintf.c format_flags with the mmflags.h table order (v4.4: bit order,
+    as dump_page_badflags prints them); bits no flag names come last in hex.
+    """
+    if k.profile.dump_page_style == "4.4":
+        order = tuple(n.removeprefix("PG_") for n in k.profile.pageflags)
+    else:
+        order = PAGEFLAG_NAME_ORDER
+    return _flag_names(k, flags, order)
+
+
+def compound_fields(k: Kernel, head: int) -> list[tuple[str, int]]:
+    """The compound fields dump_page prints for the large folio `head`, in its words.
+
+    6.1: order, compound_mapcount, compound_pincount; 6.5: order, entire_mapcount,
+    nr_pages_mapped, pincount; 5.7 (and 4.4, which prints none): order,
+    compound_mapcount, and compound_pincount where the order keeps an exact count.
+    """
+    m = k.mem
+    style = k.profile.dump_page_style
+    order = folio_order(m, head)
+    entire = int(m.compound_mapcount[head + 1]) + 1
+    pincount = int(m.pincount[head + k.profile.pincount_page])
+    if style == "6.5":
+        nr_mapped = _nr_pages_mapped(k, head)
+        return [
+            ("order", order),
+            ("entire_mapcount", entire),
+            ("nr_pages_mapped", nr_mapped),
+            ("pincount", pincount),
+        ]
+    out = [("order", order), ("compound_mapcount", entire)]
+    if style == "6.1" or k.profile.exact_pincount(order):
+        out.append(("compound_pincount", pincount))
+    return out
+
+
 def format_page_flags(k: Kernel, flags: int) -> str:
     """v6.1 lib/vsprintf.c format_page_flags (%pGp): hex, names, then node/zone/lastcpupid."""
     parts = _flag_names(k, flags, PAGEFLAG_NAME_ORDER)
@@ -270,19 +309,8 @@ def _dump_page_6x(k: Kernel, page: int, reason: str | None, style: str) -> list[
         f"pfn:{page:#x}"
     ]
     if compound:
-        order = folio_order(m, head)
-        entire = int(m.compound_mapcount[head + 1]) + 1
-        pincount = int(m.pincount[head + k.profile.pincount_page])
-        if style == "6.5":
-            out.append(
-                f"head:{fmt_p(page_address(head))} order:{order} entire_mapcount:{entire} "
-                f"nr_pages_mapped:{_nr_pages_mapped(k, head)} pincount:{pincount}"
-            )
-        else:
-            out.append(
-                f"head:{fmt_p(page_address(head))} order:{order} compound_mapcount:{entire} "
-                f"compound_pincount:{pincount}"
-            )
+        words = " ".join(f"{name}:{value}" for name, value in compound_fields(k, head))
+        out.append(f"head:{fmt_p(page_address(head))} {words}")
     anon = bool(int(m.mapping[compound_head(m, page)]) & 1)
     if not anon and mapping:
         out += dump_mapping(k, mapping, style)
@@ -318,13 +346,8 @@ def _dump_page_5_7(k: Kernel, page: int, reason: str | None) -> list[str]:
         f"mapcount:{mapcount} mapping:{fmt_p(mapping)} index:{pgoff:#x}"
     )
     if compound:
-        order = folio_order(m, head)
-        first += (
-            f" head:{page_address(head):016x} order:{order} "
-            f"compound_mapcount:{int(m.compound_mapcount[head + 1]) + 1}"
-        )
-        if k.profile.exact_pincount(order):
-            first += f" compound_pincount:{int(m.pincount[head + k.profile.pincount_page])}"
+        words = " ".join(f"{name}:{value}" for name, value in compound_fields(k, head))
+        first += f" head:{page_address(head):016x} {words}"
     out = [first]
     anon = bool(int(m.mapping[compound_head(m, page)]) & 1)
     if not anon and mapping:
