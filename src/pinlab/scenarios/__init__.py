@@ -1,0 +1,1 @@
+"""Kernel programs for the race explorer: the harness, and (to come) named scenarios."""
