@@ -19,6 +19,7 @@ import ast
 import inspect
 import io
 import pickle
+import sys
 import textwrap
 import types
 import weakref
@@ -69,6 +70,16 @@ class _Pickler(pickle.Pickler):
         super().__init__(out, pickle.HIGHEST_PROTOCOL)
         self.refs = refs
 
+    def reducer_override(self, obj: Any) -> Any:
+        """A NumPy view as a view of its base, which is pickled once and shared: a
+        thread that keeps ``pages[off:]`` across a yield still writes into ``pages``."""
+        np = sys.modules.get("numpy")
+        if np is None or type(obj) is not np.ndarray or not isinstance(obj.base, np.ndarray):
+            return NotImplemented
+        base = obj.base
+        offset = obj.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+        return (_view, (base, obj.dtype, obj.shape, offset, obj.strides))
+
     def persistent_id(self, obj: Any) -> int | None:
         if isinstance(obj, _CODE):
             self.refs.append(obj)
@@ -77,6 +88,12 @@ class _Pickler(pickle.Pickler):
             self.refs.append(_Delta(obj))
             return len(self.refs) - 1
         return None
+
+
+def _view(base: Any, dtype: Any, shape: Any, offset: int, strides: Any) -> Any:
+    """A view of ``base``, as :meth:`_Pickler.reducer_override` took it apart."""
+    np = sys.modules["numpy"]
+    return np.ndarray(shape, dtype, buffer=base, offset=offset, strides=strides)
 
 
 class _Unpickler(pickle.Unpickler):

@@ -9,6 +9,7 @@ between, and it runs as one step.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from pinlab.explore.program import FinalCheck, GenThread, Invariant, Params, WorldProgram
 from pinlab.interleave import Footprint
@@ -50,6 +51,14 @@ def audit_step(k: Kernel) -> Callable[[Footprint, Footprint], str | None]:
     return check
 
 
+def made(make_kernel: Callable[[], Kernel]) -> Kernel:
+    """A kernel from ``make_kernel``, its digest already taken, so that the cost of a
+    fresh start (which the explorer weighs against a restore) includes hashing it whole."""
+    k = make_kernel()
+    kernel_digest(k)
+    return k
+
+
 def kernel_program(
     name: str,
     make_kernel: Callable[[], Kernel],
@@ -65,7 +74,7 @@ def kernel_program(
     properties show the kernel as :func:`render_kernel` prints it."""
     return WorldProgram(
         name,
-        make_kernel,
+        partial(made, make_kernel),
         threads,
         kernel_digest,
         invariants=invariants,
