@@ -14,6 +14,7 @@ from pinlab.kernel.fs.direct_io import ext4_dio_read
 from pinlab.kernel.fs.splice import (
     PIPE_DEF_BUFFERS,
     Pipe,
+    create_pipe,
     free_pipe_info,
     pipe_release,
     pipe_set_size,
@@ -23,7 +24,6 @@ from pinlab.kernel.fs.splice import (
 from pinlab.kernel.io_uring.ring import (
     IORING_REGISTER_BUFFERS,
     IORING_UNREGISTER_BUFFERS,
-    WorkQueue,
     flush_work,
     fput,
     get_file,
@@ -112,19 +112,24 @@ def test_second_iovec_failure_unwinds_the_first() -> None:
 
 
 def test_ring_teardown_waits_for_the_last_fd_and_runs_as_work() -> None:
-    """fput runs io_uring_release only for the last reference; it queues io_ring_exit_work."""
+    """fput runs io_uring_release only for the last reference; it queues io_ring_exit_work.
+
+    The ring's file is in the kernel's file table until then; the ring is in the queued
+    work (system_unbound_wq) until the work has run."""
     k, task, addr = setup()
-    mm, ring, wq = k.mms[task.mm], io_uring_setup(k), WorkQueue()
+    mm, ring = k.mms[task.mm], io_uring_setup(k)
+    assert k.files == {ring.id: ring}
     assert (
         run(io_uring_register(k, mm, ring, IORING_REGISTER_BUFFERS, [(addr, 8 * PAGE_SIZE)])) == 0
     )
     get_file(ring)  # fork's copy of the fd table
-    fput(k, ring, wq)
-    assert wq.pending == [] and pins(k) == (8, 0)
-    fput(k, ring, wq)
+    fput(k, ring)
+    assert k.system_unbound_wq == [] and pins(k) == (8, 0) and ring.id in k.files
+    fput(k, ring)
     assert pins(k) == (8, 0)  # queued, not run: the release is asynchronous
-    run(flush_work(k, wq))
-    assert pins(k) == (8, 8)
+    assert k.files == {} and [w.ctx for w in k.system_unbound_wq] == [ring.ctx]
+    run(flush_work(k))
+    assert pins(k) == (8, 8) and k.system_unbound_wq == []
     assert run(io_uring_register(k, mm, ring, IORING_REGISTER_BUFFERS, [(addr, 4096)])) == -ENXIO
 
 
@@ -152,7 +157,8 @@ def test_each_iovec_is_one_buffer_and_one_plain_reference() -> None:
     k, task, addr = setup()
     mm, page = k.mms[task.mm], frame(k, task, addr)
     before = page_ref_count(k.mem, page)
-    pipe = Pipe()
+    pipe = create_pipe(k)
+    assert k.files == {pipe.id: pipe}
     assert run(vmsplice(k, mm, pipe, [(addr, 1)] * 10)) == 10
     assert page_ref_count(k.mem, page) == before + 10
     assert len(pipe.bufs) == 10 and pins(k) == (0, 0)
@@ -166,13 +172,14 @@ def test_references_live_until_both_pipe_ends_are_closed() -> None:
     k, task, addr = setup()
     mm, page = k.mms[task.mm], frame(k, task, addr)
     before = page_ref_count(k.mem, page)
-    pipe = Pipe()
+    pipe = create_pipe(k)
     assert run(vmsplice(k, mm, pipe, [(addr, 1)] * 5)) == 5
     run(pipe_release(k, pipe, reader=False))
-    assert page_ref_count(k.mem, page) == before + 5
+    assert page_ref_count(k.mem, page) == before + 5 and pipe.id in k.files
     run(pipe_release(k, pipe, reader=True))
     assert page_ref_count(k.mem, page) == before and pipe.bufs == []
-    lonely = Pipe(readers=0)
+    assert pipe.id not in k.files  # freed with its last end
+    lonely = Pipe(0, readers=0)
     assert run(vmsplice(k, mm, lonely, [(addr, 1)])) == -EPIPE
     assert page_ref_count(k.mem, page) == before
 
@@ -182,7 +189,7 @@ def test_full_pipe_takes_what_fits_and_drops_the_rest() -> None:
     k, task, addr = setup()
     mm, page = k.mms[task.mm], frame(k, task, addr)
     before = page_ref_count(k.mem, page)
-    pipe = Pipe()
+    pipe = create_pipe(k)
     assert run(vmsplice(k, mm, pipe, [(addr, 1)] * (PIPE_DEF_BUFFERS + 4))) == PIPE_DEF_BUFFERS
     assert page_ref_count(k.mem, page) == before + PIPE_DEF_BUFFERS
 
@@ -190,7 +197,7 @@ def test_full_pipe_takes_what_fits_and_drops_the_rest() -> None:
 def test_a_multi_page_iovec_gets_a_buffer_per_page() -> None:
     k, task, addr = setup()
     mm = k.mms[task.mm]
-    pipe = Pipe()
+    pipe = create_pipe(k)
     assert run(vmsplice(k, mm, pipe, [(addr + 100, 3 * PAGE_SIZE)])) == 3 * PAGE_SIZE
     assert [(b.offset, b.len) for b in pipe.bufs] == [
         (100, PAGE_SIZE - 100),
@@ -206,15 +213,15 @@ def test_pipe_sizes() -> None:
     assert round_pipe_size(1) == PAGE_SIZE
     assert round_pipe_size(5000) == 2 * PAGE_SIZE
     assert round_pipe_size(256 * PAGE_SIZE) == 256 * PAGE_SIZE
-    assert pipe_set_size(Pipe(), (1 << 31) + 1) == -errno.EINVAL
-    pipe = Pipe()
+    assert pipe_set_size(Pipe(0), (1 << 31) + 1) == -errno.EINVAL
+    pipe = Pipe(0)
     assert pipe_set_size(pipe, 256 * PAGE_SIZE) == 256 * PAGE_SIZE and pipe.max_usage == 256
 
 
 def test_unknown_vmsplice_flag_is_einval() -> None:
     """fs/splice.c vmsplice: flags beyond SPLICE_F_ALL."""
     k, task, addr = setup(1)
-    assert run(vmsplice(k, k.mms[task.mm], Pipe(), [(addr, 1)], 0x10)) == -errno.EINVAL
+    assert run(vmsplice(k, k.mms[task.mm], create_pipe(k), [(addr, 1)], 0x10)) == -errno.EINVAL
 
 
 # ---- O_DIRECT read (v6.1 fs/iomap/direct-io.c, block/bio.c) ----

@@ -3,7 +3,9 @@
 Each sys_* is a generator (interleavable); `run_to_completion` drives one
 alone.  Return values mirror the syscalls: an address or 0 on success, a
 negative errno on failure (v6.1 mm/mmap.c, mm/mprotect.c, mm/madvise.c,
-kernel/fork.c, mm/memfd.c).  Files are `File` objects (no fd table).
+kernel/fork.c, mm/memfd.c).  Files are `File` objects; an open one is kept in
+the kernel's file table (`k.files`, `fd_install`) under an id that stands for
+its fd (no per-process fd tables are modelled).
 """
 
 from __future__ import annotations
@@ -68,6 +70,31 @@ def new_task(k: Kernel, cpu: int = 0) -> Task:
     return task
 
 
+def fd_install(k: Kernel, file: File) -> int:
+    """v6.1 fs/file.c fd_install: the opened file goes in k.files; its fresh id is the fd."""
+    fid = new_id(k)
+    k.files[fid] = file
+    return fid
+
+
+def fget(k: Kernel, fid: int) -> File:
+    """v6.1 fs/file.c fget: the open regular file (or memfd) `fid`."""
+    file = k.files.get(fid)
+    if not isinstance(file, File):
+        raise KeyError(f"file {fid} is not an open regular file")
+    return file
+
+
+def close_fd(k: Kernel, fid: int) -> None:
+    """v6.1 fs/file.c close_fd -> filp_close -> fput of a regular file or memfd.
+
+    Its last reference frees it (no ->release state is modelled): it leaves k.files;
+    the inode and its page cache stay (k.mappings).
+    """
+    fget(k, fid)
+    del k.files[fid]
+
+
 def sys_mmap(
     k: Kernel,
     task: Task,
@@ -113,11 +140,44 @@ def sys_fork(k: Kernel, task: Task) -> Generator[Yield, None, int]:
     return child.pid
 
 
-def sys_exit(k: Kernel, task: Task) -> Generator[Yield, None, None]:
-    """exit(2): tear the address space down (v6.1 kernel/exit.c exit_mm -> mmput -> exit_mmap)."""
-    mm = task_mm(k, task)
-    yield from exit_mmap(k, mm, task.cpu)
+def mmget_not_zero(k: Kernel, mm_id: int) -> bool:
+    """v6.1 include/linux/sched/mm.h mmget_not_zero: one more user of a live mm (another thread
+    of its process, a remote accessor); False once its last user has gone (being torn down).
+
+    k.mm_users holds mm_users for an mm with users besides its task (absent: the task only).
+    """
+    users = k.mm_users.get(mm_id, 1)
+    if mm_id not in k.mms or not users:
+        return False
+    k.mm_users[mm_id] = users + 1
+    return True
+
+
+def mmput(k: Kernel, mm: MmStruct, cpu: int = 0) -> Generator[Yield, None, None]:
+    """v6.1 kernel/fork.c mmput: drop a user; the last one runs __mmput -> exit_mmap.
+
+    While exit_mmap runs the mm has no users (k.mm_users 0): mmget_not_zero fails.
+    """
+    users = k.mm_users.get(mm.id, 1) - 1
+    if users > 1:
+        k.mm_users[mm.id] = users
+        return
+    if users == 1:
+        del k.mm_users[mm.id]
+        return
+    k.mm_users[mm.id] = 0
+    yield from exit_mmap(k, mm, cpu)
     del k.mms[mm.id]
+    del k.mm_users[mm.id]
+
+
+def sys_exit(k: Kernel, task: Task) -> Generator[Yield, None, None]:
+    """exit(2): tear the address space down (v6.1 kernel/exit.c exit_mm -> mmput -> exit_mmap).
+
+    An mm with other users (k.mm_users) is torn down by the last one's mmput instead.
+    """
+    mm = task_mm(k, task)
+    yield from mmput(k, mm, task.cpu)
     del k.tasks[task.pid]
 
 

@@ -10,27 +10,22 @@ a probe's name or expected value.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass, replace
 
+from pinlab.interleave import Yield
 from pinlab.kernel import process as P
-from pinlab.kernel.fs.splice import pipe_release
-from pinlab.kernel.io_uring.ring import flush_work, fput, get_file
+from pinlab.kernel.fs.splice import pipe_file, pipe_release
+from pinlab.kernel.io_uring.ring import flush_work, fput, get_file, ring_file
 from pinlab.kernel.mm.pgtable import HPAGE_PMD_ORDER
 from pinlab.kernel.profiles import Profile, get_profile
-from pinlab.kernel.state import BootParams, boot
+from pinlab.kernel.state import BootParams, Kernel, boot
 from pinlab.realkernel import ops as O
 from pinlab.realkernel.catalog import Probe
 from pinlab.realkernel.evaluator import Outcome, search_threshold
-from pinlab.realkernel.model_observe import (
-    ObservationError,
-    pagemap_entries,
-    pins_idle,
-    read_counters,
-    smaps_field,
-)
+from pinlab.realkernel.model_observe import ObservationError, pins_idle, read_counters
 from pinlab.realkernel.model_ops import (
     CaseError,
-    Machine,
     Proc,
     Unmet,
     emit_pgpg,
@@ -43,15 +38,18 @@ from pinlab.realkernel.model_ops import (
     op_mprotect,
     op_odirect,
     op_pagemap_cmp,
+    op_pagemap_save,
+    op_pins_settle,
     op_process_vm_readv,
     op_require_thp,
+    op_smaps,
     op_touch,
     op_uring_close,
     op_uring_register,
     op_uring_unregister,
     op_vmsplice,
-    region_of,
     run_sync,
+    task_of,
 )
 from pinlab.realkernel.qemu import CMDLINE, MEMORY_MIB
 
@@ -67,92 +65,109 @@ def machine_params() -> tuple[BootParams, str]:
     )
 
 
-def op_fork(m: Machine, p: Proc, op: O.Fork) -> None:
-    """fork(); the child runs the ops and exits (dropping its ring fd); then the parent goes on."""
-    pid = run_sync(P.sys_fork(m.k, p.task))
+def op_fork(k: Kernel, p: Proc, op: O.Fork) -> Generator[Yield, None, None]:
+    """fork(); the child runs the ops and exits (dropping its ring fd); then the parent goes on.
+
+    The child shares the parent's observations; its copies of the pipe and backing-file
+    fds are not modelled (only the ring's reference count).
+    """
+    pid = yield from P.sys_fork(k, task_of(k, p))
     if pid < 0:
         raise CaseError(f"fork:{errname(pid)}")
     child = replace(
         p,
-        task=m.k.tasks[pid],
+        pid=pid,
         regions={n: replace(r) for n, r in p.regions.items()},
         pipes=list(p.pipes),
+        files=list(p.files),
     )
     if child.ring is not None:
-        get_file(child.ring)
+        get_file(ring_file(k, child.ring))
     try:
-        run_ops(m, child, op.ops)
+        yield from run_ops(k, child, op.ops)
     except Unmet as why:
         raise Unmet(f"child:{why}") from why
     except CaseError as err:
         raise CaseError(f"child:{err}") from err
     if child.ring is not None:
-        fput(m.k, child.ring, m.wq)
-    run_sync(P.sys_exit(m.k, child.task))
+        fput(k, ring_file(k, child.ring))
+    yield from P.sys_exit(k, task_of(k, child))
 
 
-def run_ops(m: Machine, p: Proc, ops: tuple[O.Op, ...]) -> None:
+def run_ops(k: Kernel, p: Proc, ops: tuple[O.Op, ...]) -> Generator[Yield, None, None]:
     """Interpret the ops in process p."""
     for op in ops:
         if isinstance(op, O.Map):
-            op_map(m, p, op)
+            yield from op_map(k, p, op)
         elif isinstance(op, O.Touch):
-            op_touch(m, p, op)
+            yield from op_touch(k, p, op)
         elif isinstance(op, O.Madvise):
-            op_madvise(m, p, op)
+            yield from op_madvise(k, p, op)
         elif isinstance(op, O.Mprotect):
-            op_mprotect(m, p, op)
+            yield from op_mprotect(k, p, op)
         elif isinstance(op, O.Drain):
-            op_drain(m, p)
+            yield from op_drain(k, p)
         elif isinstance(op, O.RequireThp):
-            op_require_thp(m, p, op)
+            op_require_thp(k, p, op)
         elif isinstance(op, O.PinsBegin):
-            p.begin = read_counters(m.k)
+            p.begin = read_counters(k)
         elif isinstance(op, O.PinsEnd):
-            emit_pins(m, p, op.obs)
+            emit_pins(k, p, op.obs)
         elif isinstance(op, O.PinsSettle):
-            run_sync(flush_work(m.k, m.wq))
-            if not pins_idle(m.k):
-                raise CaseError("pins-settle:ETIMEDOUT")
-            emit_pins(m, p, op.obs)
+            yield from op_pins_settle(k, p, op)
         elif isinstance(op, O.PgpgEnd):
-            emit_pgpg(m, p, op.obs)
+            emit_pgpg(k, p, op.obs)
         elif isinstance(op, O.UringRegister):
-            op_uring_register(m, p, op)
+            yield from op_uring_register(k, p, op)
         elif isinstance(op, O.UringUnregister):
-            op_uring_unregister(m, p, op)
+            yield from op_uring_unregister(k, p, op)
         elif isinstance(op, O.UringClose):
-            op_uring_close(m, p)
+            op_uring_close(k, p)
         elif isinstance(op, O.PagemapSave):
-            r = region_of(p, op.region)
-            r.saved = pagemap_entries(m.k, p.task, r.addr, r.size)
+            op_pagemap_save(k, p, op)
         elif isinstance(op, O.PagemapCmp):
-            op_pagemap_cmp(m, p, op)
+            op_pagemap_cmp(k, p, op)
         elif isinstance(op, O.Smaps):
-            r = region_of(p, op.region)
-            m.values[op.obs] = str(smaps_field(m.k, p.task, r.addr, op.field))
+            op_smaps(k, p, op)
         elif isinstance(op, O.Vmsplice):
-            op_vmsplice(m, p, op)
+            yield from op_vmsplice(k, p, op)
         elif isinstance(op, O.DioFile):
-            op_dio_file(m, p, op)
+            op_dio_file(k, p, op)
         elif isinstance(op, O.OdirectRead | O.OdirectWrite):
-            op_odirect(m, p, op)
+            yield from op_odirect(k, p, op)
         elif isinstance(op, O.ProcessVmReadv):
-            op_process_vm_readv(m, p, op)
+            yield from op_process_vm_readv(k, p, op)
         elif isinstance(op, O.Fork):
-            op_fork(m, p, op)
+            yield from op_fork(k, p, op)
 
 
-def exit_process(m: Machine, p: Proc) -> None:
+def exit_process(k: Kernel, p: Proc) -> Generator[Yield, None, None]:
     """v6.1 kernel/exit.c do_exit: exit_mm, then exit_files closes the ring (its last fput
-    queues io_ring_exit_work) and both ends of every pipe (free_pipe_info puts the pages)."""
-    run_sync(P.sys_exit(m.k, p.task))
+    queues io_ring_exit_work), both ends of every pipe (free_pipe_info puts the pages) and
+    the backing files."""
+    yield from P.sys_exit(k, task_of(k, p))
     if p.ring is not None:
-        fput(m.k, p.ring, m.wq)
+        fput(k, ring_file(k, p.ring))
         p.ring = None
-    for pipe in p.pipes:
-        run_sync(pipe_release(m.k, pipe, reader=True))
-        run_sync(pipe_release(m.k, pipe, reader=False))
+    for fid in p.pipes:
+        pipe = pipe_file(k, fid)
+        yield from pipe_release(k, pipe, reader=True)
+        yield from pipe_release(k, pipe, reader=False)
+    p.pipes = []
+    for fid in p.files:
+        P.close_fd(k, fid)
+    p.files = []
+
+
+def run_case_ops(k: Kernel, p: Proc, ops: tuple[O.Op, ...]) -> Generator[Yield, None, None]:
+    """The case in process p, its exit, then runner.c's fence: once the process has exited,
+    no pin may be held (after the queued work has run).  Raises Unmet, CaseError or
+    ObservationError as the guest's case would stop."""
+    yield from run_ops(k, p, ops)
+    yield from exit_process(k, p)
+    yield from flush_work(k)
+    if not pins_idle(k):
+        raise CaseError("pins-held-after-case")
 
 
 def run_case(ops: tuple[O.Op, ...], profile: Profile) -> Outcome:
@@ -161,19 +176,18 @@ def run_case(ops: tuple[O.Op, ...], profile: Profile) -> Outcome:
     params, thp = machine_params()
     k = boot(profile, params)
     k.thp_enabled = thp
-    m = Machine(k)
-    proc = Proc(P.new_task(k))
+    proc = Proc(P.new_task(k).pid)
     try:
-        run_ops(m, proc, ops)
+        run_sync(run_ops(k, proc, ops))
     except Unmet as why:
         return Outcome("unmet", {}, str(why))
     except (CaseError, ObservationError) as err:
-        return Outcome("error", dict(m.values), str(err))
-    exit_process(m, proc)
-    run_sync(flush_work(k, m.wq))
+        return Outcome("error", dict(proc.values), str(err))
+    run_sync(exit_process(k, proc))
+    run_sync(flush_work(k))
     if not pins_idle(k):
         return Outcome("error", {}, "pins-held-after-case")
-    return Outcome("ok", dict(m.values))
+    return Outcome("ok", dict(proc.values))
 
 
 @dataclass(slots=True)

@@ -44,15 +44,35 @@ PGPGOUT = "pgpgout"
 
 @dataclass(slots=True)
 class Bio:
-    """v6.1 include/linux/blk_types.h struct bio: its (page, offset, len) vectors and position."""
+    """v6.1 include/linux/blk_types.h struct bio: its (page, offset, len) vectors and position.
+
+    `id` is its key in k.bios from `bio_alloc` to `bio_put` (0: a bio kept by its
+    builder only, such as ext4 writeback's, which completes as it is submitted).
+    """
 
     pos: int
     vecs: list[tuple[int, int, int]] = field(default_factory=list)
+    id: int = 0
 
     @property
     def size(self) -> int:
         """bi_iter.bi_size."""
         return sum(length for _, _, length in self.vecs)
+
+
+def bio_alloc(k: Kernel, pos: int) -> Bio:
+    """v6.1 block/bio.c bio_alloc (fs/iomap/direct-io.c iomap_dio_alloc_bio): a new bio,
+    kept in k.bios under a fresh id until its last bio_put."""
+    from pinlab.kernel.state import new_id
+
+    bio = Bio(pos, id=new_id(k))
+    k.bios[bio.id] = bio
+    return bio
+
+
+def bio_put(k: Kernel, bio: Bio) -> None:
+    """v6.1 block/bio.c bio_put: the only reference is dropped, the bio is freed (leaves k.bios)."""
+    del k.bios[bio.id]
 
 
 def bio_iov_iter_get_pages(
@@ -194,12 +214,16 @@ def _iomap_dio_bio_iter(
     it = IovIter([(buf, length)], dest=not write)
     done = 0
     while it.count:
-        bio = Bio(pos + done)
+        bio = bio_alloc(k, pos + done)
         ret = yield from bio_iov_iter_get_pages(k, mm, bio, it)
         if ret:
+            bio_put(k, bio)
             if not done:
                 return ret
             break
+        size = bio.size
+        # iomap_dio_bio_end_io: bio_release_pages and bio_put, or for a read that dirties
+        # its pages bio_check_pages_dirty, which puts the bio itself
         if write:
             submit_bio(k, mapping, bio, write=True)
             yield from bio_release_pages(k, bio)
@@ -207,5 +231,6 @@ def _iomap_dio_bio_iter(
             yield from bio_set_pages_dirty(k, bio)
             submit_bio(k, mapping, bio, write=False)
             yield from bio_check_pages_dirty(k, bio)
-        done += bio.size
+        bio_put(k, bio)
+        done += size
     return done

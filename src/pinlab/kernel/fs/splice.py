@@ -47,12 +47,37 @@ class PipeBuffer:
 
 @dataclass(slots=True)
 class Pipe:
-    """v6.1 include/linux/pipe_fs_i.h struct pipe_inode_info: buffers in ring order."""
+    """v6.1 include/linux/pipe_fs_i.h struct pipe_inode_info: buffers in ring order.
 
+    Both ends of the pipe are one entry of k.files, keyed by `id`, counting its open
+    read and write ends.
+    """
+
+    id: int
     bufs: list[PipeBuffer] = field(default_factory=list)
     max_usage: int = PIPE_DEF_BUFFERS
     readers: int = 1
     writers: int = 1
+
+
+def create_pipe(k: Kernel) -> Pipe:
+    """v6.1 fs/pipe.c do_pipe2 -> create_pipe_files: a new pipe, one read and one write end.
+
+    Its entry in k.files stands for both files; its id for both fds.
+    """
+    from pinlab.kernel.state import new_id
+
+    pipe = Pipe(new_id(k))
+    k.files[pipe.id] = pipe
+    return pipe
+
+
+def pipe_file(k: Kernel, fid: int) -> Pipe:
+    """The open pipe `fid` (v6.1 fs/splice.c vmsplice: fdget and get_pipe_info)."""
+    pipe = k.files.get(fid)
+    if not isinstance(pipe, Pipe):
+        raise KeyError(f"file {fid} is not an open pipe")
+    return pipe
 
 
 def round_pipe_size(size: int) -> int:
@@ -215,10 +240,14 @@ def free_pipe_info(k: Kernel, pipe: Pipe) -> Generator[Yield, None, None]:
 
 
 def pipe_release(k: Kernel, pipe: Pipe, reader: bool) -> Generator[Yield, None, None]:
-    """v6.1 fs/pipe.c pipe_release: close one end; the pipe is freed when both are closed."""
+    """v6.1 fs/pipe.c pipe_release: close one end; the pipe is freed when both are closed.
+
+    The freed pipe leaves k.files.
+    """
     if reader:
         pipe.readers -= 1
     else:
         pipe.writers -= 1
     if not pipe.readers and not pipe.writers:
         yield from free_pipe_info(k, pipe)
+        del k.files[pipe.id]

@@ -2,9 +2,11 @@
 
 The ring fd's last fput runs io_uring_release, which only queues the exit
 work; the work (cancel, wait for references, io_ring_ctx_free, which
-unregisters the buffers) runs later on system_unbound_wq.  The model keeps
-queued work in a WorkQueue the caller owns and runs it at `flush_work`,
-the state a poller sees once the asynchronous teardown has happened.
+unregisters the buffers) runs later on system_unbound_wq.  The ring's file
+lives in the kernel's file table (`k.files`, keyed by a file id standing
+for the fd) until its last fput; its ring then moves to the queued work
+(`k.system_unbound_wq`) and is freed once `flush_work` has run it, the state
+a poller sees once the asynchronous teardown has happened.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pinlab.interleave import Yield
+from pinlab.interleave import Await, Unmodelled, Yield
 from pinlab.kernel.errno import EFAULT, EINVAL, ENXIO
 from pinlab.kernel.io_uring.rsrc import (
     IoRingCtx,
@@ -33,22 +35,41 @@ IORING_UNREGISTER_BUFFERS = 1
 
 @dataclass(slots=True)
 class RingFile:
-    """The io_uring fd's struct file: its reference count (f_count) and the ring behind it."""
+    """The io_uring fd's struct file: its id in k.files, reference count (f_count) and ring."""
 
-    ctx: IoRingCtx
+    id: int
+    ctx: IoRingCtx = field(default_factory=IoRingCtx)
     f_count: int = 1
 
 
 @dataclass(slots=True)
-class WorkQueue:
-    """v6.1 kernel/workqueue.c system_unbound_wq: rings whose exit work is queued, in order."""
+class ExitWork:
+    """v6.1 io_uring/io_uring.c ctx->exit_work queued on system_unbound_wq: the ring it frees,
+    and whether a worker has taken it off the list to run it (process_one_work)."""
 
-    pending: list[IoRingCtx] = field(default_factory=list)
+    ctx: IoRingCtx
+    running: bool = False
+
+
+def ring_file(k: Kernel, fid: int) -> RingFile:
+    """The open io_uring file `fid` (v6.1 io_uring/io_uring.c io_uring_register: fdget and
+    io_is_uring_fops); an id that is no open ring is the caller's error."""
+    file = k.files.get(fid)
+    if not isinstance(file, RingFile):
+        raise KeyError(f"file {fid} is not an open io_uring ring")
+    return file
 
 
 def io_uring_setup(k: Kernel) -> RingFile:
-    """v6.1 io_uring/io_uring.c io_uring_create: a ring and its file (ring memory not modelled)."""
-    return RingFile(IoRingCtx())
+    """v6.1 io_uring/io_uring.c io_uring_create: a ring and its file (ring memory not modelled).
+
+    The file goes in k.files under a fresh id (io_uring_install_fd's fd).
+    """
+    from pinlab.kernel.state import new_id
+
+    ring = RingFile(new_id(k))
+    k.files[ring.id] = ring
+    return ring
 
 
 def get_file(ring: RingFile) -> None:
@@ -56,17 +77,24 @@ def get_file(ring: RingFile) -> None:
     ring.f_count += 1
 
 
-def io_ring_ctx_wait_and_kill(ctx: IoRingCtx, wq: WorkQueue) -> None:
-    """v6.1 io_uring/io_uring.c io_ring_ctx_wait_and_kill: kill refs, queue io_ring_exit_work."""
+def io_ring_ctx_wait_and_kill(k: Kernel, ctx: IoRingCtx) -> None:
+    """v6.1 io_uring/io_uring.c io_ring_ctx_wait_and_kill: kill refs, queue io_ring_exit_work.
+
+    The queued work holds the ring (k.system_unbound_wq, in order) until it has run.
+    """
     ctx.dying = True
-    wq.pending.append(ctx)
+    k.system_unbound_wq.append(ExitWork(ctx))
 
 
-def fput(k: Kernel, ring: RingFile, wq: WorkQueue) -> None:
-    """v6.1 fs/file_table.c fput: the last reference runs ->release (io_uring_release)."""
+def fput(k: Kernel, ring: RingFile) -> None:
+    """v6.1 fs/file_table.c fput: the last reference runs ->release (io_uring_release).
+
+    The file then leaves k.files; its ring lives on in the queued exit work.
+    """
     ring.f_count -= 1
     if ring.f_count == 0:
-        io_ring_ctx_wait_and_kill(ring.ctx, wq)
+        del k.files[ring.id]
+        io_ring_ctx_wait_and_kill(k, ring.ctx)
 
 
 def io_ring_exit_work(k: Kernel, ctx: IoRingCtx) -> Generator[Yield, None, None]:
@@ -78,10 +106,29 @@ def io_ring_exit_work(k: Kernel, ctx: IoRingCtx) -> Generator[Yield, None, None]
         yield from __io_sqe_buffers_unregister(k, ctx)
 
 
-def flush_work(k: Kernel, wq: WorkQueue) -> Generator[Yield, None, None]:
-    """v6.1 kernel/workqueue.c: every queued work item has run (the eventual state)."""
-    while wq.pending:
-        yield from io_ring_exit_work(k, wq.pending.pop(0))
+def flush_work(k: Kernel) -> Generator[Yield, None, None]:
+    """v6.1 kernel/workqueue.c: every work item queued on system_unbound_wq has run (the
+    eventual state).
+
+    The caller stands in for the workers: it runs each item no worker has taken yet,
+    oldest first, marked running (kernel state) until its ring is freed, then waits for
+    the items another caller is running.
+    """
+    while k.system_unbound_wq:
+        work = next((w for w in k.system_unbound_wq if not _running(w)), None)
+        if work is None:
+            yield Await("flush_work", lambda: not k.system_unbound_wq)
+            continue
+        assert isinstance(work, ExitWork)
+        work.running = True
+        yield from io_ring_exit_work(k, work.ctx)
+        k.system_unbound_wq[:] = [w for w in k.system_unbound_wq if w is not work]
+
+
+def _running(work: object) -> bool:
+    """Whether a worker is running the queued item."""
+    assert isinstance(work, ExitWork)
+    return work.running
 
 
 def io_uring_register(
@@ -102,4 +149,4 @@ def io_uring_register(
         if iovecs is not None:
             return -EINVAL
         return (yield from io_sqe_buffers_unregister(k, ctx))
-    raise ValueError(f"io_uring_register opcode {opcode} is not modelled")
+    raise Unmodelled("io_uring_register", f"opcode {opcode}")
