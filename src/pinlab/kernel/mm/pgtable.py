@@ -190,4 +190,3 @@ def set_pte_at(pt: PageTable, addr: int, pte: int) -> None:
 def get_pmd(pt: PageTable, addr: int) -> int:
     """The huge PMD for `addr`, 0 when the slot is none or holds a PTE table."""
     return pt.pmd.get(addr >> PMD_SHIFT, 0)
-
