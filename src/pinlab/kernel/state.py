@@ -60,8 +60,8 @@ class Kernel:
     # v6.1 include/linux/fs.h struct file): fs.File (regular files, memfds), io_uring
     # ring.RingFile (with its ring), splice.Pipe (both ends of one pipe).
     files: dict[int, object] = field(default_factory=dict)
-    # v6.1 kernel/workqueue.c system_unbound_wq: the rings (io_uring rsrc.IoRingCtx) whose
-    # io_ring_exit_work is queued or running, oldest first.
+    # v6.1 kernel/workqueue.c system_unbound_wq: work queued or running, oldest first
+    # (io_uring ring.ExitWork, holding the ring its io_ring_exit_work frees).
     system_unbound_wq: list[object] = field(default_factory=list)
     # Bios of direct I/O from allocation to bio_put, by id (v6.1 include/linux/blk_types.h
     # struct bio; fs/direct_io.Bio).

@@ -18,8 +18,9 @@ import dataclasses
 import enum
 import hashlib
 import marshal
+import pickle
 import types
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -69,7 +70,7 @@ def code_key(fn: object, where: str) -> Hashable:
     return (fn.__module__, fn.__qualname__)
 
 
-def canon(v: Any, full: bool = False) -> Hashable:
+def canon(v: Any, full: bool) -> Hashable:
     """``v`` as nested tuples, equal exactly when the contents are equal.
 
     The frame table contributes its incremental digest, or with ``full`` the bytes of
@@ -79,38 +80,64 @@ def canon(v: Any, full: bool = False) -> Hashable:
     if t in _SCALARS:
         return v  # type: ignore[no-any-return]
     f = _CANON.get(t)
-    if f is not None:
-        return f(v, full)
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return _dataclass(v, full)
-    if isinstance(v, enum.Enum):
-        return (t.__qualname__, v.name)
-    if isinstance(v, tuple):
-        return _tuple(v, full)
-    if isinstance(v, types.FunctionType | types.MethodType):
-        return code_key(v, "a function")
-    raise StateError(f"a {t.__qualname__} has no plain-data form")
+    if f is None:
+        f = _canon_of(t)
+    return f(v, full)
 
 
-def _tuple(v: tuple[Any, ...], full: bool) -> Hashable:
+def _canon_of(t: type) -> Callable[[Any, bool], Hashable]:
+    """How to canonicalise values of type ``t``, found once per type."""
+    f: Callable[[Any, bool], Hashable]
+    if dataclasses.is_dataclass(t):
+        f = _dataclass
+    elif issubclass(t, enum.Enum):
+        f = _enum
+    elif issubclass(t, tuple):
+        f = _tuple
+    elif issubclass(t, types.FunctionType | types.MethodType):
+        f = _function
+    else:
+        raise StateError(f"a {t.__qualname__} has no plain-data form")
+    _CANON[t] = f
+    return f
+
+
+def _enum(v: enum.Enum, full: bool) -> Hashable:
+    return (type(v).__qualname__, v.name)
+
+
+def _function(v: Any, full: bool) -> Hashable:
+    return code_key(v, "a function")
+
+
+def _items(v: Any, pairs: Any, full: bool) -> list[Hashable]:
+    """The canonical forms of the ``(key, value)`` pairs' values; ``v`` holds them."""
     out: list[Hashable] = []
-    for i, x in enumerate(v):
+    for key, x in pairs:
         t = type(x)
         if t in _SCALARS:
             out.append(x)
-        elif t is set:
-            out.append(_set(x, full))
-        else:
-            out.append(_at(f"[{i}]", x, full))
-    return tuple(out)
+            continue
+        f = _CANON.get(t)
+        try:
+            out.append((f or _canon_of(t))(x, full))
+        except StateError as err:
+            where = f".{key}" if type(v) not in _CONTAINERS else f"[{key!r}]"
+            msg = str(err)
+            raise StateError(f"{where}{msg}" if msg[:1] in ".[" else f"{where}: {msg}") from None
+    return out
+
+
+def _tuple(v: tuple[Any, ...], full: bool) -> Hashable:
+    return tuple(_items(v, enumerate(v), full))
 
 
 def _list(v: list[Any], full: bool) -> Hashable:
-    return ("L", _tuple(tuple(v), full))
+    return ("L", tuple(_items(v, enumerate(v), full)))
 
 
 def _dict(v: dict[Any, Any], full: bool) -> Hashable:
-    items = [(k, x if type(x) in _SCALARS else _at(f"[{k!r}]", x, full)) for k, x in v.items()]
+    items = list(zip(v, _items(v, v.items(), full), strict=True))
     try:
         items.sort()
     except TypeError:
@@ -124,7 +151,7 @@ def _set(v: set[Any] | frozenset[Any], full: bool) -> Hashable:
             return ("S", tuple(sorted(v)))
         except TypeError:
             pass
-    items = [x if type(x) in _SCALARS else _at("{}", x, full) for x in v]
+    items: list[Any] = _items(v, ((None, x) for x in v), full)
     try:
         items.sort()
     except TypeError:
@@ -144,25 +171,12 @@ def _memmap(v: Memmap, full: bool) -> Hashable:
 
 def _dataclass(v: Any, full: bool) -> Hashable:
     t = type(v)
-    return (
-        t.__qualname__,
-        tuple(
-            x if type(x) in _SCALARS else _at(f".{n}", x, full)
-            for n in fields_of(t)
-            for x in (getattr(v, n),)
-        ),
-    )
+    return (t.__qualname__, tuple(_items(v, ((n, getattr(v, n)) for n in fields_of(t)), full)))
 
 
-def _at(where: str, v: Any, full: bool) -> Hashable:
-    """:func:`canon`, an error gaining ``where`` on its way out."""
-    try:
-        return canon(v, full)
-    except StateError as err:
-        raise StateError(f"{where}{err}" if str(err)[:1] in ".[{" else f"{where}: {err}") from None
-
-
+_CONTAINERS = (list, tuple, dict, set, frozenset)
 _CANON: dict[type, Callable[[Any, bool], Hashable]] = {
+    tuple: _tuple,
     list: _list,
     dict: _dict,
     set: _set,
@@ -172,54 +186,135 @@ _CANON: dict[type, Callable[[Any, bool], Hashable]] = {
 }
 
 
-def state_parts(k: Any, full: bool = False) -> Iterator[tuple[str, Hashable]]:
+def state_parts(k: Any, full: bool) -> Iterator[tuple[str, Hashable]]:
     """Each field of the state and its canonical form, by its role."""
+    state = [(name, getattr(k, name)) for name, role in roles(type(k)).items() if role == "state"]
+    if full:
+        yield from zip((n for n, _ in state), _items(k, state, full), strict=True)
+    else:
+        for name, v in state:
+            yield name, _remembered(name, v, full)
     for name, role in roles(type(k)).items():
         v = getattr(k, name)
-        if role == "state":
-            yield name, _at(name, v, full)
-        elif role == "config":
+        if role == "config":
             yield name, v.name
         elif role == "code":
             yield name, tuple(code_key(getattr(v, n), f"{name}.{n}") for n in fields_of(type(v)))
 
 
+# pickled field -> its canonical form: most steps change few fields, and pickling (in C)
+# costs a fraction of walking; equal bytes are equal values, so this is exact, and a
+# field pickled in another order is walked again, to the same canonical form
+_REMEMBERED: dict[bytes, Hashable] = {}
+_REMEMBER_AT_MOST = 1 << 14
+
+
+def _remembered(name: str, v: Any, full: bool) -> Hashable:
+    if type(v) in _SCALARS:
+        return v  # type: ignore[no-any-return]
+    if type(v) is Memmap:
+        return _memmap(v, full)
+    try:
+        raw = pickle.dumps(v, pickle.HIGHEST_PROTOCOL)
+    except Exception:  # not plain data: the walk says where
+        raw = b""
+    got = _REMEMBERED.get(raw) if raw else None
+    if got is None:
+        got = _items(_Field(name), [(name, v)], full)[0]
+        if raw:
+            if len(_REMEMBERED) >= _REMEMBER_AT_MOST:
+                _REMEMBERED.clear()
+            _REMEMBERED[raw] = got
+    return got
+
+
+class _Field:
+    """Stands for the kernel as a field's container, so that errors name the field."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
 def state_digest(k: Any, full: bool = False) -> bytes:
     """A stable digest of the whole state (the same in every process)."""
+    return _digest(k, full)
+
+
+def _digest(k: Any, full: bool) -> bytes:
     # marshal's version 0 writes no back-references, so equal values give equal bytes
     parts: Any = tuple(state_parts(k, full))
     return hashlib.blake2b(marshal.dumps(parts, 0), digest_size=16).digest()
 
 
-def state_refs(k: Any) -> dict[int, Hashable]:
-    """Each object of the state (dataclasses and containers) by identity: its path."""
-    refs: dict[int, Hashable] = {id(k): ()}
-    for name, role in roles(type(k)).items():
-        if role == "state":
-            _refs(getattr(k, name), (name,), refs)
-    return refs
+class Refs(Mapping[int, Hashable]):
+    """The state's objects by identity: the path to each, rebuilt on demand from where
+    one walk of the state met it, the walk made at the first look-up of an object other
+    than the root (a thread's locals name few objects, often none)."""
+
+    def __init__(self, k: Any) -> None:
+        self._k = k
+        self._root = id(k)
+        self._parents: dict[int, tuple[int, Hashable]] | None = None
+        self._paths: dict[int, Hashable] = {self._root: ()}
+
+    def _walked(self) -> dict[int, tuple[int, Hashable]]:
+        if self._parents is None:
+            parents: dict[int, tuple[int, Hashable]] = {}
+            k = self._k
+            for name, role in roles(type(k)).items():
+                if role == "state":
+                    _meet(k, name, getattr(k, name), parents)
+            self._parents = parents
+        return self._parents
+
+    def get(self, key: int, default: Any = None) -> Any:
+        got = self._paths.get(key)
+        if got is not None:
+            return got
+        step = self._walked().get(key)
+        if step is None:
+            return default
+        up = self.get(step[0])
+        if up is None:
+            return default
+        path = self._paths[key] = (*up, step[1])
+        return path
+
+    def __getitem__(self, key: int) -> Hashable:
+        got = self.get(key)
+        if got is None:
+            raise KeyError(key)
+        return got  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter((self._root, *self._walked()))
+
+    def __len__(self) -> int:
+        return 1 + len(self._walked())
 
 
-def _refs(v: Any, path: tuple[Hashable, ...], refs: dict[int, Hashable]) -> None:
-    refs[id(v)] = path
+def _meet(holder: Any, key: Hashable, v: Any, parents: dict[int, tuple[int, Hashable]]) -> None:
+    """Note where ``v`` (held by ``holder`` under ``key``) is, and the objects within it."""
     t = type(v)
+    if t in _SCALARS or t is set or t is frozenset:
+        return  # a set of the state is not a thing a kernel thread keeps a pointer to
+    parents[id(v)] = (id(holder), key)
     if t is dict:
         items: Any = v.items()
-    elif t is list:
+    elif t is list or t is tuple:
         items = enumerate(v)
-    elif t is Memmap or t is set or t is np.ndarray:
-        return
-    elif dataclasses.is_dataclass(v):
+    elif t in _FIELDS or dataclasses.is_dataclass(t):
         items = ((n, getattr(v, n)) for n in fields_of(t))
     else:
-        return
-    for key, x in items:
+        return  # arrays, the frame table and enums hold nothing to refer to
+    for key2, x in items:
         tx = type(x)
-        if tx in _SCALARS:
-            if t is not Memmap and not dataclasses.is_dataclass(v):
-                return  # a container of scalars holds nothing to refer to
-            continue
-        if tx is set or tx is np.ndarray:
-            refs[id(x)] = (*path, key)
-        else:
-            _refs(x, (*path, key), refs)
+        if tx not in _SCALARS and tx is not set:
+            _meet(v, key2, x, parents)
+
+
+def state_refs(k: Any) -> Refs:
+    """Each object of the state (dataclasses and containers) by identity: its path."""
+    return Refs(k)

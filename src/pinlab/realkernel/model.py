@@ -5,7 +5,8 @@ the guest (memory, hugetlb pool and THP mode from the QEMU command line), and
 does what probes/ops.c does in the guest, op by op (model_ops.py), through the
 model's system calls.  Observations are read the way the guest reads them
 (model_observe.py) and formatted as the guest formats them.  Nothing here knows
-a probe's name or expected value.
+a probe's name or expected value.  The interpreter is a generator, which the
+evaluator runs to completion and model_thread.py runs as one thread among others.
 """
 
 from __future__ import annotations

@@ -312,6 +312,16 @@ class PageFlags:
         return [n for i, n in enumerate(self.profile.pageflags) if value >> i & 1]
 
 
+def peek_head(m: Memmap, page: int) -> int:
+    """compound_head() read only to name the footprint of the step that follows a yield.
+
+    Not a read of the step that computes it (the checked mode does not record it): the
+    step that follows must read the head again itself, and declare that read.
+    """
+    head = int(m.head.view(np.ndarray)[page])
+    return page if head == NO_HEAD else head
+
+
 def compound_head(m: Memmap, page: int) -> int:
     """The head page of `page` (v6.1 include/linux/page-flags.h _compound_head)."""
     head = int(m.head[page])
