@@ -65,11 +65,6 @@ def test_a_range_operation_is_one_step_only_for_a_thread_alone() -> None:
     assert two.max_depth >= 2 * fine.max_depth - alone.max_depth
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the checker finds that gup's declared footprints miss compound_head() reads "
-    "(a split rewrites page->head): the kernel's footprints are to be completed",
-)
 def test_the_checked_mode_passes_the_kernels_footprints_and_changes_no_count() -> None:
     plain = explore(_program(2), Options(strategy="dfs"))
     checked = explore(_program(2, checked=True), Options(strategy="dfs"))

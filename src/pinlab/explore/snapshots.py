@@ -38,12 +38,14 @@ START, DONE = _Start(), _Done()
 @dataclass(slots=True)
 class Run:
     """The world, a generator per thread (None once restored as finished), what each
-    thread yielded last, and the moves that led here."""
+    thread yielded last, the moves that led here, and the threads whose last yielded
+    footprint another thread's step may have made stale (a restore yields afresh)."""
 
     world: Any
     gens: list[Any]
     pending: list[Yield | _Start | _Done]
     path: list[Move] = field(default_factory=list)
+    stale: set[int] = field(default_factory=set)
 
 
 @dataclass(slots=True, weakref_slot=True)

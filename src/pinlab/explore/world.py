@@ -177,9 +177,31 @@ class WorldSystem:
         if self._before_step is not None:
             alone = all(p is DONE for i, p in enumerate(run.pending) if i != tid)
             self._before_step(run.world, alone)
+        _, writes = self._footprint(run, tid)
         if self._audit is not None:
-            return self._audited(run, tid, self._audit)
-        return self._step(run, tid)
+            err = self._audited(run, tid, self._audit)
+        else:
+            err = self._step(run, tid)
+        run.stale.discard(tid)
+        for i, p in enumerate(run.pending):
+            if i != tid and isinstance(p, Point | Await) and _touches(writes, p):
+                run.stale.add(i)
+        return err
+
+    def _footprint(self, run: Run, tid: int) -> tuple[Footprint, Footprint]:
+        """What the next step of thread ``tid`` reads and writes (None: anything).
+
+        A point's footprint was worked out from the state when it was yielded; once
+        another thread has written what that point read or writes, the footprint may
+        no longer be the step's (a restore would work it out again), so it is unknown.
+        """
+        p = run.pending[tid]
+        if p is START:
+            first = self.program.threads[tid]
+            return first.reads, first.writes
+        if isinstance(p, Point | Await) and tid not in run.stale:
+            return p.reads, p.writes
+        return None, None
 
     def _step(self, run: Run, tid: int) -> Violation | None:
         """Resume thread ``tid`` to its next yield; what ended it, if it failed."""
@@ -197,14 +219,7 @@ class WorldSystem:
 
     def _audited(self, run: Run, tid: int, audit: Audit) -> Violation | None:
         """:meth:`_advance` in checked mode: what the step touched must lie in its footprint."""
-        p = run.pending[tid]
-        if p is START:
-            first = self.program.threads[tid]
-            reads, writes = first.reads, first.writes
-        elif isinstance(p, Point | Await):
-            reads, writes = p.reads, p.writes
-        else:
-            reads = writes = None
+        reads, writes = self._footprint(run, tid)
         where = self._where(run, tid)
         check = audit(run.world)
         err = self._step(run, tid)
@@ -310,14 +325,7 @@ class WorldSystem:
         memo: dict[int, Hashable] = {}
         refs = self._refs(run.world) if keyed else {}
         for i in moves:
-            p = run.pending[i]
-            if p is START:
-                first = self.program.threads[i]
-                fp = (first.reads, first.writes)
-            elif isinstance(p, Point | Await):
-                fp = (p.reads, p.writes)
-            else:
-                fp = (None, None)
+            fp = self._footprint(run, i)
             info.append((self._thread_key(run, i, memo, refs) if keyed else None, fp))
         out: list[Child] = []
         for idx in reversed(range(len(moves))):
@@ -435,6 +443,13 @@ class WorldSystem:
         key1, text1 = shown(self._materialise(child))
         self._shown = (child[0], key1, text1)
         return diff(key0, key1, text0, text1)
+
+
+def _touches(writes: Footprint, p: Point | Await) -> bool:
+    """Whether a step that writes ``writes`` may change what point ``p`` was worked out from."""
+    if writes is None or p.reads is None or p.writes is None:
+        return True
+    return not (writes.isdisjoint(p.reads) and writes.isdisjoint(p.writes))
 
 
 def _mean(estimate: float, sample: float) -> float:

@@ -14,13 +14,15 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pinlab.interleave import Yield
+from pinlab.interleave import Point, Unmodelled, Yield
+from pinlab.kernel.errno import EINVAL, EPERM
 from pinlab.kernel.fork import dup_mm, mm_alloc
 from pinlab.kernel.fs import File
 from pinlab.kernel.fs.ext4 import ext4_create
 from pinlab.kernel.fs.hugetlbfs import hugetlbfs_create
 from pinlab.kernel.fs.ramfs import ramfs_create
 from pinlab.kernel.fs.shmem import memfd_create, tmpfs_create
+from pinlab.kernel.io_uring.ring import PROBE_ENTRIES, io_uring_register, io_uring_setup, ring_file
 from pinlab.kernel.mm.hugetlb import huge_ptep_get, is_vm_hugetlb_page
 from pinlab.kernel.mm.memory import vm_normal_page
 from pinlab.kernel.mm.mmap import do_madvise, do_mmap, do_mprotect, do_munmap, exit_mmap
@@ -35,6 +37,7 @@ from pinlab.kernel.mm.pgtable import (
 )
 from pinlab.kernel.mm.rmap import PageAnon, page_mapcount
 from pinlab.kernel.mm.types import VM_SOFTDIRTY, MmStruct, Task, find_vma
+from pinlab.kernel.profiles import Profile
 from pinlab.kernel.state import new_id
 
 if TYPE_CHECKING:
@@ -57,17 +60,120 @@ PM_FILE = 1 << 61
 PM_PRESENT = 1 << 63
 
 
+# v6.1 include/uapi/linux/capability.h:215 CAP_IPC_LOCK, :308 CAP_SYS_RESOURCE (same numbers
+# in 5.7.14 and 4.4.178)
+CAP_IPC_LOCK = 14
+CAP_SYS_RESOURCE = 24
+# v6.1 include/uapi/asm-generic/resource.h:35 RLIMIT_MEMLOCK, :49 RLIM_NLIMITS,
+# :58 RLIM_INFINITY (~0UL)
+RLIMIT_MEMLOCK = 8
+RLIM_NLIMITS = 16
+RLIM_INFINITY = (1 << 64) - 1
+
+
 def task_mm(k: Kernel, task: Task) -> MmStruct:
     """The task's mm."""
     return k.mms[task.mm]
 
 
+def cap_full_set(profile: Profile) -> int:
+    """v6.1 include/linux/capability.h:86 CAP_FULL_SET: every capability up to CAP_LAST_CAP."""
+    return (1 << (profile.cap_last_cap + 1)) - 1
+
+
+def capable(task: Task, cap: int) -> bool:
+    """v6.1 kernel/capability.c capable / ns_capable_noaudit(&init_user_ns, cap) ->
+    security/commoncap.c cap_capable: `cap` in the task's cap_effective (no user namespaces
+    or LSM modelled)."""
+    return bool(task.cap_effective >> cap & 1)
+
+
 def new_task(k: Kernel, cpu: int = 0) -> Task:
-    """A process with an empty address space running on `cpu`."""
+    """A process with an empty address space running on `cpu`, with init's credentials and
+    limits: root with CAP_FULL_SET (v6.1 kernel/cred.c:57-58 init_cred) and INIT_RLIMITS'
+    RLIMIT_MEMLOCK (include/asm-generic/resource.h:21, the profile's MLOCK_LIMIT), as the
+    guest's probe runner has them (a child of /init)."""
     mm = mm_alloc(k)
-    task = Task(pid=new_id(k), mm=mm.id, cpu=cpu)
+    caps = cap_full_set(k.profile)
+    limit = k.profile.mlock_limit
+    task = Task(
+        pid=new_id(k),
+        mm=mm.id,
+        cpu=cpu,
+        cap_effective=caps,
+        cap_permitted=caps,
+        rlim_memlock=(limit, limit),
+    )
     k.tasks[task.pid] = task
     return task
+
+
+def sys_setrlimit(
+    k: Kernel, task: Task, resource: int, rlim_cur: int, rlim_max: int
+) -> Generator[Yield, None, int]:
+    """setrlimit(2) -> v6.1 kernel/sys.c:1448 do_prlimit on current: 0 or -errno.
+
+    -EINVAL for an unknown resource or rlim_cur > rlim_max; raising rlim_max needs
+    CAP_SYS_RESOURCE, else -EPERM (:1474); no LSM hook is modelled.  RLIMIT_MEMLOCK only.
+    """
+    if resource >= RLIM_NLIMITS or rlim_cur > rlim_max:
+        return -EINVAL
+    if resource != RLIMIT_MEMLOCK:
+        raise Unmodelled("do_prlimit", f"resource {resource}")
+    yield Point("do_prlimit", writes=frozenset({("rlim", task.pid)}))
+    if rlim_max > task.rlim_memlock[1] and not capable(task, CAP_SYS_RESOURCE):
+        return -EPERM
+    task.rlim_memlock = (rlim_cur, rlim_max)
+    return 0
+
+
+def sys_getrlimit(k: Kernel, task: Task, resource: int) -> tuple[int, int] | int:
+    """getrlimit(2) (v6.1 kernel/sys.c:1511): (rlim_cur, rlim_max), or -EINVAL."""
+    if resource >= RLIM_NLIMITS:
+        return -EINVAL
+    if resource != RLIMIT_MEMLOCK:
+        raise Unmodelled("getrlimit", f"resource {resource}")
+    return task.rlim_memlock
+
+
+def sys_capset(
+    k: Kernel, task: Task, effective: int, permitted: int
+) -> Generator[Yield, None, int]:
+    """capset(2) on current (v6.1 kernel/capability.c:222) -> security/commoncap.c:242
+    cap_capset: 0, or -EPERM if `permitted` is not within the old permitted set (:262) or
+    `effective` not within `permitted` (:266).  Bits past CAP_LAST_CAP are dropped; the
+    inheritable and ambient sets are not modelled (empty)."""
+    full = cap_full_set(k.profile)
+    effective &= full
+    permitted &= full
+    if permitted & ~task.cap_permitted or effective & ~permitted:
+        return -EPERM
+    yield Point("commit_creds", writes=frozenset({("cred", task.pid)}))
+    task.cap_effective = effective
+    task.cap_permitted = permitted
+    return 0
+
+
+def drop_capability(k: Kernel, task: Task, cap: int) -> Generator[Yield, None, int]:
+    """capset(2) clearing `cap` from the effective and permitted sets (e.g. CAP_IPC_LOCK, so
+    that io_uring charges RLIMIT_MEMLOCK)."""
+    bit = 1 << cap
+    return (yield from sys_capset(k, task, task.cap_effective & ~bit, task.cap_permitted & ~bit))
+
+
+def sys_io_uring_setup(k: Kernel, task: Task, entries: int = PROBE_ENTRIES) -> int:
+    """io_uring_setup(2) by `task`: the ring's fd (its id in k.files) or -errno
+    (io_uring/io_uring.c io_uring_create)."""
+    ring = io_uring_setup(k, task, entries)
+    return ring if isinstance(ring, int) else ring.id
+
+
+def sys_io_uring_register(
+    k: Kernel, task: Task, fd: int, opcode: int, iovecs: list[tuple[int, int]] | None
+) -> Generator[Yield, None, int]:
+    """io_uring_register(2) by `task` on ring `fd` (buffer opcodes)."""
+    ring = ring_file(k, fd)
+    return (yield from io_uring_register(k, task_mm(k, task), ring, opcode, iovecs, task))
 
 
 def fd_install(k: Kernel, file: File) -> int:
@@ -135,7 +241,17 @@ def sys_fork(k: Kernel, task: Task) -> Generator[Yield, None, int]:
     mm = yield from dup_mm(k, task_mm(k, task), task.cpu)
     if isinstance(mm, int):
         return mm
-    child = Task(pid=new_id(k), mm=mm.id, parent=task.pid, cpu=task.cpu)
+    # kernel/fork.c copy_creds shares the parent's cred, copy_signal (:1748) copies its rlimits
+    child = Task(
+        pid=new_id(k),
+        mm=mm.id,
+        parent=task.pid,
+        cpu=task.cpu,
+        uid=task.uid,
+        cap_effective=task.cap_effective,
+        cap_permitted=task.cap_permitted,
+        rlim_memlock=task.rlim_memlock,
+    )
     k.tasks[child.pid] = child
     return child.pid
 

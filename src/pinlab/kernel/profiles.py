@@ -176,6 +176,40 @@ class Profile:
     # unpin_user_page(s) unpins page by page, updating NR_FOLL_PIN_RELEASED after the put;
     # v6.1 mm/gup.c: refcount first, and gup_put_folio per folio run with vmstat first.
     pin_v5_7_order: bool = False
+    # What __gup_longterm_locked runs on a FOLL_LONGTERM pin once the pages are pinned:
+    # "movable": v6.1 mm/gup.c check_and_migrate_movable_pages (unpin every page, migrate,
+    #   -EAGAIN to pin again; -ENOMEM when migration fails);
+    # "cma": v5.7.14 mm/gup.c check_and_migrate_cma_pages 1657-1744 (isolate CMA pages, drop
+    #   every page, migrate, pin again itself; when migration fails, pin the pages where they
+    #   are and return the count: 1716-1743).
+    longterm_check: str = "movable"
+    # v5.7.14 mm/gup.c __gup_longterm_locked 1796-1798 (fsdax) and check_and_migrate_cma_pages
+    # 1713-1714 drop the pinned pages with put_page() even under FOLL_PIN: one reference of a
+    # page's GUP_PIN_COUNTING_BIAS, no NR_FOLL_PIN_RELEASED.  v5.10 96e1fac162cc "mm/gup: use
+    # unpin_user_pages() in __gup_longterm_locked()" unpins them.
+    longterm_release_put_page: bool = False
+    # io_uring: 6.1.192 io_uring/, 5.7.14 fs/io_uring.c; the 4.4.178 tree has no io_uring.
+    has_io_uring: bool = True
+    # INIT_RLIMITS RLIMIT_MEMLOCK {MLOCK_LIMIT, MLOCK_LIMIT} (include/asm-generic/resource.h:21),
+    # include/uapi/linux/resource.h MLOCK_LIMIT: 6.1.192 :79 8 MiB; 5.7.14 :72 and 4.4.178
+    # :71 max(PAGE_SIZE, 64 KiB).
+    mlock_limit: int = 8 << 20
+    # include/uapi/linux/capability.h CAP_LAST_CAP: 6.1.192 :420 CAP_CHECKPOINT_RESTORE (40);
+    # 5.7.14 :371, 4.4.178 :355 CAP_AUDIT_READ (37).  init_cred holds CAP_FULL_SET, bits 0..it.
+    cap_last_cap: int = 40
+    # How io_uring buffer registration charges locked memory:
+    # "account_pin": 6.1.192 io_uring/rsrc.c io_sqe_buffer_register (:1075) charges after
+    #   io_pin_pages, io_buffer_account_pin (:947) a compound page's whole size once per head
+    #   (headpage_already_acct :919);
+    # "pages_before_pin": 5.7.14 fs/io_uring.c io_sqe_buffer_register (:7258) charges the
+    #   buffer's 4 KiB page count before pinning.
+    io_uring_buffer_acct: str = "account_pin"
+    # 6.1.192 io_uring/rsrc.c io_account_mem (:85) also adds to ctx->mm_account->pinned_vm
+    # (io_uring.c:3727 the creator's mm); 5.7.14 has no ctx->mm_account.
+    io_uring_acct_pinned_vm: bool = True
+    # 5.7.14 fs/io_uring.c io_uring_create (:7992) charges ring_pages(sq, cq) without
+    # CAP_IPC_LOCK and io_ring_ctx_wait_and_kill (:7525) returns them; 6.1.192 does not.
+    io_uring_acct_rings: bool = False
 
     def flag_bit(self, name: str) -> int:
         """Bit number of page flag `name` (aliases resolved) in this kernel."""
@@ -300,6 +334,13 @@ P5_7 = Profile(
     pin_null_pages_refused=False,
     hugetlb_force_write_refused=False,
     pin_v5_7_order=True,
+    longterm_check="cma",
+    longterm_release_put_page=True,
+    mlock_limit=64 << 10,
+    cap_last_cap=37,
+    io_uring_buffer_acct="pages_before_pin",
+    io_uring_acct_pinned_vm=False,
+    io_uring_acct_rings=True,
 )
 
 P4_4 = Profile(
@@ -346,6 +387,10 @@ P4_4 = Profile(
     foll_force_write="drop_write",
     pin_null_pages_refused=False,
     hugetlb_force_write_refused=False,
+    # io_uring came in v5.1 (no io_uring file in the 4.4.178 tree)
+    has_io_uring=False,
+    mlock_limit=64 << 10,
+    cap_last_cap=37,
 )
 
 # Not a released kernel: "[PATCH v4 07/12] mm/gup: track FOLL_PIN pages"

@@ -69,6 +69,9 @@ class Kernel:
     # v6.1 include/linux/mm_types.h mm_struct.mm_users, by mm id, of an mm with users besides
     # its task (another thread, a remote accessor) or being torn down (0); absent: 1.
     mm_users: dict[int, int] = field(default_factory=dict)
+    # v6.1 include/linux/sched/user.h:29 user_struct.locked_vm (pages charged to
+    # RLIMIT_MEMLOCK: io_uring's io_account_mem), by the user's uid; absent: 0.
+    user_locked_vm: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

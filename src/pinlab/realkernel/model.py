@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from dataclasses import dataclass, replace
 
-from pinlab.interleave import Yield
+from pinlab.interleave import Point, Yield
 from pinlab.kernel import process as P
 from pinlab.kernel.fs.splice import pipe_file, pipe_release
 from pinlab.kernel.io_uring.ring import flush_work, fput, get_file, ring_file
@@ -95,9 +95,26 @@ def op_fork(k: Kernel, p: Proc, op: O.Fork) -> Generator[Yield, None, None]:
     yield from P.sys_exit(k, task_of(k, child))
 
 
+_SYNCHRONOUS = (
+    O.RequireThp,
+    O.PinsBegin,
+    O.PinsEnd,
+    O.PgpgEnd,
+    O.UringClose,
+    O.PagemapSave,
+    O.PagemapCmp,
+    O.Smaps,
+    O.DioFile,
+)
+
+
 def run_ops(k: Kernel, p: Proc, ops: tuple[O.Op, ...]) -> Generator[Yield, None, None]:
     """Interpret the ops in process p."""
     for op in ops:
+        if isinstance(op, _SYNCHRONOUS):
+            # a syscall the model runs in one step, which may read any struct page
+            # (/proc) or release anything (close): its own step, footprint unknown
+            yield Point(type(op).__name__)
         if isinstance(op, O.Map):
             yield from op_map(k, p, op)
         elif isinstance(op, O.Touch):

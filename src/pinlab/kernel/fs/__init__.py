@@ -8,7 +8,7 @@ filesystem as the kernel dispatches on vm_ops, f_op and a_ops.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,7 +42,12 @@ def new_inode(k: Kernel, fs: FsType, size: int, huge_order: int = 0) -> AddressS
 # dispatchers below import them when called; they are plain functions, so that no
 # generator here holds a module as a local (the race explorer freezes and snapshots the
 # locals of every suspended frame).
-FaultOp = Callable[["Kernel", AddressSpace, int, int], Generator[Yield, None, tuple[int, int]]]
+# (the last argument of a fault: what the caller writes after it returns, before it yields
+# again; footprint only)
+FaultOp = Callable[
+    ["Kernel", AddressSpace, int, int, frozenset[Hashable]],
+    Generator[Yield, None, tuple[int, int]],
+]
 MkwriteOp = Callable[["Kernel", AddressSpace, int], Generator[Yield, None, int]]
 WriteBeginOp = Callable[
     ["Kernel", AddressSpace, int, int, int], Generator[Yield, None, tuple[int, int]]
@@ -101,15 +106,23 @@ def _a_ops_write_end(fs: FsType) -> WriteEndOp | None:
 
 
 def vm_fault_page(
-    k: Kernel, mapping: AddressSpace, index: int, cpu: int
+    k: Kernel,
+    mapping: AddressSpace,
+    index: int,
+    cpu: int,
+    then: frozenset[Hashable] = frozenset(),
 ) -> Generator[Yield, None, tuple[int, int]]:
-    """vma->vm_ops->fault: shmem_fault for tmpfs, filemap_fault for ramfs and ext4."""
+    """vma->vm_ops->fault: shmem_fault for tmpfs, filemap_fault for ramfs and ext4.
+
+    ``then``: what the caller writes after this returns, before it yields again
+    (footprint only).
+    """
     fault = _vm_ops_fault(mapping.fs)
     if fault is None:
         raise Unmodelled(
             "vm_fault_page", f"{mapping.fs.value} does not fault through the page cache"
         )
-    return (yield from fault(k, mapping, index, cpu))
+    return (yield from fault(k, mapping, index, cpu, then))
 
 
 def do_page_mkwrite(k: Kernel, vma: VmArea, page: int) -> Generator[Yield, None, int]:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from pinlab.interleave import Point, Unmodelled, Yield
 from pinlab.kernel.mm.filemap import __folio_mark_dirty, dirty_footprint, folio_put_footprint
 from pinlab.kernel.mm.locking import folio_unlock
+from pinlab.kernel.mm.page_alloc import order_keys
 from pinlab.kernel.mm.page_ref import folio_get, folio_put
 from pinlab.kernel.mm.pgtable import PAGE_SIZE
 from pinlab.kernel.mm.types import AddressSpace
@@ -64,7 +65,10 @@ def __block_write_begin(
     modelled state.  Returns 0.
     """
     _whole_pages("__block_write_begin", pos, length)
-    yield Point("create_page_buffers", writes=frozenset({("page", folio, "refcount")}))
+    yield Point(
+        "create_page_buffers",
+        writes=frozenset({("page", folio, "refcount"), ("page", folio, "flags")}),
+    )
     attach_buffers(k, folio)
     return 0
 
@@ -77,7 +81,8 @@ def mark_buffer_dirty(k: Kernel, mapping: AddressSpace, folio: int) -> Generator
     bookkeeping, not modelled.
     """
     keys = dirty_footprint(mapping, folio)
-    yield Point("mark_buffer_dirty", reads=keys, writes=keys)
+    # (__folio_mark_dirty's folio_nr_pages)
+    yield Point("mark_buffer_dirty", reads=keys | order_keys(folio), writes=keys)
     dirty = k.pf.mask("PG_dirty")
     if int(k.mem.flags[folio]) & dirty:
         return
@@ -110,10 +115,12 @@ def generic_write_end(
     """
     block_write_modelled(mapping, pos, copied)
     copied = yield from block_write_end(k, mapping, pos, length, copied, folio)
-    yield Point("i_size_write", writes=frozenset({("mapping", mapping.id)}))
+    yield Point(
+        "i_size_write", writes=frozenset({("mapping", mapping.id), ("page", folio, "flags")})
+    )
     if pos + copied > mapping.i_size:
         mapping.i_size = pos + copied
     folio_unlock(k, folio)
-    yield Point("put_page", writes=folio_put_footprint(folio))
+    yield Point("put_page", writes=folio_put_footprint(k, folio))
     folio_put(k, folio)
     return copied

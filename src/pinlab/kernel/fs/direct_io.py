@@ -11,7 +11,7 @@ fsync()ed, no holes, no unwritten extents); extending writes and the buffered fa
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,7 +22,7 @@ from pinlab.kernel.mm.filemap import folio_mark_dirty
 from pinlab.kernel.mm.gup_flags import FOLL_GET
 from pinlab.kernel.mm.gup_grab import gup_put_folio
 from pinlab.kernel.mm.locking import folio_lock, folio_unlock
-from pinlab.kernel.mm.memmap import compound_head
+from pinlab.kernel.mm.memmap import compound_head, peek_head
 from pinlab.kernel.mm.pgtable import PAGE_SHIFT, PAGE_SIZE
 from pinlab.kernel.mm.types import AddressSpace, MmStruct
 
@@ -111,11 +111,21 @@ def bio_iov_iter_get_pages(
 
 def bio_set_pages_dirty(k: Kernel, bio: Bio) -> Generator[Yield, None, None]:
     """v6.1 block/bio.c bio_set_pages_dirty: mark each folio dirty under its lock."""
-    for page, _, _ in bio.vecs:
+    pages = [page for page, _, _ in bio.vecs]
+    for i, page in enumerate(pages):
         folio = compound_head(k.mem, page)
         yield from folio_lock(k, folio)
-        yield from folio_mark_dirty(k, folio)
+        if i + 1 < len(pages):  # then the next folio's compound_head
+            yield from folio_mark_dirty(k, folio, _next_reads(k, pages[i + 1]))
+        else:  # then the read's submit_bio, and bio_check_pages_dirty's first test
+            data = frozenset(("page", p, "data") for p in pages)
+            yield from folio_mark_dirty(k, folio, _next_reads(k, pages[0]), data)
         folio_unlock(k, folio)
+
+
+def _next_reads(k: Kernel, page: int) -> frozenset[Hashable]:
+    """What a bio's loop reads of its next page before it yields: compound_head, PageDirty."""
+    return frozenset({("page", page, "head"), ("page", peek_head(k.mem, page), "flags")})
 
 
 def bio_check_pages_dirty(k: Kernel, bio: Bio) -> Generator[Yield, None, None]:
@@ -124,13 +134,15 @@ def bio_check_pages_dirty(k: Kernel, bio: Bio) -> Generator[Yield, None, None]:
     A folio cleaned meanwhile would be re-dirtied by bio_dirty_fn before the
     puts; the end state is the same, so both branches end here.
     """
-    for page, _, _ in bio.vecs:
+    pages = [page for page, _, _ in bio.vecs]
+    for i, page in enumerate(pages):
         folio = compound_head(k.mem, page)
         if not int(k.mem.flags[folio]) & k.pf.mask("PG_dirty"):
             yield from folio_lock(k, folio)
             yield from folio_mark_dirty(k, folio)
             folio_unlock(k, folio)
-        yield from gup_put_folio(k, folio, 1, FOLL_GET)
+        after = _next_reads(k, pages[i + 1]) if i + 1 < len(pages) else frozenset()
+        yield from gup_put_folio(k, folio, 1, FOLL_GET, then_reads=after)
 
 
 def count_vm_events(k: Kernel, item: str, delta: int) -> None:

@@ -11,7 +11,7 @@ exists once writeback has put the page's contents in `store`.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -75,10 +75,14 @@ def ext4_read_folio(k: Kernel, mapping: AddressSpace, folio: int, index: int) ->
 
 
 def ext4_filemap_fault(
-    k: Kernel, mapping: AddressSpace, index: int, cpu: int
+    k: Kernel,
+    mapping: AddressSpace,
+    index: int,
+    cpu: int,
+    then: frozenset[Hashable] = frozenset(),
 ) -> Generator[Yield, None, tuple[int, int]]:
     """ext4_file_vm_ops.fault = filemap_fault (v6.1 fs/ext4/file.c)."""
-    return (yield from filemap_fault(k, mapping, index, cpu, ext4_read_folio))
+    return (yield from filemap_fault(k, mapping, index, cpu, ext4_read_folio, then))
 
 
 def ext4_page_mkwrite(k: Kernel, mapping: AddressSpace, page: int) -> Generator[Yield, None, int]:
@@ -214,27 +218,36 @@ class Ext4IoSubmit:
 
 
 def ext4_io_submit(
-    k: Kernel, mapping: AddressSpace, io: Ext4IoSubmit
+    k: Kernel,
+    mapping: AddressSpace,
+    io: Ext4IoSubmit,
+    then_writes: frozenset[Hashable] = frozenset(),
 ) -> Generator[Yield, None, None]:
     """v6.1 fs/ext4/page-io.c ext4_io_submit: submit the bio; it completes at once.
 
     submit_bio counts PGPGOUT and the virtio disk stores the pages; then
     ext4_end_bio -> ext4_finish_bio ends writeback on each folio (with
     dioread_nolock the end waits for the unwritten-extent conversion work,
-    which has nothing to convert in the model).
+    which has nothing to convert in the model).  ``then_writes``: what the caller writes
+    after this returns, before it yields again (footprint only).
     """
     bio = io.bio
     if bio is None:
         return
     io.bio = None
+    pages = [page for page, _, _ in bio.vecs]
     yield Point(
         "submit_bio",
-        reads=frozenset(("page", page, "data") for page, _, _ in bio.vecs),
+        # the first folio_end_writeback tests PG_reclaim before its own yield
+        reads=frozenset(("page", page, "data") for page in pages) | {("page", pages[0], "flags")},
         writes=frozenset({("vmstat", PGPGOUT), ("mapping", mapping.id)}),
     )
     submit_bio(k, mapping, bio, write=True)
-    for page, _, _ in bio.vecs:
-        yield from folio_end_writeback(k, page)
+    for i, page in enumerate(pages):
+        if i + 1 == len(pages):
+            yield from folio_end_writeback(k, page, then_writes, then_writes)
+        else:  # the next one tests PG_reclaim before its own yield
+            yield from folio_end_writeback(k, page, frozenset({("page", pages[i + 1], "flags")}))
 
 
 def io_submit_add_bh(
@@ -248,7 +261,8 @@ def io_submit_add_bh(
     pos = int(k.mem.index[folio]) << PAGE_SHIFT
     bio = io.bio
     if bio is not None and (bio.pos + bio.size != pos or len(bio.vecs) >= BIO_MAX_VECS):
-        yield from ext4_io_submit(k, mapping, io)
+        # mpage_submit_page unlocks the folio next
+        yield from ext4_io_submit(k, mapping, io, frozenset({("page", folio, "flags")}))
     if io.bio is None:
         io.bio = Bio(pos)
     io.bio.vecs.append((folio, 0, length))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Hashable
 from typing import TYPE_CHECKING
 
 from pinlab.interleave import Point, Yield
@@ -37,10 +37,14 @@ def simple_read_folio(k: Kernel, mapping: AddressSpace, folio: int, index: int) 
 
 
 def ramfs_fault(
-    k: Kernel, mapping: AddressSpace, index: int, cpu: int
+    k: Kernel,
+    mapping: AddressSpace,
+    index: int,
+    cpu: int,
+    then: frozenset[Hashable] = frozenset(),
 ) -> Generator[Yield, None, tuple[int, int]]:
     """generic_file_vm_ops.fault = filemap_fault (v6.1 mm/filemap.c)."""
-    return (yield from filemap_fault(k, mapping, index, cpu, simple_read_folio))
+    return (yield from filemap_fault(k, mapping, index, cpu, simple_read_folio, then))
 
 
 def filemap_page_mkwrite(
@@ -92,6 +96,6 @@ def simple_write_end(
         mapping.i_size = pos + copied
     yield from folio_mark_dirty(k, folio)
     folio_unlock(k, folio)
-    yield Point("put_page", writes=folio_put_footprint(folio))
+    yield Point("put_page", writes=folio_put_footprint(k, folio))
     folio_put(k, folio)
     return copied

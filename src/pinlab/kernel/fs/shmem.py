@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Hashable
 from typing import TYPE_CHECKING
 
 from pinlab.interleave import Point, Yield
@@ -77,7 +77,12 @@ def memfd_create(k: Kernel, flags: int) -> File | int:
 
 
 def shmem_get_folio(
-    k: Kernel, mapping: AddressSpace, index: int, cpu: int, sgp: int = SGP_CACHE
+    k: Kernel,
+    mapping: AddressSpace,
+    index: int,
+    cpu: int,
+    sgp: int = SGP_CACHE,
+    then: frozenset[Hashable] = frozenset(),
 ) -> Generator[Yield, None, int | None]:
     """v6.1 mm/shmem.c shmem_get_folio_gfp: the cached or a new folio, locked, +1 ref.
 
@@ -86,16 +91,19 @@ def shmem_get_folio(
     folio accessed and a new one referenced, and leaves a new one !uptodate
     for shmem_write_end.  None is also an allocation failure.  Swap,
     fallocate and huge shmem (shmem_huge defaults to never) are not modelled.
+    ``then``: what the caller writes after this returns, before it yields again
+    (footprint only).
     """
     if sgp <= SGP_CACHE and index * PAGE_SIZE >= mapping.i_size:
         return None
     folio = yield from filemap_get_folio(k, mapping, index)
     if folio is not None:
-        yield from folio_lock(k, folio)
+        # then the folio is unlocked and put (truncated meanwhile), or returned
+        yield from folio_lock(k, folio, folio_put_footprint(k, folio) | then)
         if int(k.mem.mapping[folio]) != file_mapping_value(mapping.id):
             folio_unlock(k, folio)
             folio_put(k, folio)
-            return (yield from shmem_get_folio(k, mapping, index, cpu, sgp))
+            return (yield from shmem_get_folio(k, mapping, index, cpu, sgp, then))
         if sgp == SGP_WRITE:
             yield from folio_mark_accessed(k, folio, cpu)
         return folio
@@ -105,10 +113,10 @@ def shmem_get_folio(
     k.mem.flags[new] |= k.pf.mask("PG_swapbacked")
     if sgp == SGP_WRITE:
         k.mem.flags[new] |= k.pf.mask("PG_referenced")  # __folio_set_referenced
-    err = yield from filemap_add_folio(k, mapping, new, index, cpu)
+    err = yield from filemap_add_folio(k, mapping, new, index, cpu, then)
     if err:
         folio_put(k, new)
-        return (yield from shmem_get_folio(k, mapping, index, cpu, sgp))
+        return (yield from shmem_get_folio(k, mapping, index, cpu, sgp, then))
     if sgp != SGP_WRITE:
         k.mem.data[new] = 0
         k.mem.flags[new] |= k.pf.mask("PG_uptodate")
@@ -150,18 +158,22 @@ def shmem_write_end(
     k.mem.flags[folio] |= k.pf.mask("PG_uptodate")
     yield from folio_mark_dirty(k, folio)
     folio_unlock(k, folio)
-    yield Point("put_page", writes=folio_put_footprint(folio))
+    yield Point("put_page", writes=folio_put_footprint(k, folio))
     folio_put(k, folio)
     return copied
 
 
 def shmem_fault(
-    k: Kernel, mapping: AddressSpace, index: int, cpu: int
+    k: Kernel,
+    mapping: AddressSpace,
+    index: int,
+    cpu: int,
+    then: frozenset[Hashable] = frozenset(),
 ) -> Generator[Yield, None, tuple[int, int]]:
     """v6.1 mm/shmem.c shmem_fault: the folio locked with +1 ref; beyond EOF -> SIGBUS."""
     from pinlab.kernel.mm.memory import VM_FAULT_LOCKED, VM_FAULT_SIGBUS
 
-    folio = yield from shmem_get_folio(k, mapping, index, cpu)
+    folio = yield from shmem_get_folio(k, mapping, index, cpu, SGP_CACHE, then)
     if folio is None:
         return VM_FAULT_SIGBUS, -1
     return VM_FAULT_LOCKED, folio

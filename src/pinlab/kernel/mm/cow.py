@@ -8,14 +8,16 @@ The reuse rule for a non-exclusive anon page is the profile's: by refcount
 from __future__ import annotations
 
 from collections.abc import Generator
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from pinlab.interleave import Point, Yield
 from pinlab.kernel.mm.filemap import folio_put_footprint
 from pinlab.kernel.mm.locking import folio_lock, folio_unlock, pte_lock, pte_unlock
-from pinlab.kernel.mm.memmap import compound_head, folio_nr_pages, folio_test_large
+from pinlab.kernel.mm.memmap import compound_head, folio_nr_pages, folio_test_large, peek_head
 from pinlab.kernel.mm.memory import (
     FAULT_FLAG_UNSHARE,
+    FAULT_FLAG_WRITE,
     VM_FAULT_ERROR,
     VM_FAULT_NOPAGE,
     VM_FAULT_OOM,
@@ -26,7 +28,13 @@ from pinlab.kernel.mm.memory import (
     mk_pte,
     vm_normal_page,
 )
-from pinlab.kernel.mm.page_alloc import GFP_HIGHUSER_MOVABLE, alloc_pages
+from pinlab.kernel.mm.page_alloc import (
+    GFP_HIGHUSER_MOVABLE,
+    alloc_pages,
+    alloc_writes,
+    free_reads,
+    page_keys,
+)
 from pinlab.kernel.mm.page_ref import folio_put, get_page, put_page
 from pinlab.kernel.mm.pgtable import (
     get_pte,
@@ -34,6 +42,8 @@ from pinlab.kernel.mm.pgtable import (
     pte_key,
     pte_mkdirty,
     pte_mkyoung,
+    pte_pfn,
+    pte_write,
     set_pte_at,
 )
 from pinlab.kernel.mm.rmap import (
@@ -84,6 +94,26 @@ def reuse_swap_page(k: Kernel, page: int) -> tuple[bool, int]:
     return count <= 1, total
 
 
+def do_wp_page_footprint(
+    k: Kernel, vma: VmArea, address: int, flags: int, orig: int, point: Point
+) -> Point:
+    """``point`` (the step that enters do_wp_page for PTE ``orig``) with what that step
+    reads and writes of struct pages up to do_wp_page's first yield: the page's head and
+    mapping (PageAnon, compound_head), or for the zero page wp_page_copy's allocation of
+    a zeroed page."""
+    assert point.reads is not None and point.writes is not None
+    if not flags & (FAULT_FLAG_WRITE | FAULT_FLAG_UNSHARE) or pte_write(orig):
+        return point
+    page = vm_normal_page(k, vma, address, orig)
+    if page is None:
+        shared = vma.vm_flags & (VM_WRITE | VM_SHARED) == VM_WRITE | VM_SHARED
+        if flags & FAULT_FLAG_UNSHARE or shared:
+            return point
+        return replace(point, writes=point.writes | alloc_writes(k, GFP_HIGHUSER_MOVABLE, 0))
+    reads = {("page", page, "head"), ("page", peek_head(k.mem, page), "mapping")}
+    return replace(point, reads=point.reads | reads)
+
+
 def do_wp_page(
     k: Kernel, mm: MmStruct, vma: VmArea, address: int, flags: int, orig: int, cpu: int
 ) -> Generator[Yield, None, int]:
@@ -119,7 +149,11 @@ def do_wp_page(
         return 0
     elif vma.vm_flags & (VM_WRITE | VM_SHARED) == VM_WRITE | VM_SHARED:
         return (yield from wp_page_shared(k, mm, vma, address, page, orig, flags))
-    yield Point("do_wp_page get_page", writes=frozenset({("page", folio, "refcount")}))
+    # the step goes on into wp_page_copy: the copy's allocation (or, without one, the put)
+    yield Point(
+        "do_wp_page get_page",
+        writes=folio_put_footprint(k, folio) | alloc_writes(k, GFP_HIGHUSER_MOVABLE, 0),
+    )
     get_page(k, page)
     pte_unlock(k, mm, address)
     return (yield from wp_page_copy(k, mm, vma, address, flags, orig, page, cpu))
@@ -150,7 +184,12 @@ def _can_reuse_anon(
     yield Point("do_wp_page refcount", reads=frozenset({ref}))
     if _ref(k, folio) > 1:
         return False
-    yield Point("folio_trylock", reads=frozenset({ref}), writes=frozenset({fflags}))
+    # page_move_anon_rmap: the folio's mapping and the page's PageAnonExclusive
+    yield Point(
+        "folio_trylock",
+        reads=frozenset({ref, ("page", page, "head")}),
+        writes=frozenset({fflags, ("page", folio, "mapping"), ("page", page, "flags")}),
+    )
     if int(k.mem.flags[folio]) & lock:
         return False
     k.mem.flags[folio] |= lock
@@ -183,7 +222,7 @@ def _reuse_by_mapcount(
         if get_pte(mm.pgtable, address) != orig:
             folio_unlock(k, folio)
             pte_unlock(k, mm, address)
-            yield Point("put_page", writes=folio_put_footprint(folio))
+            yield Point("put_page", writes=folio_put_footprint(k, folio))
             put_page(k, page)
             return None
         yield Point("put_page", writes=frozenset({("page", folio, "refcount")}))
@@ -226,11 +265,10 @@ def wp_page_copy(
             put_page(k, old_page)
         return VM_FAULT_OOM
     key = pte_footprint(mm.id, address)
-    writes = key | {("page", new_page, "refcount")}
-    if old_page is not None:
-        writes |= {("page", compound_head(k.mem, old_page), "mapcount")}
+    # the new page is this fault's alone: it is rmapped, or its put is the next step's
+    new = page_keys(new_page)
     yield from pte_lock(k, mm, address)
-    yield Point("wp_page_copy install", reads=key, writes=writes)
+    yield Point("wp_page_copy install", reads=key | new | free_reads(new_page), writes=key | new)
     copied = False
     drop: int = new_page
     if get_pte(mm.pgtable, address) == orig:
@@ -239,7 +277,9 @@ def wp_page_copy(
             entry = maybe_mkwrite(pte_mkdirty(entry), vma)
         set_pte_at(mm.pgtable, address, 0)
         page_add_new_anon_rmap(k, new_page, vma, address)
-        yield from folio_add_lru(k, new_page, cpu)
+        # then page_remove_rmap of the old page
+        old_map = frozenset() if old_page is None else page_keys(old_page, 1, ("mapcount",))
+        yield from folio_add_lru(k, new_page, cpu, old_map)
         set_pte_at(mm.pgtable, address, entry)
         if old_page is None:
             pte_unlock(k, mm, address)
@@ -247,12 +287,12 @@ def wp_page_copy(
         page_remove_rmap(k, old_page, vma, False)
         drop = old_page
         copied = True
-    yield Point("wp_page_copy put", writes=folio_put_footprint(compound_head(k.mem, drop)))
+    yield Point("wp_page_copy put", writes=folio_put_footprint(k, peek_head(k.mem, drop)))
     put_page(k, drop)
     pte_unlock(k, mm, address)
     if old_page is not None:
-        old = compound_head(k.mem, old_page)
-        yield Point("wp_page_copy put old", writes=folio_put_footprint(old))
+        old = peek_head(k.mem, old_page)
+        yield Point("wp_page_copy put old", writes=folio_put_footprint(k, old))
         put_page(k, old_page)
     return VM_FAULT_WRITE if copied and not unshare else 0
 
@@ -262,10 +302,15 @@ def finish_mkwrite_fault(
 ) -> Generator[Yield, None, int]:
     """v6.1 mm/memory.c finish_mkwrite_fault: relock; if the PTE is unchanged reuse it."""
     yield from pte_lock(k, mm, address)
+    # wp_page_shared goes on to unlock the folio (the PTE changed) or to
+    # fault_dirty_shared_page's compound_head and folio_mark_dirty's folio_mapping
+    page = pte_pfn(orig)
+    folio = peek_head(k.mem, page)
     yield Point(
         "finish_mkwrite_fault",
-        reads=pte_footprint(mm.id, address),
-        writes=frozenset({pte_key(mm.id, address)}),
+        reads=pte_footprint(mm.id, address)
+        | {("page", page, "head"), ("page", folio, "head"), ("page", folio, "mapping")},
+        writes=frozenset({pte_key(mm.id, address), ("page", folio, "flags")}),
     )
     if get_pte(mm.pgtable, address) != orig:
         pte_unlock(k, mm, address)
@@ -288,19 +333,19 @@ def wp_page_shared(
         pte_unlock(k, mm, address)
         tmp = yield from do_page_mkwrite(k, vma, page)
         if not tmp or tmp & (VM_FAULT_ERROR | VM_FAULT_NOPAGE):
-            yield Point("put_page", writes=folio_put_footprint(folio))
+            yield Point("put_page", writes=folio_put_footprint(k, folio))
             folio_put(k, folio)
             return tmp
         tmp = yield from finish_mkwrite_fault(k, mm, vma, address, orig)
         if tmp & (VM_FAULT_ERROR | VM_FAULT_NOPAGE):
             folio_unlock(k, folio)
-            yield Point("put_page", writes=folio_put_footprint(folio))
+            yield Point("put_page", writes=folio_put_footprint(k, folio))
             folio_put(k, folio)
             return tmp
     else:
         wp_page_reuse(k, mm, vma, address, orig)
         yield from folio_lock(k, folio)
     ret = VM_FAULT_WRITE | (yield from fault_dirty_shared_page(k, mm, vma, page, flags))
-    yield Point("wp_page_shared put", writes=folio_put_footprint(folio))
+    yield Point("wp_page_shared put", writes=folio_put_footprint(k, folio))
     folio_put(k, folio)
     return ret

@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING
 from pinlab.interleave import Point, Yield
 from pinlab.kernel.mm.locking import folio_lock, folio_unlock, pte_lock, pte_unlock
 from pinlab.kernel.mm.memmap import compound_head, folio_nr_pages
-from pinlab.kernel.mm.page_alloc import GFP_HIGHUSER_MOVABLE, GFP_USER, alloc_pages
+from pinlab.kernel.mm.page_alloc import (
+    GFP_HIGHUSER_MOVABLE,
+    GFP_USER,
+    alloc_pages,
+    free_reads,
+    free_writes,
+    order_keys,
+    page_keys,
+    peek_hugetlb,
+)
 from pinlab.kernel.mm.page_ref import folio_put, folio_put_refs, page_ref_add
 from pinlab.kernel.mm.pgtable import PAGE_SHIFT, PAGE_SIZE, get_pte, pmd_key, pte_key
 from pinlab.kernel.mm.rmap import PageHuge, file_mapping_value, page_mapping_id
@@ -73,15 +82,19 @@ def filemap_get_folio(
         yield Point("xas_reload", reads=frozenset({_mkey(mapping)}))
         if mapping.i_pages.get(index) == folio:
             return folio
-        yield Point("folio_put", writes=folio_put_footprint(folio))
+        yield Point("folio_put", writes=folio_put_footprint(k, folio))
         folio_put(k, folio)
 
 
-def folio_put_footprint(folio: int) -> frozenset[Hashable]:
-    """What dropping a reference may write: the count, and the page's fields if it is freed."""
-    return frozenset(
-        {("page", folio, "refcount"), ("page", folio, "flags"), ("page", folio, "mapping")}
-    )
+def folio_put_footprint(k: Kernel, folio: int) -> frozenset[Hashable]:
+    """What dropping a reference may write: the count, and the pages' fields if it is freed."""
+    return frozenset({("page", folio, "refcount")}) | free_writes(k, folio)
+
+
+def folio_put_reads(folio: int) -> frozenset[Hashable]:
+    """What dropping a reference may read besides what it writes: the count, and what
+    free_folio reads to tell what it frees."""
+    return frozenset({("page", folio, "refcount")}) | free_reads(folio)
 
 
 def find_get_page(
@@ -92,19 +105,32 @@ def find_get_page(
 
 
 def filemap_add_folio(
-    k: Kernel, mapping: AddressSpace, folio: int, index: int, cpu: int = 0
+    k: Kernel,
+    mapping: AddressSpace,
+    folio: int,
+    index: int,
+    cpu: int = 0,
+    then: frozenset[Hashable] = frozenset(),
 ) -> Generator[Yield, None, int]:
     """v6.1 mm/filemap.c filemap_add_folio: lock, cache it (+nr refs), then folio_add_lru.
 
-    Returns 0 or -EEXIST when the index is taken (v6.1 __filemap_add_folio).
+    Returns 0 or -EEXIST when the index is taken (v6.1 __filemap_add_folio).  ``then``:
+    what the caller writes after this returns, before it yields again (footprint only).
     """
     from pinlab.kernel.errno import EEXIST
 
     k.mem.flags[folio] |= k.pf.mask("PG_locked")
+    # The new folio is the caller's alone until it is cached: on -EEXIST the caller frees it
+    writes = (
+        folio_put_footprint(k, folio)
+        | page_keys(folio, 1, ("flags", "mapping", "index", "refcount"))
+        | {_mkey(mapping)}
+    )
+    huge = peek_hugetlb(k.mem, folio)
     yield Point(
         "page cache insert",
-        reads=frozenset({_mkey(mapping)}),
-        writes=frozenset({_mkey(mapping), ("page", folio, "refcount"), ("page", folio, "mapping")}),
+        reads=writes | free_reads(folio) | {_mkey(mapping)} | (then if huge else frozenset()),
+        writes=writes | (then if huge else frozenset()),
     )
     if index in mapping.i_pages:
         k.mem.flags[folio] &= ~k.pf.mask("PG_locked") & _ALL_BITS
@@ -115,13 +141,14 @@ def filemap_add_folio(
     k.mem.index[folio] = index
     mapping.i_pages[index] = folio
     if not PageHuge(k, folio):
-        yield from folio_add_lru(k, folio, cpu)
+        # the caller fills the new folio in (->read_folio, zeroing) and unlocks it
+        yield from folio_add_lru(k, folio, cpu, page_keys(folio, 1, ("flags", "data")) | then)
     return 0
 
 
-def remove_footprint(mapping: AddressSpace, folio: int) -> frozenset[Hashable]:
+def remove_footprint(k: Kernel, mapping: AddressSpace, folio: int) -> frozenset[Hashable]:
     """What filemap_remove_folio writes: the cache slot, the folio's mapping and its count."""
-    return folio_put_footprint(folio) | {_mkey(mapping)}
+    return folio_put_footprint(k, folio) | {_mkey(mapping)}
 
 
 def filemap_remove_folio(k: Kernel, mapping: AddressSpace, folio: int) -> None:
@@ -139,7 +166,12 @@ def folio_mapping(k: Kernel, folio: int) -> AddressSpace | None:
     return None if as_id is None else k.mappings.get(as_id)
 
 
-def folio_mark_dirty(k: Kernel, folio: int) -> Generator[Yield, None, bool]:
+def folio_mark_dirty(
+    k: Kernel,
+    folio: int,
+    then_reads: frozenset[Hashable] = frozenset(),
+    then_writes: frozenset[Hashable] = frozenset(),
+) -> Generator[Yield, None, bool]:
     """v6.1 mm/page-writeback.c folio_mark_dirty: True if this call dirtied the folio.
 
     With a mapping PG_reclaim is cleared first and the fs's ->dirty_folio runs:
@@ -147,12 +179,17 @@ def folio_mark_dirty(k: Kernel, folio: int) -> Generator[Yield, None, bool]:
     NR_DIRTIED through __folio_mark_dirty -> folio_account_dirtied, which only
     counts for mappings that write back; tmpfs, ramfs and hugetlbfs use
     noop_dirty_folio (v6.1 mm/shmem.c, fs/ramfs/inode.c, fs/hugetlbfs/inode.c),
-    as does an anon folio (no mapping).
+    as does an anon folio (no mapping).  ``then_reads``, ``then_writes``: what the caller
+    reads and writes after this returns, before it yields again (footprint only).
     """
     m = k.mem
     mapping = folio_mapping(k, folio)
-    writes = dirty_footprint(mapping, folio)
-    yield Point("folio_mark_dirty", reads=writes, writes=writes)
+    keys = dirty_footprint(mapping, folio)
+    yield Point(
+        "folio_mark_dirty",
+        reads=keys | order_keys(folio) | then_reads,
+        writes=keys | then_writes,
+    )
     if mapping is not None:
         m.flags[folio] &= ~k.pf.mask("PG_reclaim") & _ALL_BITS
     if int(m.flags[folio]) & k.pf.mask("PG_dirty"):
@@ -198,12 +235,18 @@ def set_page_dirty_lock(k: Kernel, page: int) -> Generator[Yield, None, bool]:
 
 
 def filemap_fault(
-    k: Kernel, mapping: AddressSpace, index: int, cpu: int, read_folio: ReadFolio
+    k: Kernel,
+    mapping: AddressSpace,
+    index: int,
+    cpu: int,
+    read_folio: ReadFolio,
+    then: frozenset[Hashable] = frozenset(),
 ) -> Generator[Yield, None, tuple[int, int]]:
     """v6.1 mm/filemap.c filemap_fault: the cached page, or a new one read in; locked, +1 ref.
 
     Readahead is not modelled: a miss reads just the faulting page
-    (v6.1 filemap_create_folio path).  Returns (vm_fault_t, page).
+    (v6.1 filemap_create_folio path).  Returns (vm_fault_t, page).  ``then``: what the
+    caller writes after this returns, before it yields again (footprint only).
     """
     from pinlab.kernel.mm.memory import (
         VM_FAULT_LOCKED,
@@ -226,15 +269,16 @@ def filemap_fault(
         err = yield from filemap_add_folio(k, mapping, new, index, cpu)
         if err:
             folio_put(k, new)
-            return (yield from filemap_fault(k, mapping, index, cpu, read_folio))
+            return (yield from filemap_fault(k, mapping, index, cpu, read_folio, then))
         read_folio(k, mapping, new, index)
         folio_unlock(k, new)
         folio = new
-    yield from folio_lock(k, folio)
+    # then the folio is unlocked and put (truncated meanwhile), or returned
+    yield from folio_lock(k, folio, folio_put_footprint(k, folio) | then)
     if int(k.mem.mapping[folio]) != file_mapping_value(mapping.id):
         folio_unlock(k, folio)
         folio_put(k, folio)
-        return (yield from filemap_fault(k, mapping, index, cpu, read_folio))
+        return (yield from filemap_fault(k, mapping, index, cpu, read_folio, then))
     if index >= -(-mapping.i_size // PAGE_SIZE):
         folio_unlock(k, folio)
         folio_put(k, folio)
@@ -321,7 +365,7 @@ def grab_cache_page_write_begin(
             if int(k.mem.mapping[folio]) == file_mapping_value(mapping.id):
                 return folio
             folio_unlock(k, folio)
-            yield Point("folio_put", writes=folio_put_footprint(folio))
+            yield Point("folio_put", writes=folio_put_footprint(k, folio))
             folio_put(k, folio)
             continue
         new = alloc_pages(k, mapping_gfp_mask(mapping), 0)

@@ -10,20 +10,27 @@ fork_must_copy hook replaces the "must the child get a copy now?" test.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Hashable
 from typing import TYPE_CHECKING
 
 from pinlab.interleave import Point, Yield
 from pinlab.kernel.errno import EAGAIN, EBUSY, ENOMEM, ENOSPC
+from pinlab.kernel.mm.filemap import folio_put_footprint
 from pinlab.kernel.mm.huge_memory import (
     is_huge_zero_pmd,
     mm_get_huge_zero_page,
     split_huge_pmd,
 )
 from pinlab.kernel.mm.locking import pte_lock, pte_unlock
-from pinlab.kernel.mm.memmap import compound_head
+from pinlab.kernel.mm.memmap import compound_head, peek_head
 from pinlab.kernel.mm.memory import maybe_mkwrite, mk_pte, vm_normal_page
-from pinlab.kernel.mm.page_alloc import GFP_HIGHUSER_MOVABLE, alloc_pages
+from pinlab.kernel.mm.page_alloc import (
+    GFP_HIGHUSER_MOVABLE,
+    alloc_pages,
+    alloc_writes,
+    free_reads,
+    page_keys,
+)
 from pinlab.kernel.mm.page_ref import get_page, put_page
 from pinlab.kernel.mm.pgtable import (
     PAGE_SIZE,
@@ -90,31 +97,42 @@ def fork_must_copy(
     return page_maybe_dma_pinned(k, page)
 
 
-def _dup_rmap(k: Kernel, page: int, compound: bool) -> Generator[Yield, None, None]:
-    """page_dup_rmap as its own atomic step (mapcount, or the folio's entire mapcount)."""
-    target = compound_head(k.mem, page) if compound else page
-    yield Point("page_dup_rmap", writes=frozenset({("page", target, "mapcount")}))
+def _dup_rmap(
+    k: Kernel, page: int, compound: bool, then: frozenset[Hashable] = frozenset()
+) -> Generator[Yield, None, None]:
+    """page_dup_rmap as its own atomic step (mapcount, or the folio's entire mapcount).
+
+    ``then``: what the caller writes after this returns, before it yields again.
+    """
+    key = ("page", page + 1, "compound_mapcount") if compound else ("page", page, "mapcount")
+    yield Point("page_dup_rmap", writes=frozenset({key}) | then)
     page_dup_rmap(k, page, compound)
 
 
 def page_try_dup_anon_rmap(
-    k: Kernel, src_mm: MmStruct, page: int, compound: bool, src_vma: VmArea
+    k: Kernel,
+    src_mm: MmStruct,
+    page: int,
+    compound: bool,
+    src_vma: VmArea,
+    then: frozenset[Hashable] = frozenset(),
 ) -> Generator[Yield, None, int]:
     """v6.1 include/linux/rmap.h page_try_dup_anon_rmap: share, or -EBUSY to copy now.
 
-    v4.4 / v5.7 page_dup_rmap: always share (mapcount + 1).
+    v4.4 / v5.7 page_dup_rmap: always share (mapcount + 1).  ``then``: what the caller
+    writes after it shares the page, before it yields again (footprint only).
     """
     if k.profile.page_anon_exclusive:
         yield Point("PageAnonExclusive?", reads=frozenset({("page", page, "flags")}))
         if not PageAnonExclusive(k, page):
-            yield from _dup_rmap(k, page, compound)
+            yield from _dup_rmap(k, page, compound, then)
             return 0
     if (yield from fork_must_copy(k, src_mm, src_vma, page)):
         return -EBUSY
     if k.profile.page_anon_exclusive:
         yield Point("ClearPageAnonExclusive", writes=frozenset({("page", page, "flags")}))
         ClearPageAnonExclusive(k, page)
-    yield from _dup_rmap(k, page, compound)
+    yield from _dup_rmap(k, page, compound, then)
     return 0
 
 
@@ -165,21 +183,35 @@ def copy_present_pte(
     pte = get_pte(src.pgtable, addr)
     page = vm_normal_page(k, src_vma, addr, pte)
     wrprotect_first = k.profile.fork_wrprotect_before_get and k.hooks.fork_must_copy is None
+    # copy_pte_range puts an unused preallocated page once this returns
+    then: frozenset[Hashable] = frozenset()
+    if prealloc:
+        then = folio_put_footprint(k, prealloc[-1]) | free_reads(prealloc[-1])
     if wrprotect_first:
-        pte = yield from _fork_wrprotect(src, src_vma, addr, pte)
+        pte = yield from _fork_wrprotect(
+            src, src_vma, addr, pte, then if page is None else frozenset()
+        )
     if page is not None:
-        folio = compound_head(k.mem, page)
+        folio = peek_head(k.mem, page)
         yield Point("fork get_page", writes=frozenset({("page", folio, "refcount")}))
         get_page(k, page)
         if PageAnon(k, page):
-            if (yield from page_try_dup_anon_rmap(k, src, page, False, src_vma)):
-                yield Point("fork put_page", writes=frozenset({("page", folio, "refcount")}))
+            if (yield from page_try_dup_anon_rmap(k, src, page, False, src_vma, then)):
+                # the put, then copy_present_page's copy into the preallocated page, or
+                # copy_pte_range's allocation of one (in one expression: a footprint kept
+                # in a local would be part of the state key)
+                yield Point(
+                    "fork put_page",
+                    writes=folio_put_footprint(k, folio)
+                    | alloc_writes(k, GFP_HIGHUSER_MOVABLE, 0)
+                    | (page_keys(prealloc[-1]) if prealloc else frozenset()),
+                )
                 put_page(k, page)
                 return (yield from copy_present_page(k, dst, dst_vma, addr, page, prealloc, cpu))
         else:
-            yield from _dup_rmap(k, page, False)
+            yield from _dup_rmap(k, page, False, then)
     if not wrprotect_first:
-        pte = yield from _fork_wrprotect(src, src_vma, addr, pte)
+        pte = yield from _fork_wrprotect(src, src_vma, addr, pte, then)
     if src_vma.vm_flags & VM_SHARED:
         pte = pte_mkclean(pte)
     set_pte_at(dst.pgtable, addr, pte_mkold(pte))
@@ -187,15 +219,18 @@ def copy_present_pte(
 
 
 def _fork_wrprotect(
-    src: MmStruct, src_vma: VmArea, addr: int, pte: int
+    src: MmStruct, src_vma: VmArea, addr: int, pte: int, then: frozenset[Hashable] = frozenset()
 ) -> Generator[Yield, None, int]:
-    """v6.1 mm/memory.c copy_present_pte: a COW mapping's writable parent PTE becomes R/O."""
+    """v6.1 mm/memory.c copy_present_pte: a COW mapping's writable parent PTE becomes R/O.
+
+    ``then``: what the caller reads or writes after this returns, before it yields again.
+    """
     if not (is_cow_mapping(src_vma.vm_flags) and pte_write(pte)):
         return pte
     yield Point(
         "fork wrprotect",
-        reads=pte_footprint(src.id, addr),
-        writes=frozenset({pte_key(src.id, addr)}),
+        reads=pte_footprint(src.id, addr) | then,
+        writes=frozenset({pte_key(src.id, addr)}) | then,
     )
     pte = pte_wrprotect(get_pte(src.pgtable, addr))
     set_pte_at(src.pgtable, addr, pte)

@@ -30,7 +30,12 @@ from pinlab.kernel.mm.gup_flags import (
 )
 from pinlab.kernel.mm.gup_follow import Locked, Pages, __get_user_pages
 from pinlab.kernel.mm.gup_grab import gup_put_folio, unpin_folio_vmstat_last
-from pinlab.kernel.mm.gup_longterm import check_and_migrate_movable_pages, check_dax_vmas
+from pinlab.kernel.mm.gup_longterm import (
+    check_and_migrate_cma_pages,
+    check_and_migrate_movable_pages,
+    check_dax_vmas,
+    release_longterm_pages,
+)
 from pinlab.kernel.mm.gup_range import unpin_folios_range, unpin_range_ok
 from pinlab.kernel.mm.locking import (
     folio_lock,
@@ -38,7 +43,7 @@ from pinlab.kernel.mm.locking import (
     mmap_read_lock,
     mmap_read_unlock,
 )
-from pinlab.kernel.mm.memmap import compound_head, folio_nr_pages
+from pinlab.kernel.mm.memmap import compound_head, folio_nr_pages, peek_head
 from pinlab.kernel.mm.pgtable import PAGE_SHIFT
 from pinlab.kernel.mm.types import MMF_HAS_PINNED, MmStruct
 from pinlab.kernel.profiles import require_gup_api
@@ -140,6 +145,9 @@ def __gup_longterm_locked(
     if k.profile.longterm_requires_pin and not gup_flags & FOLL_PIN:
         warn_on(k, "mm/gup.c __gup_longterm_locked FOLL_LONGTERM without FOLL_PIN")
         return -errno.EINVAL
+    if k.profile.longterm_check == "cma" and pages is None:
+        # v5.7.14 mm/gup.c __gup_longterm_locked 1774-1776: FOLL_LONGTERM needs pages
+        return -errno.EINVAL
     while True:
         nr_pinned = yield from __get_user_pages_locked(
             k, mm, start, nr_pages, pages, None, gup_flags
@@ -148,18 +156,17 @@ def __gup_longterm_locked(
             return nr_pinned
         assert pages is not None
         if k.profile.fsdax_check_after_pin and check_dax_vmas(k, mm, start, nr_pinned):
-            yield from _release(k, pages, nr_pinned, gup_flags)
+            # v5.7.14 mm/gup.c __gup_longterm_locked 1796-1800
+            yield from release_longterm_pages(k, pages, nr_pinned, gup_flags)
             return -errno.EOPNOTSUPP
+        if k.profile.longterm_check == "cma":
+            # v5.7.14 mm/gup.c __gup_longterm_locked 1803-1804: it pins again itself
+            return (
+                yield from check_and_migrate_cma_pages(k, mm, start, nr_pinned, pages, gup_flags)
+            )
         rc = yield from check_and_migrate_movable_pages(k, nr_pinned, pages, gup_flags)
         if rc != -errno.EAGAIN:
             return rc if rc else nr_pinned
-
-
-def _release(k: Kernel, pages: Pages, nr: int, gup_flags: int) -> Generator[Yield, None, None]:
-    """v5.7 mm/gup.c __gup_longterm_locked error path: unpin_user_pages or put_page each."""
-    how = FOLL_PIN if gup_flags & FOLL_PIN else FOLL_GET
-    for page in pages[:nr].tolist():
-        yield from gup_put_folio(k, compound_head(k.mem, page), 1, how)
 
 
 def __get_user_pages_remote(
@@ -291,24 +298,28 @@ def pin_user_pages_unlocked(
 def put_page_api(k: Kernel, page: int) -> Generator[Yield, None, None]:
     """v6.1 include/linux/mm.h put_page, as a gup caller releases a FOLL_GET reference."""
     require_gup_api(k.profile, "put_page")
-    yield from gup_put_folio(k, compound_head(k.mem, page), 1, FOLL_GET)
+    yield from gup_put_folio(k, peek_head(k.mem, page), 1, FOLL_GET, (page,))
 
 
 def unpin_user_page(k: Kernel, page: int) -> Generator[Yield, None, None]:
     """v6.1 mm/gup.c unpin_user_page (the DEBUG_VM sanity check is not built on Debian)."""
     require_gup_api(k.profile, "unpin_user_page")
-    folio = compound_head(k.mem, page)
     if k.profile.pin_v5_7_order:
-        yield from unpin_folio_vmstat_last(k, folio)
+        yield from unpin_folio_vmstat_last(k, compound_head(k.mem, page))
     else:
-        yield from gup_put_folio(k, folio, 1, FOLL_PIN)
+        yield from gup_put_folio(k, peek_head(k.mem, page), 1, FOLL_PIN, (page,))
 
 
-def _folio_runs(k: Kernel, pages: Sequence[int]) -> list[tuple[int, int]]:
-    """v6.1 mm/gup.c gup_folio_next: runs of consecutive entries in one folio."""
+def _folio_runs(k: Kernel, pages: Sequence[int], peek: bool = False) -> list[tuple[int, int]]:
+    """v6.1 mm/gup.c gup_folio_next: runs of consecutive entries in one folio.
+
+    ``peek``: the heads are read only to name the footprints of the steps that follow
+    (memmap.peek_head); those steps read them again.
+    """
+    head = peek_head if peek else compound_head
     runs: list[tuple[int, int]] = []
     for page in pages:
-        folio = compound_head(k.mem, page)
+        folio = head(k.mem, page)
         if runs and runs[-1][0] == folio:
             runs[-1] = (folio, runs[-1][1] + 1)
         else:
@@ -339,16 +350,26 @@ def unpin_user_pages(
         for page in _page_list(pages, npages):
             yield from unpin_user_page(k, page)
         return
-    for folio, nr in _folio_runs(k, _page_list(pages, npages)):
-        yield from gup_put_folio(k, folio, nr, FOLL_PIN)
+    page_list = _page_list(pages, npages)
+    i = 0
+    for folio, nr in _folio_runs(k, page_list, peek=True):
+        yield from gup_put_folio(k, folio, nr, FOLL_PIN, page_list[i : i + nr])
+        i += nr
 
 
 def _dirty_then_put(
-    k: Kernel, folio: int, nr: int, make_dirty: bool
+    k: Kernel, folio: int, nr: int, make_dirty: bool, run: Sequence[int] = ()
 ) -> Generator[Yield, None, None]:
-    """The loop body of v6.1 unpin_user_pages_dirty_lock / unpin_user_page_range_dirty_lock."""
+    """The loop body of v6.1 unpin_user_pages_dirty_lock / unpin_user_page_range_dirty_lock.
+
+    ``run``: the pages of the run when ``folio`` was only peeked at (_folio_runs): its
+    compound_head is read after the first yield.
+    """
     if make_dirty:
-        yield Point("folio_test_dirty", reads=frozenset({("page", folio, "flags")}))
+        heads = frozenset(("page", page, "head") for page in run)
+        yield Point("folio_test_dirty", reads=frozenset({("page", folio, "flags")}) | heads)
+        if run:
+            folio = compound_head(k.mem, run[0])
         if not int(k.mem.flags[folio]) & k.pf.mask("PG_dirty"):
             yield from folio_lock(k, folio)
             yield from folio_mark_dirty(k, folio)
@@ -375,8 +396,11 @@ def unpin_user_pages_dirty_lock(
                 yield from set_page_dirty_lock(k, head)
             yield from unpin_user_page(k, head)
         return
-    for folio, nr in _folio_runs(k, _page_list(pages, npages)):
-        yield from _dirty_then_put(k, folio, nr, True)
+    page_list = _page_list(pages, npages)
+    i = 0
+    for folio, nr in _folio_runs(k, page_list, peek=True):
+        yield from _dirty_then_put(k, folio, nr, True, page_list[i : i + nr])
+        i += nr
 
 
 def unpin_user_page_range_dirty_lock(

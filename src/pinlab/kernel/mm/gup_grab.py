@@ -9,14 +9,14 @@ the pin accounting with a design's.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Hashable
+from collections.abc import Generator, Hashable, Sequence
 from typing import TYPE_CHECKING
 
 from pinlab.interleave import Point, Yield
 from pinlab.kernel.bug import warn_on_once
 from pinlab.kernel.mm.gup_flags import FOLL_GET, FOLL_LONGTERM, FOLL_PIN
 from pinlab.kernel.mm.memmap import PAGE_MAPPING_ANON, compound_head
-from pinlab.kernel.mm.page_alloc import pool_of
+from pinlab.kernel.mm.page_alloc import free_reads, free_writes, order_keys, pool_of
 from pinlab.kernel.mm.page_ref import folio_put_refs, page_ref_add, page_ref_add_unless
 from pinlab.kernel.mm.pincount import has_exact_pincount
 from pinlab.kernel.mm.vmstat import (
@@ -41,9 +41,9 @@ def head_key(page: int) -> frozenset[Hashable]:
     return frozenset({("page", page, "head")})
 
 
-def pin_key(folio: int) -> frozenset[Hashable]:
-    """Footprint of a folio's exact pincount."""
-    return frozenset({("page", folio, "pincount")})
+def pin_key(k: Kernel, folio: int) -> frozenset[Hashable]:
+    """Footprint of a folio's exact pincount (in the tail page the profile keeps it in)."""
+    return frozenset({("page", folio + k.profile.pincount_page, "pincount")})
 
 
 def vmstat_key(item: str) -> frozenset[Hashable]:
@@ -87,8 +87,11 @@ def try_get_folio(k: Kernel, page: int, refs: int) -> Generator[Yield, None, int
         if int(m.refcount[folio]) < 0:
             warn_on_once(k, "mm/gup.c try_get_folio refcount < 0")
             return None
+        # a pin goes on to has_exact_pincount (folio_order) before its next yield
         yield Point(
-            "try_get_folio:add", reads=ref_key(folio) | head_key(page), writes=ref_key(folio)
+            "try_get_folio:add",
+            reads=ref_key(folio) | head_key(page) | order_keys(folio),
+            writes=ref_key(folio),
         )
         if not page_ref_add_unless(m, folio, refs, 0):
             return None
@@ -104,7 +107,7 @@ def _pin_folio(k: Kernel, folio: int, refs: int, have_ref: int) -> Gen:
     m = k.mem
     if has_exact_pincount(k, folio) and not have_ref and k.profile.pin_v5_7_order:
         # v5.7 mm/gup.c try_grab_page: hpage_pincount_add, then page_ref_add
-        yield Point("pin:pincount", writes=pin_key(folio))
+        yield Point("pin:pincount", writes=pin_key(k, folio))
         m.pincount[folio + k.profile.pincount_page] += refs
         yield Point("pin:ref", writes=ref_key(folio))
         page_ref_add(m, folio, refs)
@@ -112,7 +115,7 @@ def _pin_folio(k: Kernel, folio: int, refs: int, have_ref: int) -> Gen:
         if have_ref < refs:
             yield Point("pin:ref", writes=ref_key(folio))
             page_ref_add(m, folio, refs - have_ref)
-        yield Point("pin:pincount", writes=pin_key(folio))
+        yield Point("pin:pincount", writes=pin_key(k, folio))
         m.pincount[folio + k.profile.pincount_page] += refs
     else:
         yield Point("pin:bias", writes=ref_key(folio))
@@ -178,24 +181,58 @@ def try_grab_page(k: Kernel, page: int, flags: int) -> Generator[Yield, None, bo
     return True
 
 
-def gup_put_folio(k: Kernel, folio: int, refs: int, flags: int) -> Generator[Yield, None, None]:
-    """v6.1 mm/gup.c gup_put_folio (v5.7 put_compound_head): drop `refs` gets or pins."""
+def gup_put_folio(
+    k: Kernel,
+    folio: int,
+    refs: int,
+    flags: int,
+    run: Sequence[int] = (),
+    then_reads: frozenset[Hashable] = frozenset(),
+) -> Generator[Yield, None, None]:
+    """v6.1 mm/gup.c gup_put_folio (v5.7 put_compound_head): drop `refs` gets or pins.
+
+    ``run``: the pages the caller found ``folio`` from with memmap.peek_head only (to
+    name footprints): their compound_head is read again, from run[0], after the first
+    yield.  ``then_reads``: what the caller reads after this returns, before it yields
+    again (footprint only).
+    """
     m = k.mem
+    heads = frozenset(("page", page, "head") for page in run)
     if flags & FOLL_PIN:
         if k.profile.zero_page_pin_noop and is_zero_page(k, folio):
             return
         if k.hooks.pin_release is not None:
             yield "pin_release"
+            if run:
+                folio = compound_head(m, run[0])
             k.hooks.pin_release(k, folio, refs)
             return
         yield from node_stat_mod_folio(k, NR_FOLL_PIN_RELEASED, refs)
+        if run and k.profile.vmstat_foll_pin:  # node_stat_mod_folio yielded
+            folio, run, heads = compound_head(m, run[0]), (), frozenset()
         if has_exact_pincount(k, folio):
-            yield Point("unpin:pincount", writes=pin_key(folio))
+            yield Point("unpin:pincount", writes=pin_key(k, folio))
+            if run:
+                folio, run, heads = compound_head(m, run[0]), (), frozenset()
             m.pincount[folio + k.profile.pincount_page] -= refs
         else:
             refs *= k.profile.pin_bias
-    yield Point("put:ref", reads=ref_key(folio), writes=ref_key(folio))
+    reads = put_reads(folio) | heads | then_reads
+    yield Point("put:ref", reads=reads, writes=put_writes(k, folio))
+    if run:
+        folio = compound_head(m, run[0])
     folio_put_refs(k, folio, refs)
+
+
+def put_reads(folio: int) -> frozenset[Hashable]:
+    """What dropping references on a folio reads: the count, and free_folio's tests."""
+    return ref_key(folio) | free_reads(folio)
+
+
+def put_writes(k: Kernel, folio: int) -> frozenset[Hashable]:
+    """What dropping references on a folio may write: the count, and if it is freed what
+    freeing writes."""
+    return ref_key(folio) | free_writes(k, folio)
 
 
 def unpin_folio_vmstat_last(k: Kernel, folio: int) -> Generator[Yield, None, None]:
@@ -205,10 +242,10 @@ def unpin_folio_vmstat_last(k: Kernel, folio: int) -> Generator[Yield, None, Non
         return
     refs = k.profile.pin_bias
     if has_exact_pincount(k, folio):
-        yield Point("unpin:pincount", writes=pin_key(folio))
+        yield Point("unpin:pincount", writes=pin_key(k, folio))
         k.mem.pincount[folio + k.profile.pincount_page] -= 1
         refs = 1
-    yield Point("put:ref", reads=ref_key(folio), writes=ref_key(folio))
+    yield Point("put:ref", reads=put_reads(folio), writes=put_writes(k, folio))
     folio_put_refs(k, folio, refs)
     yield from node_stat_mod_folio(k, NR_FOLL_PIN_RELEASED, 1)
 

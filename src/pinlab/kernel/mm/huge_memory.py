@@ -13,9 +13,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pinlab.interleave import Point, Yield
+from pinlab.kernel.mm.filemap import folio_put_footprint
 from pinlab.kernel.mm.locking import pte_lock, pte_unlock
 from pinlab.kernel.mm.memmap import TRANSHUGE_PAGE_DTOR
-from pinlab.kernel.mm.page_alloc import __GFP_COMP, GFP_HIGHUSER_MOVABLE, GFP_KERNEL, alloc_pages
+from pinlab.kernel.mm.page_alloc import (
+    __GFP_COMP,
+    GFP_HIGHUSER_MOVABLE,
+    GFP_KERNEL,
+    alloc_pages,
+    free_reads,
+    page_keys,
+)
 from pinlab.kernel.mm.page_ref import page_ref_add, put_page
 from pinlab.kernel.mm.pgtable import (
     _PAGE_ACCESSED,
@@ -114,8 +122,26 @@ def mm_get_huge_zero_page(k: Kernel, mm: MmStruct) -> int | None:
 
 
 def _folio_footprint(folio: int) -> frozenset[Hashable]:
-    """A THP's refcount, mapcounts and flags (a split or zap writes all of them)."""
-    return frozenset({("page", folio, f) for f in ("refcount", "mapcount", "flags")})
+    """A THP's refcount, its pages' mapcounts and flags (PageAnonExclusive, PageDoubleMap
+    in page[1]) and its entire mapcount (a split or zap writes them)."""
+    return page_keys(folio, HPAGE_PMD_NR, ("mapcount", "flags")) | {
+        ("page", folio, "refcount"),
+        ("page", folio + 1, "compound_mapcount"),
+    }
+
+
+def _folio_reads(folio: int) -> frozenset[Hashable]:
+    """What a split or zap of a THP's PMD reads of it besides: PageAnon, PageHuge."""
+    return page_keys(folio, 1, ("head", "mapping")) | page_keys(folio + 1, 1, ("head", "dtor"))
+
+
+def _pmd_point(label: str, mm: MmStruct, haddr: int, pmd: int) -> Point:
+    """The point before a step that splits or zaps huge PMD ``pmd``: it reads and writes
+    the PMD and the THP's _folio_footprint, and reads its _folio_reads.  (Built in the
+    yield expression: a footprint kept in a local would be part of the state key.)"""
+    writes = {pmd_key(mm.id, haddr)} | (_folio_footprint(pte_pfn(pmd)) if pmd else set())
+    reads = writes | (_folio_reads(pte_pfn(pmd)) if pmd else set())
+    return Point(label, reads=frozenset(reads), writes=frozenset(writes))
 
 
 def do_huge_pmd_anonymous_page(
@@ -154,7 +180,12 @@ def do_huge_pmd_anonymous_page(
     m.data[page : page + HPAGE_PMD_NR] = 0
     m.flags[page] |= k.pf.mask("PG_uptodate")
     yield from pte_lock(k, mm, haddr)
-    yield Point("set huge pmd", reads=frozenset({key}), writes=frozenset({key}))
+    # the new THP is this fault's alone: it is rmapped, or freed if the PMD was taken
+    yield Point(
+        "set huge pmd",
+        reads=folio_put_footprint(k, page) | free_reads(page) | {key},
+        writes=folio_put_footprint(k, page) | {key},
+    )
     if not pmd_none(mm.pgtable, haddr):
         pte_unlock(k, mm, haddr)
         put_page(k, page)
@@ -207,8 +238,11 @@ def do_huge_pmd_wp_page(
         page = pte_pfn(orig)
         yield Point(
             "wp huge pmd",
-            reads=_folio_footprint(page) | {pmd_key(mm.id, haddr)},
-            writes=frozenset({pmd_key(mm.id, haddr), ("page", page, "flags")}),
+            reads=_folio_footprint(page) | _folio_reads(page) | {pmd_key(mm.id, haddr)},
+            # page_move_anon_rmap
+            writes=frozenset(
+                {pmd_key(mm.id, haddr), ("page", page, "flags"), ("page", page, "mapping")}
+            ),
         )
         if mm.pgtable.pmd.get(slot, 0) != orig:
             pte_unlock(k, mm, haddr)
@@ -238,8 +272,7 @@ def split_huge_pmd(
     haddr = address & ~(PMD_SIZE - 1)
     yield from pte_lock(k, mm, haddr)
     pmd = mm.pgtable.pmd.get(haddr >> PMD_SHIFT, 0)
-    writes = {pmd_key(mm.id, haddr)} | (_folio_footprint(pte_pfn(pmd)) if pmd else set())
-    yield Point("split huge pmd", reads=frozenset(writes), writes=frozenset(writes))
+    yield _pmd_point("split huge pmd", mm, haddr, pmd)
     __split_huge_pmd_locked(k, mm, vma, haddr)
     pte_unlock(k, mm, haddr)
 
@@ -304,8 +337,7 @@ def zap_huge_pmd(
     slot = haddr >> PMD_SHIFT
     yield from pte_lock(k, mm, haddr)
     pmd = mm.pgtable.pmd.get(slot, 0)
-    writes = {pmd_key(mm.id, haddr)} | (_folio_footprint(pte_pfn(pmd)) if pmd else set())
-    yield Point("zap huge pmd", reads=frozenset(writes), writes=frozenset(writes))
+    yield _pmd_point("zap huge pmd", mm, haddr, pmd)
     pmd = mm.pgtable.pmd.pop(slot, 0)
     if not pmd or is_huge_zero_pmd(k, pmd):
         pte_unlock(k, mm, haddr)

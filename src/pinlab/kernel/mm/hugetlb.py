@@ -11,9 +11,15 @@ from typing import TYPE_CHECKING
 
 from pinlab.interleave import Await, Point, Yield
 from pinlab.kernel.errno import EEXIST, ENOSPC
+from pinlab.kernel.mm.gup_grab import ref_key
 from pinlab.kernel.mm.locking import folio_unlock, pte_lock, pte_unlock
 from pinlab.kernel.mm.memmap import compound_head
-from pinlab.kernel.mm.page_alloc import alloc_hugetlb_folio
+from pinlab.kernel.mm.page_alloc import (
+    alloc_hugetlb_folio,
+    free_writes,
+    hugetlb_alloc_writes,
+    page_keys,
+)
 from pinlab.kernel.mm.page_ref import get_page, put_page
 from pinlab.kernel.mm.pgtable import (
     _PAGE_DIRTY,
@@ -143,7 +149,7 @@ def hugetlb_fault(
         ret = 0
         if entry and flags & (FAULT_FLAG_WRITE | FAULT_FLAG_UNSHARE) and not entry & _PAGE_RW:
             page = pte_pfn(entry)
-            yield Point("hugetlb_wp", reads=_hfootprint(key, page), writes=_hfootprint(key, page))
+            yield _hpoint("hugetlb_wp", k, key, page, order, True)
             ret = hugetlb_wp(k, mm, vma, haddr, order, flags)
         elif entry and flags & FAULT_FLAG_WRITE:
             yield Point("huge_ptep_set_access_flags", writes=frozenset({key}))
@@ -154,9 +160,23 @@ def hugetlb_fault(
         k.hugetlb_fault_mutex.discard((mapping.id, idx))
 
 
-def _hfootprint(key: Hashable, page: int) -> frozenset[Hashable]:
-    """A hugetlb entry and its folio's refcount, mapcount and flags."""
-    return frozenset({key} | {("page", page, f) for f in ("refcount", "mapcount", "flags")})
+# the fields of a huge page's page[0] and page[1] its rmap and refcount change
+_HFIELDS = ("flags", "refcount", "mapcount", "compound_mapcount", "mapping", "index")
+
+
+def _hpoint(label: str, k: Kernel, key: Hashable, page: int, order: int, wp: bool) -> Point:
+    """The point before a step that installs or write-faults the hugetlb entry ``key`` of
+    huge page ``page``: it reads and writes the entry; the page's rmap fields, pincount
+    and refcount, and what freeing it writes; with ``wp`` (hugetlb_wp follows) its
+    contents and the allocation of a copy.  (Built in the yield expression: a footprint
+    kept in a local would be part of the state key.)"""
+    writes = {key} | page_keys(page, 2, _HFIELDS) | free_writes(k, page)
+    writes |= {("page", page + k.profile.pincount_page, "pincount")}
+    reads = writes | page_keys(page, 2, ("head", "order", "dtor"))
+    if wp:
+        writes |= hugetlb_alloc_writes(k, order)
+        reads |= writes | page_keys(page, 1 << order, ("data",))
+    return Point(label, reads=frozenset(reads), writes=frozenset(writes))
 
 
 def hugetlb_no_page(
@@ -202,7 +222,8 @@ def hugetlb_no_page(
         break
     key = huge_pte_key(mm, order, haddr)
     yield from pte_lock(k, mm, haddr)
-    yield Point("hugetlb install", reads=_hfootprint(key, page), writes=_hfootprint(key, page))
+    wp = bool(flags & FAULT_FLAG_WRITE and not vma.vm_flags & VM_SHARED)
+    yield _hpoint("hugetlb install", k, key, page, order, wp)
     if huge_ptep_get(k, mm, order, haddr) != 0:
         pte_unlock(k, mm, haddr)
         put_page(k, page)
@@ -299,19 +320,21 @@ def copy_hugetlb_page_range(
         yield Point("fork get_page", writes=frozenset({("page", page, "refcount")}))
         get_page(k, page)
         if not PageAnon(k, page):
-            yield Point("page_dup_file_rmap", writes=frozenset({("page", page, "mapcount")}))
+            yield Point(
+                "page_dup_file_rmap", writes=frozenset({("page", page + 1, "compound_mapcount")})
+            )
             page_dup_rmap(k, page, True)
         elif (yield from page_try_dup_anon_rmap(k, src, page, True, src_vma)):
             pte_unlock(k, src, haddr)
             new = alloc_hugetlb_folio(k, order)
             if new is None:
-                yield Point("fork put_page", writes=frozenset({("page", page, "refcount")}))
+                yield Point("fork put_page", writes=ref_key(page) | free_writes(k, page))
                 put_page(k, page)
                 ret = -ENOSPC
                 break
             k.mem.data[new : new + nr] = k.mem.data[page : page + nr]
             k.mem.flags[new] |= k.pf.mask("PG_uptodate")
-            yield Point("fork put_page", writes=frozenset({("page", page, "refcount")}))
+            yield Point("fork put_page", writes=ref_key(page) | free_writes(k, page))
             put_page(k, page)
             yield from pte_lock(k, src, haddr)
             yield Point("hugetlb pte_same", reads=frozenset({key}))
@@ -336,6 +359,12 @@ def copy_hugetlb_page_range(
     return ret
 
 
+def _entry_page_keys(k: Kernel, mm: MmStruct, order: int, haddr: int) -> frozenset[Hashable]:
+    """The head and mapping of the huge page the entry at ``haddr`` maps now, if any."""
+    entry = huge_ptep_get(k, mm, order, haddr)
+    return page_keys(pte_pfn(entry), 1, ("head", "mapping")) if entry else frozenset()
+
+
 def unmap_hugepage_range(
     k: Kernel, mm: MmStruct, vma: VmArea, start: int, end: int, gather: list[int]
 ) -> Generator[Yield, None, None]:
@@ -351,7 +380,12 @@ def unmap_hugepage_range(
     for haddr in range(start, end, size):
         key = huge_pte_key(mm, order, haddr)
         yield from pte_lock(k, mm, haddr)
-        yield Point("huge_ptep_get_and_clear", reads=frozenset({key}), writes=frozenset({key}))
+        # a dirty entry goes on to folio_mark_dirty's folio_mapping
+        yield Point(
+            "huge_ptep_get_and_clear",
+            reads=_entry_page_keys(k, mm, order, haddr) | {key},
+            writes=frozenset({key}),
+        )
         entry = huge_ptep_get(k, mm, order, haddr)
         if entry == 0:
             pte_unlock(k, mm, haddr)
@@ -360,7 +394,7 @@ def unmap_hugepage_range(
         page = pte_pfn(entry)
         if entry & _PAGE_DIRTY:
             yield from folio_mark_dirty(k, page)
-        yield Point("page_remove_rmap", writes=frozenset({("page", page, "mapcount")}))
+        yield Point("page_remove_rmap", writes=frozenset({("page", page + 1, "compound_mapcount")}))
         page_remove_rmap(k, page, vma, True)
         pte_unlock(k, mm, haddr)
         gather.append(page)

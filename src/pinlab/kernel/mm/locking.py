@@ -7,7 +7,7 @@ self-deadlock.  Lock state is ordinary kernel state and is hashed with it.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Hashable
 from typing import TYPE_CHECKING
 
 from pinlab.interleave import Await, Yield
@@ -56,13 +56,19 @@ def pte_unlock(k: Kernel, mm: MmStruct, addr: int) -> None:
     k.ptl.discard((mm.id, addr >> PMD_SHIFT))
 
 
-def folio_lock(k: Kernel, folio: int) -> Generator[Yield, None, None]:
-    """v6.1 include/linux/pagemap.h folio_lock: sleep until PG_locked is clear, then set it."""
+def folio_lock(
+    k: Kernel, folio: int, then: frozenset[Hashable] = frozenset()
+) -> Generator[Yield, None, None]:
+    """v6.1 include/linux/pagemap.h folio_lock: sleep until PG_locked is clear, then set it.
+
+    ``then``: what the caller writes after this returns, before it yields again
+    (footprint only).
+    """
     bit = k.pf.mask("PG_locked")
     yield Await(
         "folio_lock",
         lambda: not int(k.mem.flags[folio]) & bit,
-        writes=frozenset({("page", folio, "flags")}),
+        writes=frozenset({("page", folio, "flags")}) | then,
     )
     k.mem.flags[folio] |= bit
 

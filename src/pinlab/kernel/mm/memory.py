@@ -8,7 +8,7 @@ yields before each PTE read/update and refcount change, and at each lock.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Hashable
 from typing import TYPE_CHECKING
 
 from pinlab.interleave import Point, Yield
@@ -21,8 +21,8 @@ from pinlab.kernel.mm.huge_memory import (
     pmd_none,
 )
 from pinlab.kernel.mm.locking import folio_unlock, pte_lock, pte_unlock
-from pinlab.kernel.mm.memmap import compound_head
-from pinlab.kernel.mm.page_alloc import GFP_HIGHUSER_MOVABLE, alloc_pages
+from pinlab.kernel.mm.memmap import compound_head, peek_head
+from pinlab.kernel.mm.page_alloc import GFP_HIGHUSER_MOVABLE, alloc_pages, free_reads, page_keys
 from pinlab.kernel.mm.page_ref import folio_put, put_page
 from pinlab.kernel.mm.pgtable import (
     _PAGE_DIRTY,
@@ -222,7 +222,7 @@ def handle_pte_fault(
     k: Kernel, mm: MmStruct, vma: VmArea, address: int, flags: int, cpu: int
 ) -> Generator[Yield, None, int]:
     """v6.1 mm/memory.c handle_pte_fault."""
-    from pinlab.kernel.mm.cow import do_wp_page
+    from pinlab.kernel.mm.cow import do_wp_page, do_wp_page_footprint
 
     key = pte_key(mm.id, address)
     yield Point("pte read", reads=pte_footprint(mm.id, address))
@@ -236,7 +236,15 @@ def handle_pte_fault(
         # refused before handle_mm_fault.
         return VM_FAULT_SIGBUS
     yield from pte_lock(k, mm, address)
-    yield Point("pte recheck", reads=pte_footprint(mm.id, address), writes=frozenset({key}))
+    # (built in one expression: a footprint kept in a local would be part of the state key)
+    yield do_wp_page_footprint(
+        k,
+        vma,
+        address,
+        flags,
+        orig,
+        Point("pte recheck", pte_footprint(mm.id, address), frozenset({key})),
+    )
     entry = read_pte(mm.pgtable, address)
     if entry != orig:
         pte_unlock(k, mm, address)
@@ -275,7 +283,9 @@ def do_anonymous_page(
     if vma.vm_flags & VM_WRITE:
         entry = maybe_mkwrite(entry | _PAGE_DIRTY, vma)
     yield from pte_lock(k, mm, address)
-    yield Point("pte install anon", reads=key, writes=key)
+    # the new page is this fault's alone: it is rmapped, or freed if the PTE was taken
+    new = folio_put_footprint(k, page)
+    yield Point("pte install anon", reads=key | new | free_reads(page), writes=key | new)
     if read_pte(mm.pgtable, address) != 0:
         pte_unlock(k, mm, address)
         put_page(k, page)
@@ -308,44 +318,94 @@ def do_fault(
 
 
 def __do_fault(
-    k: Kernel, mm: MmStruct, vma: VmArea, address: int, cpu: int
+    k: Kernel,
+    mm: MmStruct,
+    vma: VmArea,
+    address: int,
+    cpu: int,
+    then: frozenset[Hashable] = frozenset(),
 ) -> Generator[Yield, None, tuple[int, int]]:
-    """v6.1 mm/memory.c __do_fault: ->fault returns the page locked with +1 reference."""
+    """v6.1 mm/memory.c __do_fault: ->fault returns the page locked with +1 reference.
+
+    ``then``: what the caller writes after this returns, before it yields again
+    (footprint only).
+    """
     from pinlab.kernel.fs import vm_fault_page
 
     assert vma.vm_file is not None
     mapping = k.mappings[vma.vm_file]
-    return (yield from vm_fault_page(k, mapping, linear_page_index(vma, address), cpu))
+    return (yield from vm_fault_page(k, mapping, linear_page_index(vma, address), cpu, then))
 
 
 def do_set_pte(
-    k: Kernel, mm: MmStruct, vma: VmArea, page: int, address: int, write: bool, cpu: int
+    k: Kernel,
+    mm: MmStruct,
+    vma: VmArea,
+    page: int,
+    address: int,
+    write: bool,
+    cpu: int,
+    then: frozenset[Hashable] = frozenset(),
 ) -> Generator[Yield, None, None]:
-    """v6.1 mm/memory.c do_set_pte: install a PTE for `page` (ref already taken), rmap it."""
+    """v6.1 mm/memory.c do_set_pte: install a PTE for `page` (ref already taken), rmap it.
+
+    ``then``: what the caller writes after this returns, before it yields again
+    (footprint only).
+    """
     entry = mk_pte(k, page, vma)
     if write:
         entry = maybe_mkwrite(entry | _PAGE_DIRTY, vma)
     if write and not vma.vm_flags & VM_SHARED:
         page_add_new_anon_rmap(k, page, vma, address)
-        yield from folio_add_lru(k, page, cpu)
+        yield from folio_add_lru(k, page, cpu, then)
     else:
         page_add_file_rmap(k, page, vma, False)
     set_pte_at(mm.pgtable, address, entry)
 
 
 def finish_fault(
-    k: Kernel, mm: MmStruct, vma: VmArea, address: int, page: int, write: bool, cpu: int
+    k: Kernel,
+    mm: MmStruct,
+    vma: VmArea,
+    address: int,
+    page: int,
+    write: bool,
+    cpu: int,
+    then_reads: frozenset[Hashable] = frozenset(),
+    then_writes: frozenset[Hashable] = frozenset(),
 ) -> Generator[Yield, None, int]:
-    """v6.1 mm/memory.c finish_fault: under the PTE lock, map the page if the PTE is still none."""
-    key = pte_footprint(mm.id, address) | {("page", page, "refcount"), ("page", page, "mapcount")}
+    """v6.1 mm/memory.c finish_fault: under the PTE lock, map the page if the PTE is still none.
+
+    ``then_reads``, ``then_writes``: what the caller reads and writes after this returns,
+    before it yields again (footprint only).
+    """
+    key: frozenset[Hashable] = pte_footprint(mm.id, address) | {
+        ("page", page, "refcount"),
+        ("page", page, "mapcount"),
+    }
+    reads = key
+    if write and not vma.vm_flags & VM_SHARED:
+        # a private copy, this fault's alone: page_add_new_anon_rmap
+        key |= page_keys(page)
+        reads = key | free_reads(page)
     yield from pte_lock(k, mm, address)
-    yield Point("finish_fault", reads=key, writes=key)
+    yield Point("finish_fault", reads=reads | then_reads, writes=key | then_writes)
     if read_pte(mm.pgtable, address) != 0:
         pte_unlock(k, mm, address)
         return VM_FAULT_NOPAGE
-    yield from do_set_pte(k, mm, vma, page, address, write, cpu)
+    yield from do_set_pte(k, mm, vma, page, address, write, cpu, then_writes)
     pte_unlock(k, mm, address)
     return 0
+
+
+def _unlock_keys(k: Kernel, page: int) -> frozenset[Hashable]:
+    """What folio_unlock(compound_head(page)) reads: the page's head, the folio's flags."""
+    return frozenset({("page", page, "head"), ("page", peek_head(k.mem, page), "flags")})
+
+
+def _unlock_writes(k: Kernel, page: int) -> frozenset[Hashable]:
+    """What folio_unlock(compound_head(page)) writes: the folio's flags."""
+    return frozenset({("page", peek_head(k.mem, page), "flags")})
 
 
 def do_fault_around(
@@ -383,10 +443,13 @@ def do_read_fault(
     ret, page = yield from __do_fault(k, mm, vma, address, cpu)
     if ret & (VM_FAULT_ERROR | VM_FAULT_NOPAGE | VM_FAULT_RETRY):
         return ret
-    ret |= yield from finish_fault(k, mm, vma, address, page, False, cpu)
+    # then the folio is unlocked
+    unlock = _unlock_keys(k, page)
+    unlocks = _unlock_writes(k, page)
+    ret |= yield from finish_fault(k, mm, vma, address, page, False, cpu, unlock, unlocks)
     folio_unlock(k, compound_head(k.mem, page))
     if ret & (VM_FAULT_ERROR | VM_FAULT_NOPAGE | VM_FAULT_RETRY):
-        yield Point("put_page", writes=folio_put_footprint(compound_head(k.mem, page)))
+        yield Point("put_page", writes=folio_put_footprint(k, peek_head(k.mem, page)))
         put_page(k, page)
     return ret
 
@@ -399,16 +462,20 @@ def do_cow_fault(
     cow_page = alloc_pages(k, GFP_HIGHUSER_MOVABLE, 0)
     if cow_page is None:
         return VM_FAULT_OOM
-    ret, page = yield from __do_fault(k, mm, vma, address, cpu)
+    # the copy is this fault's alone: it is filled in, or freed, after ->fault
+    cow = folio_put_footprint(k, cow_page)
+    ret, page = yield from __do_fault(k, mm, vma, address, cpu, cow)
     if ret & (VM_FAULT_ERROR | VM_FAULT_NOPAGE | VM_FAULT_RETRY):
         put_page(k, cow_page)
         return ret
     k.mem.data[cow_page] = k.mem.data[page]
     k.mem.flags[cow_page] |= k.pf.mask("PG_uptodate")
-    ret |= yield from finish_fault(k, mm, vma, address, cow_page, True, cpu)
+    # then the file folio is unlocked
+    unlock, unlocks = _unlock_keys(k, page), _unlock_writes(k, page)
+    ret |= yield from finish_fault(k, mm, vma, address, cow_page, True, cpu, unlock, unlocks)
     folio = compound_head(k.mem, page)
     folio_unlock(k, folio)
-    yield Point("put_page", writes=folio_put_footprint(folio))
+    yield Point("put_page", writes=folio_put_footprint(k, folio) | cow)
     folio_put(k, folio)
     if ret & (VM_FAULT_ERROR | VM_FAULT_NOPAGE | VM_FAULT_RETRY):
         put_page(k, cow_page)
@@ -431,13 +498,17 @@ def do_shared_fault(
         folio_unlock(k, folio)
         tmp = yield from do_page_mkwrite(k, vma, page)
         if not tmp or tmp & (VM_FAULT_ERROR | VM_FAULT_NOPAGE):
-            yield Point("put_page", writes=folio_put_footprint(folio))
+            yield Point("put_page", writes=folio_put_footprint(k, folio))
             folio_put(k, folio)
             return tmp
-    ret |= yield from finish_fault(k, mm, vma, address, page, True, cpu)
+    # then the folio is unlocked, or dirtied: fault_dirty_shared_page's compound_head and
+    # folio_mark_dirty's folio_mapping
+    reads = _unlock_keys(k, page) | {("page", folio, "head"), ("page", folio, "mapping")}
+    unlocks = _unlock_writes(k, page)
+    ret |= yield from finish_fault(k, mm, vma, address, page, True, cpu, reads, unlocks)
     if ret & (VM_FAULT_ERROR | VM_FAULT_NOPAGE | VM_FAULT_RETRY):
         folio_unlock(k, folio)
-        yield Point("put_page", writes=folio_put_footprint(folio))
+        yield Point("put_page", writes=folio_put_footprint(k, folio))
         folio_put(k, folio)
         return ret
     ret |= yield from fault_dirty_shared_page(k, mm, vma, page, flags)

@@ -9,14 +9,21 @@ and "movable" (ZONE_MOVABLE).
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
 
 from pinlab.kernel.mm.memmap import (
     COMPOUND_PAGE_DTOR,
+    FIELDS,
     HUGETLB_PAGE_DTOR,
     NO_HEAD,
     NULL_COMPOUND_DTOR,
+    Memmap,
     folio_order,
 )
 
@@ -34,6 +41,10 @@ GFP_USER = 0x100CC0
 GFP_HIGHUSER_MOVABLE = GFP_USER | 0x02 | __GFP_MOVABLE
 
 POOLS = ("normal", "cma", "movable")
+
+# Footprint key of the free lists (the buddy allocator's and the hugetlb pools): which
+# block an allocation takes depends on every free and allocation before it.
+FREE_LISTS: Hashable = ("free_lists",)
 
 
 @dataclass(slots=True)
@@ -92,6 +103,87 @@ def _take_block(fa: FreeArea, pools: tuple[str, ...], order: int) -> tuple[int, 
 def pools_for(gfp: int) -> tuple[str, ...]:
     """Pools a request may use: movable allocations may use ZONE_MOVABLE and CMA."""
     return ("movable", "normal", "cma") if gfp & __GFP_MOVABLE else ("normal",)
+
+
+def _peek(arr: NDArray[np.generic], i: int) -> int:
+    """An item read only to name a footprint (unrecorded, as memmap.peek_head)."""
+    return int(arr.view(np.ndarray)[i])
+
+
+def peek_order(m: Memmap, folio: int) -> int:
+    """folio_order() read only to name a footprint (unrecorded, as memmap.peek_head)."""
+    if _peek(m.head, folio) != NO_HEAD or folio + 1 >= m.nr_pages:
+        return 0
+    return _peek(m.order, folio + 1) if _peek(m.head, folio + 1) == folio else 0
+
+
+def peek_hugetlb(m: Memmap, folio: int) -> bool:
+    """PageHuge() read only to name a footprint (unrecorded, as memmap.peek_head)."""
+    return bool(peek_order(m, folio)) and _peek(m.dtor, folio + 1) == HUGETLB_PAGE_DTOR
+
+
+@lru_cache(maxsize=4096)
+def page_keys(pfn: int, nr: int = 1, fields: tuple[str, ...] = FIELDS) -> frozenset[Hashable]:
+    """Footprint keys of ``fields`` of the ``nr`` struct pages from ``pfn``."""
+    return frozenset(("page", p, f) for p in range(pfn, pfn + nr) for f in fields)
+
+
+def order_keys(folio: int) -> frozenset[Hashable]:
+    """What folio_order (folio_nr_pages, folio_test_large) reads: the head fields of the
+    folio and of page[1], and page[1]'s order."""
+    return page_keys(folio, 1, ("head",)) | page_keys(folio + 1, 1, ("head", "order"))
+
+
+def free_reads(folio: int) -> frozenset[Hashable]:
+    """What free_folio reads to tell what it frees: folio_order, and the destructor in
+    page[1] (the hugetlb test)."""
+    return order_keys(folio) | page_keys(folio + 1, 1, ("dtor",))
+
+
+def free_writes(k: Kernel, folio: int) -> frozenset[Hashable]:
+    """What freeing ``folio`` (its count reaching 0) may write: every field of its pages
+    (free_pages_prepare), or a huge page's few fields and its pool; and the free lists."""
+    m = k.mem
+    if peek_hugetlb(m, folio):
+        return frozenset(
+            {
+                ("page", folio, "flags"),
+                ("page", folio, "mapping"),
+                ("page", folio + 1, "compound_mapcount"),
+                FREE_LISTS,
+            }
+        )
+    return page_keys(folio, 1 << peek_order(m, folio)) | {FREE_LISTS}
+
+
+def _next_block(fa: FreeArea, pools: tuple[str, ...], order: int) -> int | None:
+    """The block _take_block would take now, without taking it."""
+    for pool in pools:
+        lists = fa.blocks[pool]
+        for have in range(order, MAX_ORDER):
+            if lists[have]:
+                return min(lists[have])
+    return None
+
+
+def alloc_writes(k: Kernel, gfp: int, order: int) -> frozenset[Hashable]:
+    """What alloc_pages(gfp, order) would write now: the free lists and every field of the
+    block it takes (the caller's own initialisation of the new pages included)."""
+    pfn = _next_block(k.free_area, pools_for(gfp), order)
+    return frozenset({FREE_LISTS}) if pfn is None else page_keys(pfn, 1 << order) | {FREE_LISTS}
+
+
+def hugetlb_alloc_writes(k: Kernel, order: int) -> frozenset[Hashable]:
+    """What alloc_hugetlb_folio(order) would write now: the pool, and of the huge page it
+    takes every field of page[0] and page[1] and every page's contents (the caller's own
+    initialisation of it included)."""
+    free = k.hugetlb.free.get(order)
+    if not free:
+        return frozenset({FREE_LISTS})
+    pincount = ("page", free[0] + k.profile.pincount_page, "pincount")
+    return (
+        page_keys(free[0], 2) | page_keys(free[0], 1 << order, ("data",)) | {FREE_LISTS, pincount}
+    )
 
 
 def alloc_pages(k: Kernel, gfp: int, order: int) -> int | None:

@@ -27,10 +27,12 @@ from pinlab.kernel.mm.filemap import (
     folio_mapping,
     folio_mark_dirty,
     folio_put_footprint,
+    folio_put_reads,
     folio_try_get,
 )
 from pinlab.kernel.mm.locking import folio_lock, folio_unlock, pte_lock, pte_unlock
 from pinlab.kernel.mm.memmap import folio_nr_pages, folio_test_large
+from pinlab.kernel.mm.page_alloc import order_keys, page_keys
 from pinlab.kernel.mm.page_ref import folio_get, folio_put
 from pinlab.kernel.mm.pgtable import (
     PAGE_SHIFT,
@@ -86,6 +88,13 @@ PAGECACHE_TAG_TOWRITE = 2
 
 def _flags(folio: int) -> frozenset[Hashable]:
     return frozenset({("page", folio, "flags")})
+
+
+def _submit_reads(folio: int) -> frozenset[Hashable]:
+    """What the step that clears PG_dirty for I/O, or sets PG_writeback, reads besides the
+    flags, up to its next yield: folio_nr_pages, and ext4's mpage_submit_page and
+    io_submit_add_bh (write_cache_pages' only ->writepage) the folio's mapping and index."""
+    return order_keys(folio) | page_keys(folio, 1, ("mapping", "index"))
 
 
 def _has(k: Kernel, folio: int, flag: str) -> bool:
@@ -164,7 +173,7 @@ def pagevec_release(
     if not drained:
         yield from lru_add_drain(k, cpu)
     for folio in batch:
-        yield Point("release_pages", writes=folio_put_footprint(folio))
+        yield Point("release_pages", writes=folio_put_footprint(k, folio))
         folio_put(k, folio)
     return True
 
@@ -193,7 +202,9 @@ def folio_mkclean(k: Kernel, folio: int) -> Generator[Yield, None, int]:
             addr = vma.vm_start + ((index - vma.vm_pgoff) << PAGE_SHIFT)
             yield from pte_lock(k, mm, addr)
             key = pte_footprint(mm.id, addr)
-            yield Point("page_mkclean_one", reads=key, writes=key)
+            # the last one goes on to folio_mark_dirty's folio_mapping
+            reads = key | page_keys(folio, 1, ("head", "mapping"))
+            yield Point("page_mkclean_one", reads=reads, writes=key)
             pte = get_pte(mm.pgtable, addr)
             if pte_present(pte) and pte_pfn(pte) == folio and (pte_dirty(pte) or pte_write(pte)):
                 set_pte_at(mm.pgtable, addr, pte_mkclean(pte_wrprotect(pte)))
@@ -215,13 +226,15 @@ def folio_clear_dirty_for_io(k: Kernel, folio: int) -> Generator[Yield, None, bo
         if (yield from folio_mkclean(k, folio)):
             yield from folio_mark_dirty(k, folio)
         keys = dirty_footprint(mapping, folio)
-        yield Point("folio_test_clear_dirty", reads=keys, writes=keys)
+        yield Point("folio_test_clear_dirty", reads=keys | _submit_reads(folio), writes=keys)
         if not _has(k, folio, "PG_dirty"):
             return False
         k.mem.flags[folio] &= ~k.pf.mask("PG_dirty") & _ALL_BITS
         mod_node_page_state(k.vmstat, NR_FILE_DIRTY, -folio_nr_pages(k.mem, folio))
         return True
-    yield Point("folio_test_clear_dirty", reads=_flags(folio), writes=_flags(folio))
+    yield Point(
+        "folio_test_clear_dirty", reads=_flags(folio) | _submit_reads(folio), writes=_flags(folio)
+    )
     was = _has(k, folio, "PG_dirty")
     k.mem.flags[folio] &= ~k.pf.mask("PG_dirty") & _ALL_BITS
     return was
@@ -233,7 +246,7 @@ def folio_start_writeback(k: Kernel, folio: int) -> Generator[Yield, None, bool]
     The first setter counts NR_WRITEBACK.  Returns whether it was already set.
     """
     keys = _flags(folio) | {("vmstat", NR_WRITEBACK)}
-    yield Point("folio_start_writeback", reads=keys, writes=keys)
+    yield Point("folio_start_writeback", reads=keys | _submit_reads(folio), writes=keys)
     was = _has(k, folio, "PG_writeback")
     k.mem.flags[folio] |= k.pf.mask("PG_writeback")
     if not was:
@@ -241,18 +254,29 @@ def folio_start_writeback(k: Kernel, folio: int) -> Generator[Yield, None, bool]
     return was
 
 
-def folio_end_writeback(k: Kernel, folio: int) -> Generator[Yield, None, None]:
+def folio_end_writeback(
+    k: Kernel,
+    folio: int,
+    then_reads: frozenset[Hashable] = frozenset(),
+    then_writes: frozenset[Hashable] = frozenset(),
+) -> Generator[Yield, None, None]:
     """v6.1 mm/filemap.c folio_end_writeback: clear PG_writeback and wake the waiters.
 
     A temporary reference keeps the folio alive across the wake-up (writeback
     holds none of its own); __folio_end_writeback moves the pages from
     NR_WRITEBACK to NR_WRITTEN.  PG_reclaim, set only by reclaim's pageout
-    (not modelled), would rotate the folio (folio_rotate_reclaimable).
+    (not modelled), would rotate the folio (folio_rotate_reclaimable).  ``then_reads``,
+    ``then_writes``: what the caller reads and writes after this returns, before it yields
+    again (footprint only).
     """
     if _has(k, folio, "PG_reclaim"):
         raise Unmodelled("folio_end_writeback", "a PG_reclaim folio (folio_rotate_reclaimable)")
-    keys = folio_put_footprint(folio) | {("vmstat", NR_WRITEBACK), ("vmstat", NR_WRITTEN)}
-    yield Point("folio_end_writeback", reads=keys, writes=keys)
+    keys = folio_put_footprint(k, folio) | {("vmstat", NR_WRITEBACK), ("vmstat", NR_WRITTEN)}
+    yield Point(
+        "folio_end_writeback",
+        reads=keys | folio_put_reads(folio) | order_keys(folio) | then_reads,
+        writes=keys | then_writes,
+    )
     folio_get(k, folio)
     bug_on(not _has(k, folio, "PG_writeback"), "folio_end_writeback without writeback")
     k.mem.flags[folio] &= ~k.pf.mask("PG_writeback") & _ALL_BITS

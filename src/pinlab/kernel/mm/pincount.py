@@ -10,6 +10,7 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
 from pinlab.kernel.mm.memmap import compound_head, folio_order
+from pinlab.kernel.mm.page_alloc import peek_order
 from pinlab.kernel.mm.types import MMF_HAS_PINNED, MmStruct, VmArea
 from pinlab.kernel.profiles import require_api
 
@@ -35,8 +36,9 @@ def folio_pincount(k: Kernel, folio: int) -> int:
 
 def pinned_footprint(k: Kernel, folio: int) -> frozenset[Hashable]:
     """The locations folio_maybe_dma_pinned reads (for the caller's yield Point)."""
-    field = "pincount" if has_exact_pincount(k, folio) else "refcount"
-    return frozenset({("page", folio, field)})
+    if k.profile.exact_pincount(peek_order(k.mem, folio)):
+        return frozenset({("page", folio + k.profile.pincount_page, "pincount")})
+    return frozenset({("page", folio, "refcount")})
 
 
 def _maybe_pinned(k: Kernel, folio: int) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
-from pinlab.interleave import Yield
+from pinlab.interleave import Point, Yield
 from pinlab.kernel.errno import EFAULT, EINVAL
 from pinlab.kernel.mm.gup import page_array, pin_user_pages_remote, unpin_user_pages_dirty_lock
 from pinlab.kernel.mm.gup_flags import FOLL_WRITE
@@ -48,6 +48,11 @@ def process_vm_rw_pages(
             if vm_write:
                 k.mem.data[page] = yield from user_access(k, local, base, False)
             else:
+                yield Point(
+                    "copy_page_to_iter",
+                    reads=frozenset({("page", page, "data")}),
+                    writes=frozenset(),
+                )
                 yield from user_access(k, local, base, True, int(k.mem.data[page]))
         except UserFault:
             return copied, -EFAULT

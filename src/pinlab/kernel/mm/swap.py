@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from pinlab.interleave import Point, Yield
 from pinlab.kernel.mm.memmap import folio_test_large
+from pinlab.kernel.mm.page_alloc import free_reads, free_writes
 from pinlab.kernel.mm.page_ref import folio_get, folio_put
 
 if TYPE_CHECKING:
@@ -24,10 +25,21 @@ _ALL_BITS = 0xFFFF_FFFF_FFFF_FFFF
 
 
 def _batch_footprint(k: Kernel, batch: list[int], key: Hashable) -> frozenset[Hashable]:
-    """What moving a batch writes: the batch, and every batched folio's flags and refcount."""
+    """What moving a batch writes: the batch, every batched folio's flags and refcount, and
+    what freeing one writes (the batch may hold its last reference)."""
     keys: set[Hashable] = {key}
     for folio in batch:
         keys |= {("page", folio, "refcount"), ("page", folio, "flags")}
+        keys |= free_writes(k, folio)
+    return frozenset(keys)
+
+
+def _batch_reads(batch: list[int]) -> frozenset[Hashable]:
+    """What moving a batch reads besides what it writes: folio_test_large and free_folio's
+    tests of every batched folio."""
+    keys: set[Hashable] = set()
+    for folio in batch:
+        keys |= free_reads(folio)
     return frozenset(keys)
 
 
@@ -56,17 +68,17 @@ def folio_batch_move_lru(k: Kernel, cpu: int, activate: bool = False) -> None:
         folio_put(k, folio)
 
 
-def folio_add_lru(k: Kernel, folio: int, cpu: int = 0) -> Generator[Yield, None, None]:
+def folio_add_lru(
+    k: Kernel, folio: int, cpu: int = 0, then: frozenset[Hashable] = frozenset()
+) -> Generator[Yield, None, None]:
     """v6.1 mm/swap.c folio_add_lru: +1 ref into this CPU's batch; flush when full or large.
 
     v4.4 mm/swap.c __lru_cache_add flushed a full pagevec before adding and let
-    compound pages wait in it like any other (profile.lru_add_flush_first).
+    compound pages wait in it like any other (profile.lru_add_flush_first).  ``then``:
+    what the caller writes after this returns, before it yields again (footprint only).
     """
     batch = k.lru_add[cpu]
-    yield Point(
-        "folio_add_lru",
-        writes=_batch_footprint(k, [*batch, folio], ("lru", cpu)),
-    )
+    yield Point("folio_add_lru", writes=_batch_footprint(k, [*batch, folio], ("lru", cpu)) | then)
     folio_get(k, folio)
     if k.profile.lru_add_flush_first:
         if len(batch) >= k.profile.pagevec_size:
@@ -112,7 +124,7 @@ def folio_mark_accessed(k: Kernel, folio: int, cpu: int = 0) -> Generator[Yield,
     batch = [*k.lru_activate[cpu], *k.lru_add[cpu], folio]
     yield Point(
         "folio_mark_accessed",
-        reads=frozenset({("page", folio, "flags"), ("lru", cpu)}),
+        reads=frozenset({("page", folio, "flags"), ("lru", cpu)}) | _batch_reads(batch),
         writes=_batch_footprint(k, batch, ("lru_activate", cpu)),
     )
     ref = k.pf.mask("PG_referenced")

@@ -109,11 +109,11 @@ def truncate_inode_pages_range(
         yield from folio_lock(k, folio)
         if int(k.mem.mapping[folio]) == file_mapping_value(mapping.id):
             yield from folio_wait_writeback(k, folio)
-            yield Point("truncate_inode_folio", writes=remove_footprint(mapping, folio))
+            yield Point("truncate_inode_folio", writes=remove_footprint(k, mapping, folio))
             truncate_cleanup_folio(k, mapping, folio)
             filemap_remove_folio(k, mapping, folio)
         folio_unlock(k, folio)
-        yield Point("folio_batch_release", writes=folio_put_footprint(folio))
+        yield Point("folio_batch_release", writes=folio_put_footprint(k, folio))
         folio_put(k, folio)
 
 

@@ -121,6 +121,9 @@ class MmStruct:
     write_protect_seq: int = 0
     mmap_readers: int = 0
     mmap_writer: bool = False
+    # v6.1 include/linux/mm_types.h:614 pinned_vm (pages io_uring and others pinned long-term;
+    # kernel/fork.c:1151 mm_init zeroes it, so a forked child starts at 0).
+    pinned_vm: int = 0
 
 
 @dataclass(slots=True)
@@ -131,6 +134,16 @@ class Task:
     mm: int
     parent: int | None = None
     cpu: int = 0
+    # Credentials (v6.1 include/linux/cred.h struct cred): the uid of cred->user, whose
+    # user_struct is Kernel.user_locked_vm[uid], and cap_effective / cap_permitted as
+    # kernel_cap_t bit masks (bit CAP_*).  These defaults are 6.1's init_cred (kernel/cred.c:57,
+    # root with CAP_FULL_SET, CAP_LAST_CAP 40); process.new_task gives the profile's.
+    uid: int = 0
+    cap_effective: int = (1 << 41) - 1
+    cap_permitted: int = (1 << 41) - 1
+    # signal->rlim[RLIMIT_MEMLOCK] as (rlim_cur, rlim_max) in bytes: 6.1's INIT_RLIMITS
+    # (include/asm-generic/resource.h:21, MLOCK_LIMIT 8 MiB); new_task gives the profile's.
+    rlim_memlock: tuple[int, int] = (8 << 20, 8 << 20)
 
 
 def find_vma(mm: MmStruct, addr: int) -> VmArea | None:

@@ -6,14 +6,14 @@ only after the TLB flush (tlb_finish_mmu), so a caller sees both moments.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Hashable
 from typing import TYPE_CHECKING
 
 from pinlab.interleave import Point, Yield
 from pinlab.kernel.mm.filemap import folio_mark_dirty, folio_put_footprint
 from pinlab.kernel.mm.huge_memory import split_huge_pmd, zap_huge_pmd
 from pinlab.kernel.mm.locking import pte_lock, pte_unlock
-from pinlab.kernel.mm.memmap import compound_head
+from pinlab.kernel.mm.memmap import compound_head, peek_head
 from pinlab.kernel.mm.memory import vm_normal_page
 from pinlab.kernel.mm.page_ref import put_page
 from pinlab.kernel.mm.pgtable import (
@@ -60,7 +60,7 @@ def zap_pte_range(
     for addr in range(start, end, PAGE_SIZE):
         yield Point(
             "zap pte",
-            reads=pte_footprint(mm.id, addr),
+            reads=pte_footprint(mm.id, addr) | _zap_reads(k, mm, vma, addr),
             writes=frozenset({pte_key(mm.id, addr)}),
         )
         pte = get_pte(mm.pgtable, addr)
@@ -85,6 +85,16 @@ def zap_pte_range(
     pte_unlock(k, mm, start)
     if force_flush:
         yield from tlb_flush_mmu(k, gather, cpu)
+
+
+def _zap_reads(k: Kernel, mm: MmStruct, vma: VmArea, addr: int) -> frozenset[Hashable]:
+    """What zapping the PTE at ``addr`` reads of the page it maps (the PTE as it is now):
+    PageAnon and compound_head (the page's head, the folio's mapping)."""
+    pte = get_pte(mm.pgtable, addr)
+    page = vm_normal_page(k, vma, addr, pte) if pte_present(pte) else None
+    if page is None:
+        return frozenset()
+    return frozenset({("page", page, "head"), ("page", peek_head(k.mem, page), "mapping")})
 
 
 def unmap_page_range(
@@ -136,8 +146,8 @@ def tlb_flush_mmu(k: Kernel, gather: list[int], cpu: int = 0) -> Generator[Yield
         return
     yield from lru_add_drain(k, cpu)
     for page in gather:
-        folio = compound_head(k.mem, page)
-        yield Point("tlb put_page", writes=folio_put_footprint(folio))
+        folio = peek_head(k.mem, page)
+        yield Point("tlb put_page", writes=folio_put_footprint(k, folio))
         put_page(k, page)
     gather.clear()
 
