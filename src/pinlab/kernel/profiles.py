@@ -210,6 +210,14 @@ class Profile:
     # 5.7.14 fs/io_uring.c io_uring_create (:7992) charges ring_pages(sq, cq) without
     # CAP_IPC_LOCK and io_ring_ctx_wait_and_kill (:7525) returns them; 6.1.192 does not.
     io_uring_acct_rings: bool = False
+    # gup-fast's walk: "generic": v6.1 mm/gup.c lockless_pages_from_mm (speculative grab,
+    # then the entry is read again); "x86": v4.4 arch/x86/mm/gup.c get_user_pages_fast, with
+    # interrupts off so an unmapper's TLB-flush IPI waits, get_page with no recheck.
+    gup_fast: str = "generic"
+    # Before v4.5's THP refcounting rework (ddc58f27f9ee), a reference to a THP tail page is
+    # counted on the head's _count and the tail's _mapcount (v4.4 mm/gup.c get_page_foll,
+    # mm/swap.c put_compound_page) and a split always splits the compound page.
+    thp_tail_refs_in_mapcount: bool = False
 
     def flag_bit(self, name: str) -> int:
         """Bit number of page flag `name` (aliases resolved) in this kernel."""
@@ -391,6 +399,8 @@ P4_4 = Profile(
     has_io_uring=False,
     mlock_limit=64 << 10,
     cap_last_cap=37,
+    gup_fast="x86",
+    thp_tail_refs_in_mapcount=True,
 )
 
 # Not a released kernel: "[PATCH v4 07/12] mm/gup: track FOLL_PIN pages"

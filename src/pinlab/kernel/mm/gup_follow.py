@@ -20,7 +20,6 @@ from pinlab.interleave import Point, Violation, Yield
 from pinlab.kernel import errno
 from pinlab.kernel.bug import warn_on_once
 from pinlab.kernel.mm.filemap import folio_mark_dirty
-from pinlab.kernel.mm.gup_dirty import mark_page_accessed
 from pinlab.kernel.mm.gup_flags import (
     FOLL_ANON,
     FOLL_COW,
@@ -81,6 +80,7 @@ from pinlab.kernel.mm.pgtable import (
     pte_write,
     pud_key,
 )
+from pinlab.kernel.mm.swap import folio_mark_accessed
 from pinlab.kernel.mm.types import (
     VM_HUGETLB,
     VM_IO,
@@ -281,7 +281,8 @@ def follow_page_pte(
             dirty = int(k.mem.flags[folio]) & k.pf.mask("PG_dirty")
             if flags & FOLL_WRITE and not pte_dirty(pte) and not dirty:
                 yield from folio_mark_dirty(k, folio)
-            yield from mark_page_accessed(k, folio)
+            # the model's gup runs on CPU 0, as its other LRU work (gup_longterm.py)
+            yield from folio_mark_accessed(k, folio)
         return page
     finally:
         pte_unlock(k, mm, address)
