@@ -14,6 +14,7 @@ import sys
 from collections.abc import Generator
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,7 +25,7 @@ from pinlab.kernel.hooks import Hooks
 from pinlab.kernel.mm.gup import page_array, put_page_api, unpin_user_pages
 from pinlab.kernel.mm.gup_fast import get_user_pages_fast, pin_user_pages_fast
 from pinlab.kernel.mm.gup_flags import FOLL_WRITE
-from pinlab.kernel.mm.memmap import FIELDS, memmap_copy
+from pinlab.kernel.mm.memmap import FIELDS, memmap_alloc, memmap_copy
 from pinlab.kernel.mm.mmap import (
     MADV_DONTNEED,
     MAP_ANONYMOUS,
@@ -185,6 +186,25 @@ def test_every_field_of_the_definition_counts() -> None:
         else:
             continue  # config: test_the_profile_counts; derived and mode are not state
         assert kernel_digest(other) != base, name
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(FIELDS), st.integers(0, 63), st.integers(-(2**31), 2**31 - 1)),
+        max_size=12,
+    )
+)
+def test_priming_a_table_hashes_rows_as_writes_do(writes: list[tuple[str, int, int]]) -> None:
+    """A table hashed whole (rows at their initial values skipped) has the digest it
+    reaches when the same values are written into a hashed free table row by row."""
+    fresh = memmap_alloc(64)
+    fresh.digest()
+    for field, row, value in writes:
+        arr = getattr(fresh, field)
+        arr[row] = np.array(value).astype(arr.dtype)
+        fresh.digest()
+    assert memmap_copy(fresh).digest() == fresh.digest()
 
 
 @pytest.mark.parametrize("field", FIELDS)

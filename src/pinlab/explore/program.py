@@ -110,7 +110,9 @@ class WorldProgram:
     is the only one not finished.  ``audit`` turns on the checked mode: ``audit(world)``
     before a step returns a function that, given the step's declared reads and writes,
     says what the step touched outside them (None if nothing): a pinlab bug, since
-    partial-order reduction rests on those footprints.
+    partial-order reduction rests on those footprints.  ``copy_world(world)``, if given,
+    is an independent copy of a world: a search then makes one world and starts every
+    later run from a copy of it, which must not differ from a world made afresh.
     """
 
     name: str
@@ -127,6 +129,7 @@ class WorldProgram:
     audit: Callable[[Any], Callable[[Footprint, Footprint], str | None]] | None = field(
         default=None, compare=False
     )
+    copy_world: Callable[[Any], Any] | None = field(default=None, compare=False)
 
 
 Program = MachineProgram | WorldProgram

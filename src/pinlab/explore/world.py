@@ -90,6 +90,7 @@ class WorldSystem:
         self._before_step = program.before_step
         self._audit: Audit | None = program.audit
         self._snaps = Store()
+        self._made: Any = None  # the world made first, kept as made (program.copy_world)
         self.policy = POLICY
         self.replay_reason: str | None = None  # why threads cannot be restored, if so
         # running means, in seconds, of one step, one restore and one fresh start
@@ -99,7 +100,14 @@ class WorldSystem:
 
     def _fresh(self) -> Run:
         started = time.perf_counter()
-        world = self.program.make_world()
+        copy_world = self.program.copy_world
+        if copy_world is None:
+            world = self.program.make_world()
+        elif self._made is None:
+            world = self.program.make_world()
+            self._made = copy_world(world)  # before any thread has run on it
+        else:
+            world = copy_world(self._made)
         run = Run(world, [body(world) for body in self._bodies], [START] * self.n)
         self._t_fresh = _mean(self._t_fresh, time.perf_counter() - started)
         return run

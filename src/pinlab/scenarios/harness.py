@@ -14,7 +14,7 @@ from functools import partial
 from pinlab.explore.program import FinalCheck, GenThread, Invariant, Params, WorldProgram
 from pinlab.interleave import Footprint
 from pinlab.kernel.mm.memmap import memmap_copy
-from pinlab.kernel.state import Kernel, kernel_digest
+from pinlab.kernel.state import Kernel, kernel_copy, kernel_digest
 from pinlab.kernel.trace import render_kernel
 from pinlab.kernel.walk import state_refs
 
@@ -84,4 +84,5 @@ def kernel_program(
         before_step=set_granularity,
         audit=audit_step if checked else None,
         render=render_kernel,
+        copy_world=kernel_copy,
     )

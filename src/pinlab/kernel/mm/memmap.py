@@ -9,6 +9,7 @@ from the same place the kernel does.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -164,7 +165,26 @@ class Memmap:
         return (Memmap, ([a.copy() for a in self.arrays()],))
 
     def __deepcopy__(self, memo: dict[int, object]) -> Memmap:
-        return Memmap(self.arrays())
+        """A copy with the row hashes (equal rows, equal hashes) and, if hashed, sharing
+        the snapshot base (read-only), so that a search's copies of one world share it."""
+        copy = Memmap(self.arrays())
+        if self._hash is not None:
+            self._flush()
+            copy._hash, copy._total = self._hash.copy(), self._total.copy()
+            self._set_base()
+            copy._base, copy._base_hash = self._base, self._base_hash
+            copy._dirty = set(self._dirty)
+        return copy
+
+    def _set_base(self) -> None:
+        """Keep the present rows and hashes, read-only, as the base deltas are taken from."""
+        if self._base is not None:
+            return
+        assert self._hash is not None
+        self._base = [a.copy() for a in self.arrays()]
+        self._base_hash = self._hash.copy()
+        for a in (*self._base, self._base_hash):
+            a.flags.writeable = False
 
     def _flush(self) -> NDArray[np.int64]:
         """Rows written since the last flush; row hashes and the base's dirty set follow."""
@@ -186,7 +206,7 @@ class Memmap:
         """The table's digest, updated for the rows written since the last call."""
         if self._hash is None:
             self._log.clear()
-            self._hash = _row_hash(self.arrays(), np.arange(self.nr_pages))
+            self._hash = _table_hash(self.arrays())
             self._total = np.bitwise_xor.reduce(self._hash, axis=0)
         else:
             self._flush()
@@ -195,10 +215,7 @@ class Memmap:
     def take_delta(self) -> object:
         """The rows changed since the base, their values and hashes, and the digest."""
         self.digest()
-        if self._base is None:
-            self._base = [a.copy() for a in self.arrays()]
-            assert self._hash is not None
-            self._base_hash = self._hash.copy()
+        self._set_base()
         rows = np.fromiter(self._dirty, np.int64, len(self._dirty))
         assert self._hash is not None
         return (rows, [a[rows] for a in self.arrays()], self._hash[rows], self._total.copy())
@@ -254,25 +271,59 @@ _KEYS = np.array(
         for lane in range(2)
     ],
     dtype=np.uint64,
-)[:, None, :]
+)
+
+
+def _mixed(x: NDArray[np.uint64]) -> NDArray[np.uint64]:
+    """splitmix64's finaliser, elementwise (in place)."""
+    with np.errstate(over="ignore"):
+        x ^= x >> np.uint64(30)
+        x *= _M1
+        x ^= x >> np.uint64(27)
+        x *= _M2
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def _mix(column: int, values: NDArray[np.generic]) -> NDArray[np.uint64]:
+    """Column ``column``'s pseudo-random word for each of ``values``, shape (values, 2)."""
+    return _mixed(values.astype(np.int64).view(np.uint64)[:, None] ^ _KEYS[:, column][None, :])
 
 
 def _row_hash(arrays: list[NDArray[np.generic]], rows: NDArray[np.int64]) -> NDArray[np.uint64]:
     """Two independent 64-bit hashes of each of ``rows``, shape (rows, 2).
 
-    Zobrist-style: each (column, value) pair is mixed by splitmix64's finaliser into a
-    pseudo-random word, and a row's hash is the XOR of its columns' words.
+    Zobrist-style: each (column, value) pair is mixed (:func:`_mix`) into a pseudo-random
+    word, the PFN being column 0, and a row's hash is the XOR of its columns' words.
+    All columns are mixed at once: a step changes few rows, and calls cost more than rows.
     """
     cols = np.empty((rows.shape[0], len(FIELDS) + 1), np.int64)
     cols[:, 0] = rows
     for i, arr in enumerate(arrays):
         cols[:, i + 1] = arr[rows]
-    x = cols.view(np.uint64)[None, :, :] ^ _KEYS
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * _M1
-        x = (x ^ (x >> np.uint64(27))) * _M2
-    x ^= x >> np.uint64(31)
+    x = _mixed(cols.view(np.uint64)[None, :, :] ^ _KEYS[:, None, :])
     return np.ascontiguousarray(np.bitwise_xor.reduce(x, axis=2).T)
+
+
+@functools.lru_cache(maxsize=4)
+def _pfn_words(nr_pages: int) -> NDArray[np.uint64]:
+    """Column 0's words for every PFN of a table of ``nr_pages`` (read-only, shared)."""
+    words = _mix(0, np.arange(nr_pages, dtype=np.int64))
+    words.flags.writeable = False
+    return words
+
+
+def _table_hash(arrays: list[NDArray[np.generic]]) -> NDArray[np.uint64]:
+    """:func:`_row_hash` of every row, mixing only the values that differ from a field's
+    initial one: a booted table is mostly free pages, so priming a large one is cheap."""
+    h = _pfn_words(int(arrays[0].shape[0])).copy()
+    for i, (arr, init) in enumerate(zip(arrays, _INIT, strict=True)):
+        common = _mix(i + 1, np.array([init], arr.dtype))[0]
+        h ^= common
+        rows = np.flatnonzero(arr != arr.dtype.type(init))
+        if rows.size:
+            h[rows] ^= common ^ _mix(i + 1, arr[rows])
+    return h
 
 
 def memmap_alloc(nr_pages: int) -> Memmap:
