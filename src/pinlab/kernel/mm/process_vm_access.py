@@ -1,4 +1,8 @@
-"""process_vm_readv / process_vm_writev: short-lived FOLL_PIN pins (v6.1 mm/process_vm_access.c)."""
+"""process_vm_readv / process_vm_writev: short-lived pins (v6.1 mm/process_vm_access.c).
+
+v4.4.178 took FOLL_GET references instead, dirtying each page as it was written;
+v5.7.14 pins, as v6.1 does (mm/process_vm_access.c:108).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,14 @@ from typing import TYPE_CHECKING
 
 from pinlab.interleave import Point, Yield
 from pinlab.kernel.errno import EFAULT, EINVAL
-from pinlab.kernel.mm.gup import page_array, pin_user_pages_remote, unpin_user_pages_dirty_lock
+from pinlab.kernel.mm.filemap import set_page_dirty_lock
+from pinlab.kernel.mm.gup import (
+    get_user_pages_unlocked,
+    page_array,
+    pin_user_pages_remote,
+    put_page_api,
+    unpin_user_pages_dirty_lock,
+)
 from pinlab.kernel.mm.gup_flags import FOLL_WRITE
 from pinlab.kernel.mm.gup_follow import Locked
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
@@ -38,12 +49,15 @@ def process_vm_rw_pages(
     token per page.  Returns (bytes copied, 0 or -EFAULT).
     """
     copied = 0
+    # v4.4.178 mm/process_vm_access.c:49-50: set_page_dirty_lock after each page's copy
+    dirty_each = vm_write and not k.profile.has_foll_pin
     while nbytes and it:
         page = pages[(offset + copied) >> PAGE_SHIFT]
         base, length = it[0]
         step = min(
             nbytes, length, PAGE_SIZE - (offset + copied) % PAGE_SIZE, PAGE_SIZE - base % PAGE_SIZE
         )
+        faulted = False
         try:
             if vm_write:
                 k.mem.data[page] = yield from user_access(k, local, base, False)
@@ -55,12 +69,18 @@ def process_vm_rw_pages(
                 )
                 yield from user_access(k, local, base, True, int(k.mem.data[page]))
         except UserFault:
+            faulted = True
+        if faulted:
+            if dirty_each:
+                yield from set_page_dirty_lock(k, page)
             return copied, -EFAULT
         it[0] = (base + step, length - step)
         if not it[0][1]:
             it.pop(0)
         copied += step
         nbytes -= step
+        if dirty_each and (not nbytes or not it or (offset + copied) % PAGE_SIZE == 0):
+            yield from set_page_dirty_lock(k, page)
     return copied, 0
 
 
@@ -89,11 +109,15 @@ def process_vm_rw_single_vec(
     while not rc and nr_pages and it:
         want = min(nr_pages, MAX_PAGES_PER_LOOP)
         pages = page_array(want)
-        locked = Locked()
-        yield from mmap_read_lock(k, mm)
-        pinned = yield from pin_user_pages_remote(k, mm, pa, want, flags, pages, locked)
-        if locked.held:
-            mmap_read_unlock(k, mm)
+        if k.profile.has_foll_pin:
+            locked = Locked()
+            yield from mmap_read_lock(k, mm)
+            pinned = yield from pin_user_pages_remote(k, mm, pa, want, flags, pages, locked)
+            if locked.held:
+                mmap_read_unlock(k, mm)
+        else:
+            # v4.4.178 mm/process_vm_access.c:106: FOLL_GET, the mmap lock taken inside
+            pinned = yield from get_user_pages_unlocked(k, mm, pa, want, pages, flags)
         if pinned <= 0:
             return total, -EFAULT
         nbytes = min(pinned * PAGE_SIZE - start_offset, length)
@@ -106,7 +130,11 @@ def process_vm_rw_single_vec(
         start_offset = 0
         nr_pages -= pinned
         pa += pinned * PAGE_SIZE
-        yield from unpin_user_pages_dirty_lock(k, got, pinned, vm_write)
+        if k.profile.has_foll_pin:
+            yield from unpin_user_pages_dirty_lock(k, got, pinned, vm_write)
+        else:
+            for page in reversed(got):  # v4.4.178 mm/process_vm_access.c:122-123
+                yield from put_page_api(k, page)
     return total, rc
 
 
