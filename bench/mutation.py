@@ -108,12 +108,25 @@ KERNEL_FAST = (
     K + "test_invariants.py",
     K + "test_process.py",
     K + "test_state_digest.py",
+    K + "test_mark_accessed.py",
+    K + "test_dirty_folio.py",
+    K + "test_truncate_cleanup.py",
+    K + "test_thp_44.py",
+    K + "test_thp_44_cow.py",
+    K + "test_gup_fast_44.py",
+    K + "test_grab_57.py",
+    K + "test_hooks_neutral.py",
+    K + "test_longterm_57.py",
+    K + "test_io_uring_account.py",
+    K + "test_process_vm.py",
+    K + "test_random_ops.py",
     RK + "test_model_paths.py",
     RK + "test_model_probes.py",
     RK + "test_model_thread.py",
     RK + "test_evaluator.py",
 )
-KERNEL_SLOW = ("tests/scenarios/test_harness.py", K + "test_trace.py")
+RACES = "tests/scenarios/test_races.py"  # searched races each protecting step is there for
+KERNEL_SLOW = (RACES, "tests/scenarios/test_harness.py", K + "test_trace.py")
 EXPLORE_FAST = (
     "tests/test_interleave.py",
     EX + "test_classics.py",
@@ -139,8 +152,10 @@ def _ordered(first: Iterable[str], rest: Iterable[str]) -> tuple[str, ...]:
 
 
 def kernel(*first: str) -> tuple[str, ...]:
-    """Kernel-model tests: ``first`` (file names under tests/kernel/), then the rest."""
-    return _ordered((K + f for f in first), (*KERNEL_FAST, *KERNEL_SLOW))
+    """Kernel-model tests: ``first`` (file names under tests/kernel/, or paths from tests/),
+    then the rest."""
+    paths = (f if f.startswith("tests/") else K + f for f in first)
+    return _ordered(paths, (*KERNEL_FAST, *KERNEL_SLOW))
 
 
 def explorer(*first: str) -> tuple[str, ...]:
@@ -151,15 +166,17 @@ def explorer(*first: str) -> tuple[str, ...]:
 PIN = kernel(
     "test_pincount.py", "test_overflow.py", "test_gup.py", "test_gup_fast.py", "test_vmstat.py"
 )
-FAST = kernel("test_gup_fast.py", "test_range_equivalence.py", "test_gup.py", "test_vmstat.py")
+FAST = kernel(
+    RACES, "test_gup_fast.py", "test_range_equivalence.py", "test_gup.py", "test_vmstat.py"
+)
 SLOW = kernel("test_gup.py", "test_gup_hooks.py", "test_overflow.py", "test_range_equivalence.py")
 FAULT = kernel("test_fault.py", "test_mmap.py", "test_fork.py", "test_filemap.py")
 COW = kernel("test_fork.py", "test_fault.py", "test_mmap.py", "test_gup.py")
 FORK = kernel("test_fork.py", "test_state_digest.py", "test_gup.py")
 THP = kernel("test_fault.py", "test_mmap.py", "test_fork.py", "test_gup.py", "test_vmstat.py")
 LONGTERM = kernel("test_gup.py", "test_gup_fast.py", "test_vmstat.py", "test_gup_hooks.py")
-WB = kernel("test_filemap.py", "test_process.py", "test_invariants.py")
-TRUNC = kernel("test_filemap.py", "test_invariants.py", "test_process.py")
+WB = kernel(RACES, "test_filemap.py", "test_dirty_folio.py", "test_process.py")
+TRUNC = kernel(RACES, "test_truncate_cleanup.py", "test_filemap.py", "test_invariants.py")
 SEARCH = explorer("explore/test_classics.py", "explore/test_reduction.py", "explore/test_state.py")
 # breadth-first search of state machines on arrays
 LEVELS = tuple(
@@ -236,7 +253,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("get_page_on_tail_page", MM + "page_ref.py",
            "folio_get(k, compound_head(k.mem, page))", "folio_get(k, page)", PIN),
     Mutant("put_page_on_tail_page", MM + "page_ref.py",
-           "folio_put(k, compound_head(k.mem, page))", "folio_put(k, page)", PIN),
+           "    folio_put(k, head)\n", "    folio_put(k, page)\n", PIN),
     Mutant("folio_put_refs_drops_one", MM + "page_ref.py",
            "value = page_ref_sub_return(k.mem, folio, refs)",
            "value = page_ref_sub_return(k.mem, folio, 1)", PIN),
@@ -267,9 +284,14 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("try_get_folio_adds_one_ref", MM + "gup_grab.py",
            "page_ref_add_unless(m, folio, refs, 0)", "page_ref_add_unless(m, folio, 1, 0)", PIN),
     Mutant("pin_bias_keeps_the_get_ref", MM + "gup_grab.py",
-           "refs * k.profile.pin_bias - have_ref", "refs * k.profile.pin_bias", PIN),
-    Mutant("pin_exact_double_ref", MM + "gup_grab.py",
-           "page_ref_add(m, folio, refs - have_ref)", "page_ref_add(m, folio, refs)", PIN),
+           'yield Point("pin:bias", writes=ref_key(folio))\n'
+           "        page_ref_add(m, folio, refs * (k.profile.pin_bias - 1))",
+           'yield Point("pin:bias", writes=ref_key(folio))\n'
+           "        page_ref_add(m, folio, refs * k.profile.pin_bias)", PIN),
+    Mutant("pin_exact_adds_one", MM + "gup_grab.py",
+           'writes=pin_key(k, folio))\n        m.pincount[folio + k.profile.pincount_page] += refs',
+           'writes=pin_key(k, folio))\n        m.pincount[folio + k.profile.pincount_page] += 1',
+           PIN),
     Mutant("vmstat_pin_acquired_missing", MM + "gup_grab.py",
            "yield from node_stat_mod_folio(k, NR_FOLL_PIN_ACQUIRED, refs)",
            'yield Point("vmstat")', PIN),
@@ -279,20 +301,26 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("vmstat_counted_without_profile_counters", MM + "gup_grab.py",
            "if k.profile.vmstat_foll_pin:\n        yield", "if True:\n        yield", PIN),
     Mutant("grab_folio_longterm_check_dropped", MM + "gup_grab.py",
-           "if flags & FOLL_LONGTERM and not is_longterm_pinnable_page(k, page):",
-           "if False:", PIN),
+           "may not stay here: the slow path migrates it\n"
+           "        if flags & FOLL_LONGTERM and not is_longterm_pinnable_page(k, page):",
+           "may not stay here: the slow path migrates it\n        if False:", PIN),
     Mutant("grab_page_zero_page_pinned", MM + "gup_grab.py",
            "if k.profile.zero_page_pin_noop and is_zero_page(k, page):\n            return True",
            "pass", PIN),
     Mutant("grab_page_refcount_guard_lt", MM + "gup_grab.py",
            "if int(m.refcount[folio]) <= 0:", "if int(m.refcount[folio]) < 0:", PIN),
     Mutant("grab_page_get_on_tail_page", MM + "gup_grab.py",
-           "page_ref_add(m, folio, 1)", "page_ref_add(m, page, 1)", PIN),
+           '# :228 folio_ref_inc\n        yield Point("try_grab_page:get", writes=ref_key(folio))\n'
+           "        page_ref_add(m, folio, 1)",
+           '# :228 folio_ref_inc\n        yield Point("try_grab_page:get", writes=ref_key(folio))\n'
+           "        page_ref_add(m, page, 1)", PIN),
     Mutant("unpin_exact_drops_one_pincount", MM + "gup_grab.py",
-           "m.pincount[folio + k.profile.pincount_page] -= refs",
-           "m.pincount[folio + k.profile.pincount_page] -= 1", PIN),
+           "(), frozenset()\n                m.pincount[folio + k.profile.pincount_page] -= refs",
+           "(), frozenset()\n                m.pincount[folio + k.profile.pincount_page] -= 1",
+           PIN),
     Mutant("unpin_bias_missing", MM + "gup_grab.py",
-           "refs *= k.profile.pin_bias", "pass", PIN),
+           "            else:\n                refs *= k.profile.pin_bias\n    reads = put_reads",
+           "            else:\n                pass\n    reads = put_reads", PIN),
     Mutant("vmstat_pin_released_missing", MM + "gup_grab.py",
            "yield from node_stat_mod_folio(k, NR_FOLL_PIN_RELEASED, refs)",
            'yield Point("vmstat")', PIN),
@@ -327,11 +355,11 @@ MUTANTS: tuple[Mutant, ...] = (
            "refs = (end - addr) >> PAGE_SHIFT", "refs = ((end - addr) >> PAGE_SHIFT) - 1", FAST),
     Mutant("fast_huge_nr_advances_one", MM + "gup_fast.py",
            "w.nr += refs", "w.nr += 1", FAST),
-    Mutant("fast_addr_end_unaligned", MM + "gup_fast.py",
-           "boundary = ((addr + size) & ~(size - 1)) & U64", "boundary = (addr + size) & U64",
+    Mutant("fast_addr_end_unaligned", MM + "pgtable.py",
+           "boundary = ((addr + size) & ~(size - 1)) & u64", "boundary = (addr + size) & u64",
            FAST),
-    Mutant("fast_addr_end_le", MM + "gup_fast.py",
-           "(boundary - 1) & U64 < (end - 1) & U64", "(boundary - 1) & U64 <= (end - 1) & U64",
+    Mutant("fast_addr_end_le", MM + "pgtable.py",
+           "(boundary - 1) & u64 < (end - 1) & u64", "(boundary - 1) & u64 <= (end - 1) & u64",
            FAST),
     Mutant("fast_odd_seqcount_ignored", MM + "gup_fast.py",
            "if seq & 1:\n            return 0", "pass", FAST),
@@ -403,14 +431,14 @@ MUTANTS: tuple[Mutant, ...] = (
            "if longterm_dax and k.profile.fsdax_check_after_pin:", SLOW),
     Mutant("longterm_file_write_allowed", MM + "gup_follow.py",
            "return not vma_needs_dirty_tracking(k, vma)", "return True", SLOW),
-    Mutant("unshare_hugetlb_checks_subpage", MM + "gup_follow.py",
+    Mutant("unshare_hugetlb_checks_subpage", MM + "gup_page.py",
            "if head != page and int(k.mem.dtor[head + 1]) == HUGETLB_PAGE_DTOR:",
            "if False:", SLOW),
-    Mutant("force_write_through_shared_mapping", MM + "gup_follow.py",
+    Mutant("force_write_through_shared_mapping", MM + "gup_page.py",
            "if vma.vm_flags & (VM_MAYSHARE | VM_SHARED):\n        return False", "pass", SLOW),
-    Mutant("dirty_cow_foll_cow_without_dirty", MM + "gup_follow.py",
+    Mutant("dirty_cow_foll_cow_without_dirty", MM + "gup_page.py",
            "FOLL_FORCE | FOLL_COW and pte_dirty(entry)", "FOLL_FORCE | FOLL_COW", SLOW),
-    Mutant("force_write_without_exclusive", MM + "gup_follow.py",
+    Mutant("force_write_without_exclusive", MM + "gup_page.py",
            "compound_head(k.mem, page)) and page_anon_exclusive(k, page)",
            "compound_head(k.mem, page))", SLOW),
     Mutant("follow_pte_unshare_dropped", MM + "gup_follow.py",
@@ -425,19 +453,19 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("follow_pte_grab_failure_ignored", MM + "gup_follow.py",
            "if not (yield from try_grab_page(k, page, flags)):",
            "if not (yield from try_grab_page(k, page, flags)) and False:", SLOW),
-    Mutant("follow_thp_returns_head", MM + "gup_follow.py",
+    Mutant("follow_thp_returns_head", MM + "huge_memory.py",
            "page = head + ((address >> PAGE_SHIFT) & ((1 << HPAGE_PMD_ORDER) - 1))",
            "page = head", SLOW),
-    Mutant("follow_thp_unshare_dropped", MM + "gup_follow.py",
+    Mutant("follow_thp_unshare_dropped", MM + "huge_memory.py",
            "if not pte_write(pmd) and gup_must_unshare(k, flags, head):", "if False:", SLOW),
     Mutant("follow_pmd_recheck_under_lock_dropped", MM + "gup_follow.py",
            "if not pmd_trans_huge(mm.pgtable.pmd.get(slot, 0)):", "if False:", SLOW),
     Mutant("faultin_unshare_flag_dropped", MM + "gup_follow.py",
            "    if unshare:\n        fault_flags |= FAULT_FLAG_UNSHARE\n", "", SLOW),
-    Mutant("vm_fault_oom_is_efault", MM + "gup_follow.py",
+    Mutant("vm_fault_oom_is_efault", MM + "gup_page.py",
            "if vm_fault & VM_FAULT_OOM:\n        return -errno.ENOMEM",
            "if vm_fault & VM_FAULT_OOM:\n        return -errno.EFAULT", SLOW),
-    Mutant("hugetlb_refs_ignore_offset", MM + "gup_follow.py",
+    Mutant("hugetlb_refs_ignore_offset", MM + "hugetlb.py",
            "refs = min(nr - pfn_offset, remainder,", "refs = min(nr, remainder,", SLOW),
     Mutant("gup_stale_vma_at_vm_end", MM + "gup_follow.py",
            "if vma is None or start >= vma.vm_end:", "if vma is None or start > vma.vm_end:",
@@ -445,9 +473,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("gup_page_increm_unbounded", MM + "gup_follow.py",
            "page_increm = min(1 + (~(start >> PAGE_SHIFT) & page_mask), nr_pages)",
            "page_increm = 1 + (~(start >> PAGE_SHIFT) & page_mask)", SLOW),
-    Mutant("gup_store_bound_off_by_one", MM + "gup_follow.py",
+    Mutant("gup_store_bound_off_by_one", MM + "gup_page.py",
            "if at + n > pages.shape[0]:", "if at + n >= pages.shape[0]:", SLOW),
-    Mutant("gup_range_fits_strict", MM + "gup_follow.py",
+    Mutant("gup_range_fits_strict", MM + "gup_ranged.py",
            "return nr_pages <= int(pages.shape[0]) - at",
            "return nr_pages < int(pages.shape[0]) - at", SLOW),
     # --- gup.py: entry points, long-term pins, unpinning ----------------------------------
@@ -545,7 +573,8 @@ MUTANTS: tuple[Mutant, ...] = (
            "if not unshare:\n            entry = maybe_mkwrite(",
            "if True:\n            entry = maybe_mkwrite(", COW),
     Mutant("reuse_swap_page_mapcount_off_by_one", MM + "cow.py",
-           "return count <= 1, count", "return count <= 2, count", COW),
+           "count = int(m.mapcount[page]) + 1\n        return count <= 1, count",
+           "count = int(m.mapcount[page]) + 1\n        return count <= 2, count", COW),
     Mutant("wp_shared_reuse_without_folio_lock", MM + "cow.py",
            "wp_page_reuse(k, mm, vma, address, orig)\n        yield from folio_lock(k, folio)",
            "wp_page_reuse(k, mm, vma, address, orig)", COW),
@@ -652,6 +681,10 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("wb_truncated_folio_recheck_dropped", MM + "page_writeback.py",
            "if int(k.mem.mapping[folio]) != file_mapping_value(mapping.id) or not _has(",
            "if not _has(", WB),
+    Mutant("wb_towrite_by_pg_dirty", MM + "page_writeback.py",
+           "return {i for i in _range(mapping, start, end) if i in mapping.dirty_marks}",
+           'return {i for i, f in _range(mapping, start, end).items() if _has(k, f, "PG_dirty")}',
+           WB),
     Mutant("wb_nr_to_write_off_by_one", MM + "page_writeback.py",
            "if wbc.nr_to_write <= 0 and wbc.sync_mode == WB_SYNC_NONE:",
            "if wbc.nr_to_write < 0 and wbc.sync_mode == WB_SYNC_NONE:", WB),
@@ -676,7 +709,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("wb_pagevec_release_no_drain", MM + "page_writeback.py",
            "if not drained:\n        yield from lru_add_drain(k, cpu)", "pass", WB),
     Mutant("wb_noop_fs_written_back", MM + "page_writeback.py",
-           "if not mapping.fs.writes_back or not any(", "if not any(", WB),
+           "if not mapping.fs.writes_back or not mapping.dirty_marks:",
+           "if not mapping.dirty_marks:", WB),
     Mutant("wb_start_counts_every_setter", MM + "page_writeback.py",
            "if not was:\n        mod_node_page_state(k.vmstat, NR_WRITEBACK,",
            "if True:\n        mod_node_page_state(k.vmstat, NR_WRITEBACK,", WB),
@@ -688,16 +722,16 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("truncate_partial_page_removed", MM + "truncate.py",
            "first = (lstart + unit - 1) // unit", "first = lstart // unit", TRUNC),
     Mutant("truncate_second_unmap_dropped", MM + "truncate.py",
-           "yield from truncate_inode_pages_range(k, mapping, size)\n"
+           "yield from truncate_inode_pages_range(k, mapping, size, cpu)\n"
            "        yield from unmap_mapping_range(k, mapping, holebegin, True, cpu)",
-           "yield from truncate_inode_pages_range(k, mapping, size)", TRUNC),
+           "yield from truncate_inode_pages_range(k, mapping, size, cpu)", TRUNC),
     Mutant("truncate_unmaps_whole_vma", MM + "truncate.py",
            "start = vma.vm_start + (max(first - vma.vm_pgoff, 0) << PAGE_SHIFT)",
            "start = vma.vm_start", TRUNC),
-    Mutant("truncate_private_ref_leaked", MM + "truncate.py",
-           "k.mem.flags[folio] &= ~private & _ALL_BITS\n        folio_put(k, folio)",
-           "k.mem.flags[folio] &= ~private & _ALL_BITS", TRUNC),
-    Mutant("truncate_uncounts_clean_folio", MM + "truncate.py",
+    Mutant("truncate_private_ref_leaked", "kernel/fs/buffer.py",
+           'k.mem.flags[folio] &= ~k.pf.mask("PG_private") & _ALL_BITS\n    folio_put(k, folio)',
+           'k.mem.flags[folio] &= ~k.pf.mask("PG_private") & _ALL_BITS', TRUNC),
+    Mutant("truncate_uncounts_clean_folio", MM + "filemap.py",
            "if was and mapping.fs.writes_back:", "if mapping.fs.writes_back:", TRUNC),
     Mutant("truncate_keeps_block_at_hole", MM + "truncate.py",
            "if i * PAGE_SIZE >= holebegin]", "if i * PAGE_SIZE > holebegin]", TRUNC),
@@ -798,8 +832,8 @@ MUTANTS: tuple[Mutant, ...] = (
            "(Kind.CODE, v.__module__, v.__qualname__, _each(cells, refs, active))",
            "(Kind.CODE, v.__module__, v.__qualname__)", CANON),
     Mutant("freeze_world_ref_truthiness", EXP + "canon.py",
-           "if ref is not None:\n        return (Kind.REF, ref)",
-           "if ref:\n        return (Kind.REF, ref)", CANON),
+           "if ref is not None:\n            return (Kind.REF, ref)",
+           "if ref:\n            return (Kind.REF, ref)", CANON),
     Mutant("freeze_cycle_check_dropped", EXP + "canon.py",
            'if id(v) in active:\n        raise Unfreezable(" is cyclic")', "pass", CANON),
     Mutant("frame_locals_memo_not_filled", EXP + "canon.py",

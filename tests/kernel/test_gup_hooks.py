@@ -67,7 +67,8 @@ def test_gup_page_hook_on_thp_subpage() -> None:
 
 def test_pin_record_and_release_replace_accounting() -> None:
     """try_grab_page / try_grab_folio / gup_put_folio FOLL_PIN branches call the design's
-    accounting instead of the bias (slow path and gup-fast alike)."""
+    accounting instead of the bias (slow path and gup-fast alike); the kernel's own
+    reference is still taken and dropped around it."""
     k, mm, _, got = _setup()
     pins: dict[int, int] = {}
 
@@ -86,11 +87,12 @@ def test_pin_record_and_release_replace_accounting() -> None:
     fast = page_array(1)
     assert run_to_completion(pin_user_pages_fast(k, mm, BASE + 2 * PAGE_SIZE, 1, 0, fast)) == 1
     assert pins == {got[0]: 1, got[1]: 1, got[2]: 1}
-    assert [int(k.mem.refcount[p]) for p in got] == before
+    assert [int(k.mem.refcount[p]) for p in got] == [n + 1 for n in before]
     assert k.vmstat.counters.get(NR_FOLL_PIN_ACQUIRED, 0) == 0
     unpin(k, pages)
     run_to_completion(unpin_user_pages(k, fast, 1))
     assert set(pins.values()) == {0}
+    assert [int(k.mem.refcount[p]) for p in got] == before
 
 
 def test_pin_record_refusal_fails_the_grab() -> None:

@@ -35,13 +35,13 @@ from pinlab.kernel.mm.gup import (
     unpin_user_pages,
 )
 from pinlab.kernel.mm.gup_flags import FOLL_LONGTERM, FOLL_PIN, FOLL_TOUCH, FOLL_WRITE
-from pinlab.kernel.mm.gup_follow import Pages
 from pinlab.kernel.mm.gup_longterm import (
     check_and_migrate_cma_pages,
     check_dax_vmas,
     isolate_lru_page,
     release_longterm_pages,
 )
+from pinlab.kernel.mm.gup_page import Pages
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
 from pinlab.kernel.mm.mmap import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
 from pinlab.kernel.mm.page_alloc import GFP_KERNEL, alloc_pages, pool_of

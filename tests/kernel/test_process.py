@@ -27,6 +27,7 @@ from pinlab.kernel.mm.gup_flags import FOLL_WRITE
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
 from pinlab.kernel.mm.memmap import compound_head, folio_test_large
 from pinlab.kernel.mm.mmap import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
+from pinlab.kernel.mm.page_ref import compound_tail_refcounted
 from pinlab.kernel.mm.pgtable import PAGE_SIZE, PMD_SIZE, pte_pfn
 from pinlab.kernel.mm.pincount import folio_pincount
 from pinlab.kernel.mm.rmap import page_mapcount
@@ -82,8 +83,14 @@ def expected_refs(k: Kernel, pins: Counter[int]) -> Counter[int]:
     return want
 
 
-def expected_mapcounts(k: Kernel) -> Counter[int]:
-    """page_mapcount each page must report: its PTE maps plus its folio's PMD maps."""
+def expected_mapcounts(k: Kernel, pins: Counter[int]) -> Counter[int]:
+    """page_mapcount each page must report: its PTE maps plus its folio's PMD maps.
+
+    Before v4.5 (v4.4 include/linux/mm.h:447 page_mapcount, mm/internal.h:70
+    __get_page_tail_foll) a PMD map counts on the head only, and each gup reference to an
+    anon THP's tail counts on that tail.
+    """
+    old_thp = k.profile.thp_tail_refs_in_mapcount
     want: Counter[int] = Counter()
     for mm in k.mms.values():
         for table in mm.pgtable.pte.values():
@@ -94,13 +101,18 @@ def expected_mapcounts(k: Kernel) -> Counter[int]:
         for pmd in mm.pgtable.pmd.values():
             head = pte_pfn(pmd)
             if head != k.huge_zero_pfn:
-                for i in range(PMD_SIZE // PAGE_SIZE):
+                for i in range(1 if old_thp else PMD_SIZE // PAGE_SIZE):
                     want[head + i] += 1
+    if old_thp:
+        for page, n in pins.items():
+            head = compound_head(k.mem, page)
+            if head != page and compound_tail_refcounted(k, head):
+                want[page] += n
     return want
 
 
 def check(k: Kernel, pins: Counter[int]) -> None:
-    for page, n in expected_mapcounts(k).items():
+    for page, n in expected_mapcounts(k, pins).items():
         assert page_mapcount(k, page) == n, page
     want = expected_refs(k, pins)
     live = set(np.nonzero(k.mem.refcount)[0].tolist()) - {k.zero_pfn}

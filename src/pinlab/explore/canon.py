@@ -37,6 +37,20 @@ class Kind(enum.Enum):
     OPAQUE = "opaque"
 
 
+_BY_VALUE = frozenset({tuple, frozenset, set, types.FunctionType, types.BuiltinFunctionType})
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(t: type) -> tuple[str, ...]:
+    """A dataclass type's field names, in order (looked up once per type)."""
+    got = _FIELD_NAMES.get(t)
+    if got is None:
+        got = _FIELD_NAMES[t] = tuple(f.name for f in dataclasses.fields(t))
+    return got
+
+
 class Unfreezable(TypeError):
     """A value the state cache cannot capture by content."""
 
@@ -70,11 +84,14 @@ def _freeze(v: object, refs: Refs, active: frozenset[int]) -> Hashable:
     t = type(v)
     if t in _SCALAR_TYPES or isinstance(v, _SCALARS):
         return v
-    ref = refs.get(id(v))
-    if ref is not None:
-        return (Kind.REF, ref)
     if t is tuple and all(type(x) in _SCALAR_TYPES for x in v):  # type: ignore[attr-defined]
         return v
+    # immutable values behave alike wherever they are held: no reference to look up
+    # (a tuple's items still are), and neither code nor sets are kept by the world's walk
+    if t not in _BY_VALUE:
+        ref = refs.get(id(v))
+        if ref is not None:
+            return (Kind.REF, ref)
     if id(v) in active:
         raise Unfreezable(" is cyclic")
     active = active | {id(v)}
@@ -100,7 +117,7 @@ def _freeze(v: object, refs: Refs, active: frozenset[int]) -> Hashable:
     if np is not None and isinstance(v, np.generic):
         return freeze(v.item())
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        pairs = ((f".{f.name}", getattr(v, f.name)) for f in dataclasses.fields(v))
+        pairs = ((f".{name}", getattr(v, name)) for name in _field_names(t))
         return (Kind.DATACLASS, t.__qualname__, _each(pairs, refs, active))
     if isinstance(v, types.FunctionType) and v.__closure__:
         # what a closure captured is state: frozen with it (the world by reference)

@@ -2,8 +2,13 @@
 
 Each field is None for the profile's own behaviour, or a design's replacement.
 The kernel functions named in the comments call the hook at exactly the place
-the real patches changed, and nowhere else.  Consumers added later (writeback,
-reclaim/try_to_unmap, general migration, truncate) bring their own hook points with them.
+the real patches changed, and nowhere else: a hook replaces one test or one piece
+of accounting, never the surrounding kernel steps (the speculative reference, the
+split retry, fork's order of steps).  Each names the function that is the
+profile's own body for it, which a hook calling it leaves unchanged.  A hook is a
+plain module-level function (kernel/walk.py digests hooks by qualified name).
+Consumers added later (writeback, reclaim/try_to_unmap, general migration,
+truncate) bring their own hook points with them.
 """
 
 from __future__ import annotations
@@ -21,20 +26,29 @@ if TYPE_CHECKING:
 class Hooks:
     """Design overrides; None means the profile's kernel behaviour."""
 
-    # try_grab_page / try_grab_folio, FOLL_PIN branch: record `refs` pins on a
-    # folio; False refuses the grab (v6.1 mm/gup.c).
+    # try_grab_folio / try_grab_page (v6.1 mm/gup.c; v5.7 try_grab_compound_head),
+    # FOLL_PIN: account as pins the `refs` references the grab already took on the
+    # folio (try_get_folio's add-unless-zero and split retry stay the kernel's);
+    # False refuses the grab, which drops those references.  Own body:
+    # gup_grab.record_pins.
     pin_record: Callable[[Kernel, int, int], bool] | None = None
-    # gup_put_folio, FOLL_PIN branch: release `refs` pins (v6.1 mm/gup.c).
+    # gup_put_folio, FOLL_PIN (v6.1 mm/gup.c): undo the accounting of `refs` pins;
+    # the kernel then drops the `refs` references.  Own body: gup_grab.release_pins.
     pin_release: Callable[[Kernel, int, int], None] | None = None
-    # folio_maybe_dma_pinned (v6.1 include/linux/mm.h).
+    # folio_maybe_dma_pinned's test on a folio head (v6.1 include/linux/mm.h).  Own
+    # body: pincount.maybe_pinned_test.
     maybe_dma_pinned: Callable[[Kernel, int], bool] | None = None
     # __get_user_pages, after follow_page_mask found `page` and before the grab:
     # 0 to go on, or a -errno (Hillf's page_try_gup_pin refusal, v2 zone_gup_lock).
+    # Own body: return 0.
     gup_page: Callable[[Kernel, VmArea, int, int], int] | None = None
     # copy_present_pte: whether fork must give the child a copy of this anon
-    # page now (v6.1 mm/memory.c via page_needs_cow_for_dma).
+    # page now (v6.1 mm/memory.c via page_needs_cow_for_dma); the profile's order of
+    # fork's steps stays (v4.4 / v5.7 write-protect first).  Own body:
+    # fork_copy.fork_copy_test.
     fork_must_copy: Callable[[Kernel, MmStruct, int], bool] | None = None
     # is_longterm_pinnable_page: may this page be pinned FOLL_LONGTERM where it
     # lies, or must check_and_migrate_movable_pages move it first (v6.1
-    # include/linux/mm.h, called from try_grab_folio and mm/gup.c).
+    # include/linux/mm.h, called from try_grab_folio and mm/gup.c).  Own body:
+    # gup_grab.longterm_pinnable_test.
     longterm_pinnable: Callable[[Kernel, int], bool] | None = None

@@ -218,6 +218,34 @@ class Profile:
     # counted on the head's _count and the tail's _mapcount (v4.4 mm/gup.c get_page_foll,
     # mm/swap.c put_compound_page) and a split always splits the compound page.
     thp_tail_refs_in_mapcount: bool = False
+    # Whether the per-CPU activate batch is drained at once for a large folio: v6.1 mm/swap.c
+    # folio_activate -> folio_batch_add_and_move (:246-251, folio_may_be_lru_cached); v5.7
+    # mm/swap.c activate_page (:310-315, PageCompound); v4.4 mm/swap.c activate_page
+    # (:536-545) drains only a full pagevec.
+    activate_flush_large: bool = True
+    # mapping->a_ops dirty method of an ext4 (delalloc, data=ordered) file:
+    # "ext4_dirty_folio": v6.1 fs/ext4/inode.c:3661-3666 (ext4_da_aops :3717), two WARN_ON_ONCEs,
+    #   then fs/buffer.c block_dirty_folio;
+    # "ext4_set_page_dirty": v5.7.14 fs/ext4/inode.c:3599-3604 (ext4_da_aops :3646), the same
+    #   two WARN_ON_ONCEs, then fs/buffer.c __set_page_dirty_buffers;
+    # "__set_page_dirty_buffers": v4.4.178 ext4_da_aops (fs/ext4/inode.c:3427) has no
+    #   ->set_page_dirty, so mm/page-writeback.c set_page_dirty (:2576-2578) falls back to
+    #   fs/buffer.c __set_page_dirty_buffers: no warning.
+    ext4_dirty_op: str = "ext4_dirty_folio"
+    # ext4 -o dax's dirty method: v6.1 fs/ext4/inode.c ext4_dax_aops (:3731) noop_dirty_folio;
+    # v5.7.14 (:3659) noop_set_page_dirty (nothing, returns 0); v4.4.178 ext4_set_aops
+    # (:3443) gives DAX inodes ext4_da_aops too (no ->set_page_dirty: buffers).
+    ext4_dax_dirty_op: str = "noop_dirty_folio"
+    # v5.7.14 fs/hugetlbfs/inode.c:899 / v4.4.178 :855 hugetlbfs_set_page_dirty: SetPageDirty on
+    # the head, returns 0; v6.1 hugetlbfs_aops (:1287) noop_dirty_folio tests and sets.
+    hugetlbfs_set_page_dirty: bool = False
+    # v6.1 fs/buffer.c try_to_free_buffers (:2826) WARN_ON_ONCE and returns true on a folio
+    # without buffers; v5.7.14 (:3236) / v4.4.178 (:3214) have no such check.
+    free_buffers_warns_no_buffers: bool = True
+    # Which kernel's FOLL_* table (mm/gup_flags.py) the profile has: "6.1" (v6.1.192
+    # include/linux/mm.h:3087-3103, FOLL_NOFAULT on bit 0x80), "5.7" (v5.7.14 :2775-2794,
+    # FOLL_SPLIT there) or "4.4" (v4.4.178 :2108-2123).
+    foll_flags: str = "6.1"
 
     def flag_bit(self, name: str) -> int:
         """Bit number of page flag `name` (aliases resolved) in this kernel."""
@@ -296,7 +324,8 @@ P6_5 = replace(
 
 P5_7 = Profile(
     name="5.7",
-    release="5.7 (mainline)",
+    # facts read from the vanilla 5.7.14 tree, the series' last stable update
+    release="5.7.14 (vanilla stable tree)",
     pageflags=PAGEFLAGS_5_7,
     flag_aliases={},
     # v5.7 3faa52c03f44 "mm/gup: track FOLL_PIN pages": a pin adds GUP_PIN_COUNTING_BIAS
@@ -349,11 +378,18 @@ P5_7 = Profile(
     io_uring_buffer_acct="pages_before_pin",
     io_uring_acct_pinned_vm=False,
     io_uring_acct_rings=True,
+    ext4_dirty_op="ext4_set_page_dirty",
+    ext4_dax_dirty_op="noop_set_page_dirty",
+    hugetlbfs_set_page_dirty=True,
+    free_buffers_warns_no_buffers=False,
+    foll_flags="5.7",
 )
 
 P4_4 = Profile(
     name="4.4",
-    release="4.4 (mainline; the 4.4.y stable try_get_page backport is not modelled)",
+    # facts read from the vanilla 4.4.178 tree (which has no try_get_page backport), except
+    # FOLL_FORCE writes (foll_force_write): mainline v4.4's, before 4.4.26's Dirty COW fix
+    release="4.4.178 (vanilla stable tree; FOLL_FORCE writes as mainline v4.4)",
     pageflags=PAGEFLAGS_4_4,
     flag_aliases={},
     # v4.4 mm/gup.c: FOLL_GET only, get_page() per page
@@ -401,6 +437,12 @@ P4_4 = Profile(
     cap_last_cap=37,
     gup_fast="x86",
     thp_tail_refs_in_mapcount=True,
+    activate_flush_large=False,
+    ext4_dirty_op="__set_page_dirty_buffers",
+    ext4_dax_dirty_op="__set_page_dirty_buffers",
+    hugetlbfs_set_page_dirty=True,
+    free_buffers_warns_no_buffers=False,
+    foll_flags="4.4",
 )
 
 # Not a released kernel: "[PATCH v4 07/12] mm/gup: track FOLL_PIN pages"

@@ -72,6 +72,10 @@ class Kernel:
     # v6.1 include/linux/sched/user.h:29 user_struct.locked_vm (pages charged to
     # RLIMIT_MEMLOCK: io_uring's io_account_mem), by the user's uid; absent: 0.
     user_locked_vm: dict[int, int] = field(default_factory=dict)
+    # By mm id, how many CPUs with that mm loaded (in its mm_cpumask) run with interrupts
+    # disabled: v4.4 arch/x86/mm/gup.c:363 get_user_pages_fast's local_irq_disable, which a
+    # TLB-flush IPI to the mm waits for (arch/x86/mm/tlb.py); absent: 0.
+    irqs_off: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

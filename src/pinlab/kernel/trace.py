@@ -291,13 +291,14 @@ def _mapping(k: Kernel, mapping: AddressSpace) -> list[Line]:
         words.append(f"seals:{mapping.seals:#x}")
     if mapping.huge_order:
         words.append(f"huge_order:{mapping.huge_order}")
-    words += _extra(mapping, ("id", "fs", "i_size", "i_pages", "store", "seals", "huge_order"))
+    shown = ("id", "fs", "i_size", "i_pages", "store", "seals", "huge_order", "dirty_marks")
+    words += _extra(mapping, shown)
     out: list[Line] = [((4, aid), f"file{aid}", " ".join(words))]
-    dirty, writeback = k.pf.mask("PG_dirty"), k.pf.mask("PG_writeback")
+    writeback = k.pf.mask("PG_writeback")
     for index, pfn in mapping.i_pages.items():
         flags = int(k.mem.flags[pfn])
         tags = [f"pfn {pfn:#x}"]
-        if flags & dirty:
+        if index in mapping.dirty_marks:
             tags.append("dirty")
         if flags & writeback:
             tags.append("writeback")

@@ -105,6 +105,64 @@ def _a_ops_write_end(fs: FsType) -> WriteEndOp | None:
     return ops.get(fs)
 
 
+def a_ops_dirty_folio(k: Kernel, mapping: AddressSpace, folio: int) -> bool:
+    """mapping->a_ops->dirty_folio (v5.7 / v4.4 ->set_page_dirty): True if newly dirty.
+
+    ext4: profile.ext4_dirty_op (ext4_dirty_folio, ext4_set_page_dirty, or 4.4's
+    __set_page_dirty_buffers fallback); ext4 -o dax: profile.ext4_dax_dirty_op;
+    hugetlbfs: noop_dirty_folio (6.1) or hugetlbfs_set_page_dirty (5.7 / 4.4); tmpfs and
+    ramfs: noop_dirty_folio (6.1 mm/shmem.c:3953, fs/libfs.c:653 ram_aops) and
+    __set_page_dirty_no_writeback (5.7.14 mm/shmem.c:3767, fs/ramfs/inode.c:60; 4.4.178
+    :3122, :50), which do the same.
+    """
+    from pinlab.kernel.fs.buffer import block_dirty_folio
+    from pinlab.kernel.fs.ext4 import ext4_dirty_folio
+    from pinlab.kernel.mm.filemap import noop_dirty_folio
+
+    if mapping.fs is FsType.EXT4:
+        return ext4_dirty_folio(k, mapping, folio)
+    if mapping.fs is FsType.EXT4_DAX:
+        op = k.profile.ext4_dax_dirty_op
+        if op == "noop_set_page_dirty":
+            return False
+        if op == "__set_page_dirty_buffers":
+            return block_dirty_folio(k, mapping, folio)
+        return noop_dirty_folio(k, folio)
+    if mapping.fs.is_hugetlbfs and k.profile.hugetlbfs_set_page_dirty:
+        # v5.7.14 fs/hugetlbfs/inode.c:899, v4.4.178 :855: SetPageDirty(head), return 0
+        k.mem.flags[folio] |= k.pf.mask("PG_dirty")
+        return False
+    return noop_dirty_folio(k, folio)
+
+
+def a_ops_invalidate_folio(
+    k: Kernel, mapping: AddressSpace, folio: int, offset: int, length: int
+) -> None:
+    """folio_invalidate -> mapping->a_ops->invalidate_folio (v5.7 / v4.4 do_invalidatepage).
+
+    Only ext4 folios have private data in the model; v6.1 mm/truncate.c folio_invalidate
+    (:153) calls none when the aops have none (shmem, ramfs, hugetlbfs have none, and
+    never set PG_private); v5.7.14 (:152) / v4.4.178 (:81) do_invalidatepage would fall
+    back to block_invalidatepage.
+    """
+    from pinlab.kernel.fs.ext4 import ext4_invalidate_folio
+
+    if mapping.fs is FsType.EXT4:
+        ext4_invalidate_folio(k, mapping, folio, offset, length)
+        return
+    raise Unmodelled("folio_invalidate", f"a {mapping.fs.value} folio with private data")
+
+
+def a_ops_release_folio(k: Kernel, mapping: AddressSpace | None, folio: int) -> bool:
+    """mapping->a_ops->release_folio (v5.7 / v4.4 ->releasepage), else try_to_free_buffers."""
+    from pinlab.kernel.fs.buffer import try_to_free_buffers
+    from pinlab.kernel.fs.ext4 import ext4_release_folio
+
+    if mapping is not None and mapping.fs is FsType.EXT4:
+        return ext4_release_folio(k, mapping, folio)
+    return try_to_free_buffers(k, mapping, folio)
+
+
 def vm_fault_page(
     k: Kernel,
     mapping: AddressSpace,

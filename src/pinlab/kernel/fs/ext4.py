@@ -16,13 +16,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pinlab.interleave import Point, Unmodelled, Yield
+from pinlab.kernel.bug import warn_on_once
 from pinlab.kernel.errno import ENOMEM
 from pinlab.kernel.fs import File, new_inode
 from pinlab.kernel.fs.buffer import (
     __block_write_begin,
     attach_buffers,
+    block_dirty_folio,
+    block_invalidate_folio,
     block_write_modelled,
+    buffer_keys,
+    clear_buffers_dirty,
+    folio_buffers,
     generic_write_end,
+    try_to_free_buffers,
 )
 from pinlab.kernel.fs.direct_io import BIO_MAX_VECS, PGPGOUT, Bio, submit_bio
 from pinlab.kernel.mm.filemap import (
@@ -99,10 +106,61 @@ def ext4_page_mkwrite(k: Kernel, mapping: AddressSpace, page: int) -> Generator[
     if int(k.mem.mapping[folio]) != file_mapping_value(mapping.id) or offset > mapping.i_size:
         folio_unlock(k, folio)
         return VM_FAULT_NOPAGE
-    yield Point("ext4_page_mkwrite", writes=frozenset({("page", folio, "refcount")}))
+    yield Point(
+        "ext4_page_mkwrite",
+        writes=buffer_keys(folio) | {("page", folio, "refcount")},
+    )
     attach_buffers(k, folio)
     yield from folio_mark_dirty(k, folio)
     return VM_FAULT_LOCKED
+
+
+def ext4_dirty_folio(k: Kernel, mapping: AddressSpace, folio: int) -> bool:
+    """ext4's a_ops dirty method (profile.ext4_dirty_op); True if the folio was newly dirty.
+
+    v6.1 fs/ext4/inode.c ext4_dirty_folio (:3661-3666) and v5.7.14 ext4_set_page_dirty
+    (:3599-3604): WARN_ON_ONCE when the folio is neither locked nor dirty, WARN_ON_ONCE when
+    it has no buffers (the 2018 report's gup'd page whose buffers reclaim dropped, then
+    set_page_dirty_lock: ../shared/seeds/002), then block_dirty_folio /
+    __set_page_dirty_buffers, which dirties the folio without buffers all the same.
+    v4.4.178 ext4_da_aops has no ->set_page_dirty: __set_page_dirty_buffers, no warning
+    (the missing buffers surface later, as ext4_writepage's BUG_ON in that report).
+    """
+    op = k.profile.ext4_dirty_op
+    if op != "__set_page_dirty_buffers":
+        flags = int(k.mem.flags[folio])
+        if not flags & (k.pf.mask("PG_locked") | k.pf.mask("PG_dirty")):
+            warn_on_once(k, f"fs/ext4/inode.c {op} !locked && !dirty")
+        if not folio_buffers(k, folio):
+            warn_on_once(k, f"fs/ext4/inode.c {op} no buffers")
+    return block_dirty_folio(k, mapping, folio)
+
+
+def ext4_invalidate_folio(
+    k: Kernel, mapping: AddressSpace, folio: int, offset: int, length: int
+) -> None:
+    """ext4_da_aops->invalidate_folio: block_invalidate_folio.
+
+    v6.1 fs/ext4/inode.c ext4_invalidate_folio (:3275) and v5.7.14 ext4_invalidatepage
+    (:3246) WARN_ON when the first buffer is journalled (buffer_jbd), which data=ordered
+    data buffers never are; v4.4.178 ext4_da_invalidatepage (:2920) first gives back the
+    delayed-allocation reservation of BH_Delay buffers (block accounting, not modelled),
+    then ext4_invalidatepage (:3080), the same.
+    """
+    block_invalidate_folio(k, mapping, folio, offset, length)
+
+
+def ext4_release_folio(k: Kernel, mapping: AddressSpace, folio: int) -> bool:
+    """ext4_da_aops->release_folio: free the buffers unless journalled data holds them.
+
+    v6.1 fs/ext4/inode.c ext4_release_folio (:3310), v5.7.14 / v4.4.178 ext4_releasepage
+    (:3282 / :3116): PageChecked (dirty data=journal data: never, the mount is ordered)
+    -> false; with a journal jbd2_journal_try_to_free_buffers (v6.1 fs/jbd2/transaction.c
+    :2174, 5.7 :2115, 4.4 :1995), which skips every buffer without a journal_head (all
+    data=ordered data buffers: the journal holds only metadata) and so comes to
+    try_to_free_buffers.  jbd2's own buffers (metadata, checkpoint lists) are not modelled.
+    """
+    return try_to_free_buffers(k, mapping, folio)
 
 
 def dax_frame(k: Kernel, mapping: AddressSpace, index: int) -> int | None:
@@ -287,6 +345,10 @@ def mpage_submit_page(
     length = size & (PAGE_SIZE - 1) if index == size >> PAGE_SHIFT else PAGE_SIZE
     if 0 < length < PAGE_SIZE:
         raise Unmodelled("mpage_submit_page", "writeback of the page straddling EOF")
+    # v6.1 fs/ext4/page-io.c ext4_bio_write_page cleans each buffer it writes (:501) and
+    # each past EOF (:478), after set_page_writeback; the folio is locked throughout, and
+    # the step before (folio_clear_dirty_for_io) declares the buffers
+    clear_buffers_dirty(k, folio)
     yield from folio_start_writeback(k, folio)
     k.mem.flags[folio] &= ~k.pf.mask("PG_error") & 0xFFFF_FFFF_FFFF_FFFF
     if length:

@@ -51,6 +51,7 @@ from pinlab.kernel.mm.rmap import (
     PageAnonExclusive,
     PageDoubleMap,
     page_add_new_anon_rmap,
+    page_mapcount,
     page_move_anon_rmap,
     page_remove_rmap,
 )
@@ -72,12 +73,17 @@ def wp_page_reuse(k: Kernel, mm: MmStruct, vma: VmArea, address: int, orig: int)
 
 
 def reuse_swap_page(k: Kernel, page: int) -> tuple[bool, int]:
-    """v5.7 mm/swapfile.c reuse_swap_page (v4.4 likewise): reusable iff mapped at most once.
+    """v5.7 mm/swapfile.c reuse_swap_page: reusable iff mapped at most once.
 
     Returns (reusable, total mapcount).  Swap is not modelled, so the swap
     counts are 0; a PTE-mapped THP counts its busiest subpage plus the PMD
-    mappings (v5.7 page_trans_huge_map_swapcount).
+    mappings (v5.7 page_trans_huge_map_swapcount).  v4.4 mm/swapfile.c:925
+    counts page_mapcount(page) alone (:932), which for a THP head is its PMD
+    mappings: a tail's gup references, on the tail's _mapcount, do not count.
     """
+    if k.profile.thp_tail_refs_in_mapcount:
+        count = page_mapcount(k, page)
+        return count <= 1, count
     m = k.mem
     head = compound_head(m, page)
     if not folio_test_large(m, head):

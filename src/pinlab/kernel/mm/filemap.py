@@ -13,6 +13,7 @@ from collections.abc import Callable, Generator, Hashable
 from typing import TYPE_CHECKING
 
 from pinlab.interleave import Point, Yield
+from pinlab.kernel.bug import bug_on, warn_on_once
 from pinlab.kernel.mm.locking import folio_lock, folio_unlock, pte_lock, pte_unlock
 from pinlab.kernel.mm.memmap import compound_head, folio_nr_pages
 from pinlab.kernel.mm.page_alloc import (
@@ -155,6 +156,7 @@ def filemap_remove_folio(k: Kernel, mapping: AddressSpace, folio: int) -> None:
     """v6.1 mm/filemap.c filemap_remove_folio + filemap_free_folio (folio locked by caller)."""
     index = int(k.mem.index[folio])
     del mapping.i_pages[index]
+    mapping.dirty_marks.discard(index)  # the slot goes with its marks
     k.mem.mapping[folio] = 0
     refs = 1 if PageHuge(k, folio) else folio_nr_pages(k.mem, folio)
     folio_put_refs(k, folio, refs)
@@ -172,16 +174,18 @@ def folio_mark_dirty(
     then_reads: frozenset[Hashable] = frozenset(),
     then_writes: frozenset[Hashable] = frozenset(),
 ) -> Generator[Yield, None, bool]:
-    """v6.1 mm/page-writeback.c folio_mark_dirty: True if this call dirtied the folio.
+    """Mark a folio dirty through its mapping's a_ops; True if this call dirtied it.
 
-    With a mapping PG_reclaim is cleared first and the fs's ->dirty_folio runs:
-    ext4 block_dirty_folio (v6.1 fs/buffer.c) accounts NR_FILE_DIRTY and
-    NR_DIRTIED through __folio_mark_dirty -> folio_account_dirtied, which only
-    counts for mappings that write back; tmpfs, ramfs and hugetlbfs use
-    noop_dirty_folio (v6.1 mm/shmem.c, fs/ramfs/inode.c, fs/hugetlbfs/inode.c),
-    as does an anon folio (no mapping).  ``then_reads``, ``then_writes``: what the caller
-    reads and writes after this returns, before it yields again (footprint only).
+    v6.1 mm/page-writeback.c folio_mark_dirty (:2753): with a mapping, PG_reclaim is
+    cleared and a_ops->dirty_folio runs (fs.a_ops_dirty_folio); without one (anon)
+    noop_dirty_folio.  v5.7.14 / v4.4.178 mm/page-writeback.c set_page_dirty (:2549 /
+    :2558) the same with a_ops->set_page_dirty, __set_page_dirty_buffers when it is NULL
+    (CONFIG_BLOCK), and TestSetPageDirty without a mapping.  ``then_reads``,
+    ``then_writes``: what the caller reads and writes after this returns, before it
+    yields again (footprint only).
     """
+    from pinlab.kernel.fs import a_ops_dirty_folio
+
     m = k.mem
     mapping = folio_mapping(k, folio)
     keys = dirty_footprint(mapping, folio)
@@ -190,34 +194,90 @@ def folio_mark_dirty(
         reads=keys | order_keys(folio) | then_reads,
         writes=keys | then_writes,
     )
-    if mapping is not None:
-        m.flags[folio] &= ~k.pf.mask("PG_reclaim") & _ALL_BITS
-    if int(m.flags[folio]) & k.pf.mask("PG_dirty"):
+    if mapping is None:
+        return noop_dirty_folio(k, folio)
+    m.flags[folio] &= ~k.pf.mask("PG_reclaim") & _ALL_BITS
+    return a_ops_dirty_folio(k, mapping, folio)
+
+
+def noop_dirty_folio(k: Kernel, folio: int) -> bool:
+    """Test and set PG_dirty, nothing else; True if newly dirty.
+
+    v6.1 mm/page-writeback.c noop_dirty_folio (:2560): anon folios, shmem_aops,
+    ram_aops, hugetlbfs_aops, ext4_dax_aops; v5.7.14 / v4.4.178 mm/page-writeback.c
+    __set_page_dirty_no_writeback (:2398 / :2405, shmem and ramfs) and set_page_dirty's
+    no-mapping branch do the same.
+    """
+    dirty = k.pf.mask("PG_dirty")
+    if int(k.mem.flags[folio]) & dirty:
         return False
-    m.flags[folio] |= k.pf.mask("PG_dirty")
-    __folio_mark_dirty(k, mapping, folio)
+    k.mem.flags[folio] |= dirty
     return True
 
 
 def dirty_footprint(mapping: AddressSpace | None, folio: int) -> frozenset[Hashable]:
-    """What dirtying a folio touches: its flags, and the dirty counters if its mapping accounts."""
+    """What dirtying a folio touches: its flags, the dirty counters if its mapping accounts,
+    and an ext4 folio's buffers (page->private)."""
     keys: set[Hashable] = {("page", folio, "flags")}
+    if mapping is not None:
+        keys |= {_mkey(mapping), ("page", folio, "index")}  # PAGECACHE_TAG_DIRTY at the index
     if mapping is not None and mapping.fs.writes_back:
-        keys |= {("vmstat", NR_FILE_DIRTY), ("vmstat", NR_DIRTIED)}
+        keys |= {("vmstat", NR_FILE_DIRTY), ("vmstat", NR_DIRTIED), ("page", folio, "private")}
     return frozenset(keys)
 
 
-def __folio_mark_dirty(k: Kernel, mapping: AddressSpace | None, folio: int) -> None:
-    """v6.1 mm/page-writeback.c __folio_mark_dirty -> folio_account_dirtied (PG_dirty just set).
+def __folio_mark_dirty(
+    k: Kernel, mapping: AddressSpace | None, folio: int, warn: bool = False
+) -> None:
+    """Account a folio whose PG_dirty was just set (folio_account_dirtied).
 
-    Only a mapping that writes back (mapping_can_writeback) counts NR_FILE_DIRTY
-    and NR_DIRTIED.  The PAGECACHE_TAG_DIRTY mark set here is not modelled: the
-    writeback lookups (page_writeback.py) select folios by PG_dirty instead.
+    v6.1 mm/page-writeback.c __folio_mark_dirty (:2630): with `warn`, WARN_ON_ONCE on a
+    folio that is not uptodate (:2637); only a mapping that writes back
+    (mapping_can_writeback) counts NR_FILE_DIRTY and NR_DIRTIED.  v5.7.14 / v4.4.178
+    fs/buffer.c __set_page_dirty (:609 / :633) the same.  Each marks the folio's index
+    PAGECACHE_TAG_DIRTY (6.1 :2639; 5.7.14 fs/buffer.c:618; 4.4.178 :642).
     """
+    if warn and not int(k.mem.flags[folio]) & k.pf.mask("PG_uptodate"):
+        warn_on_once(k, "mm/page-writeback.c __folio_mark_dirty !uptodate")
+    if mapping is not None:
+        mapping.dirty_marks.add(int(k.mem.index[folio]))
     if mapping is not None and mapping.fs.writes_back:
         nr = folio_nr_pages(k.mem, folio)
         mod_node_page_state(k.vmstat, NR_FILE_DIRTY, nr)
         mod_node_page_state(k.vmstat, NR_DIRTIED, nr)
+
+
+def folio_cancel_dirty(k: Kernel, mapping: AddressSpace, folio: int) -> None:
+    """Clear PG_dirty; a mapping that writes back uncounts NR_FILE_DIRTY (folio_account_cleaned).
+
+    v6.1 mm/page-writeback.c __folio_cancel_dirty (:2812); v5.7.14 __cancel_dirty_page
+    (:2616); v4.4.178 cancel_dirty_page (:2624).
+    """
+    dirty = k.pf.mask("PG_dirty")
+    was = int(k.mem.flags[folio]) & dirty
+    k.mem.flags[folio] &= ~dirty & _ALL_BITS
+    if was and mapping.fs.writes_back:
+        mod_node_page_state(k.vmstat, NR_FILE_DIRTY, -folio_nr_pages(k.mem, folio))
+
+
+def filemap_release_folio(k: Kernel, folio: int) -> bool:
+    """Ask the fs to release a locked folio's private data (buffers); True if none is left.
+
+    v6.1 mm/filemap.c filemap_release_folio (:4015): nothing private -> true
+    (folio_needs_release; no modelled mapping sets AS_RELEASE_ALWAYS); under writeback ->
+    false; else a_ops->release_folio, or try_to_free_buffers.  v5.7.14 / v4.4.178
+    mm/filemap.c try_to_release_page (:3489 / :2762) the same, its callers testing
+    page_has_private first.
+    """
+    from pinlab.kernel.fs import a_ops_release_folio
+
+    flags = int(k.mem.flags[folio])
+    bug_on(not flags & k.pf.mask("PG_locked"), "filemap_release_folio unlocked folio")
+    if not flags & k.pf.mask("PG_private"):
+        return True
+    if flags & k.pf.mask("PG_writeback"):
+        return False
+    return a_ops_release_folio(k, folio_mapping(k, folio), folio)
 
 
 def set_page_dirty(k: Kernel, page: int) -> Generator[Yield, None, bool]:

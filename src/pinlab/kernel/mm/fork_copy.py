@@ -97,6 +97,15 @@ def fork_must_copy(
     return page_maybe_dma_pinned(k, page)
 
 
+def fork_copy_test(k: Kernel, src_mm: MmStruct, page: int) -> bool:
+    """The profile's own answer to fork_must_copy in one go: what the hook replaces."""
+    from pinlab.kernel.mm.pincount import mm_has_pinned, page_maybe_dma_pinned
+
+    if not k.profile.fork_cow_pinned:
+        return False
+    return mm_has_pinned(src_mm) and page_maybe_dma_pinned(k, page)
+
+
 def _dup_rmap(
     k: Kernel, page: int, compound: bool, then: frozenset[Hashable] = frozenset()
 ) -> Generator[Yield, None, None]:
@@ -182,7 +191,8 @@ def copy_present_pte(
     """
     pte = get_pte(src.pgtable, addr)
     page = vm_normal_page(k, src_vma, addr, pte)
-    wrprotect_first = k.profile.fork_wrprotect_before_get and k.hooks.fork_must_copy is None
+    # a fork_must_copy hook replaces the test only, never the profile's order
+    wrprotect_first = k.profile.fork_wrprotect_before_get
     # copy_pte_range puts an unused preallocated page once this returns
     then: frozenset[Hashable] = frozenset()
     if prealloc:
@@ -318,7 +328,8 @@ def copy_page_range(
     k: Kernel, dst: MmStruct, src: MmStruct, dst_vma: VmArea, src_vma: VmArea, cpu: int = 0
 ) -> Generator[Yield, None, int]:
     """v6.1 mm/memory.c copy_page_range: hugetlb, huge PMDs, then PTE tables; 0 or -errno."""
-    from pinlab.kernel.mm.hugetlb import copy_hugetlb_page_range, is_vm_hugetlb_page
+    from pinlab.kernel.mm.hugetlb import is_vm_hugetlb_page
+    from pinlab.kernel.mm.hugetlb_range import copy_hugetlb_page_range
 
     if not vma_needs_copy(dst_vma, src_vma):
         return 0

@@ -28,7 +28,6 @@ from pinlab.kernel.mm.gup_flags import (
     is_valid_gup_flags,
     require_gup_flags,
 )
-from pinlab.kernel.mm.gup_follow import Locked, Pages, __get_user_pages
 from pinlab.kernel.mm.gup_grab import gup_put_folio, unpin_folio_vmstat_last
 from pinlab.kernel.mm.gup_longterm import (
     check_and_migrate_cma_pages,
@@ -36,7 +35,10 @@ from pinlab.kernel.mm.gup_longterm import (
     check_dax_vmas,
     release_longterm_pages,
 )
+from pinlab.kernel.mm.gup_page import Locked, Pages
 from pinlab.kernel.mm.gup_range import unpin_folios_range, unpin_range_ok
+from pinlab.kernel.mm.gup_ranged import get_user_pages_ranged
+from pinlab.kernel.mm.huge_memory_4_4 import put_compound_page
 from pinlab.kernel.mm.locking import (
     folio_lock,
     folio_unlock,
@@ -98,7 +100,7 @@ def __get_user_pages_locked(
     off = 0
     while True:
         view = None if pages is None else pages[off:]
-        ret = yield from __get_user_pages(k, mm, start, nr_pages, flags, view, locked)
+        ret = yield from get_user_pages_ranged(k, mm, start, nr_pages, flags, view, locked)
         if locked is None:
             return ret
         if ret > 0:
@@ -117,7 +119,9 @@ def __get_user_pages_locked(
             yield from mmap_read_lock(k, mm)
             locked.held = True
             view = None if pages is None else pages[off:]
-            ret = yield from __get_user_pages(k, mm, start, 1, flags | FOLL_TRIED, view, locked)
+            ret = yield from get_user_pages_ranged(
+                k, mm, start, 1, flags | FOLL_TRIED, view, locked
+            )
             if locked.held:
                 break
         if ret != 1:
@@ -298,7 +302,12 @@ def pin_user_pages_unlocked(
 def put_page_api(k: Kernel, page: int) -> Generator[Yield, None, None]:
     """v6.1 include/linux/mm.h put_page, as a gup caller releases a FOLL_GET reference."""
     require_gup_api(k.profile, "put_page")
-    yield from gup_put_folio(k, peek_head(k.mem, page), 1, FOLL_GET, (page,))
+    head = peek_head(k.mem, page)
+    if head != page and k.profile.thp_tail_refs_in_mapcount:
+        # v4.4 mm/swap.c:272 put_page -> put_compound_page: the tail's _mapcount too
+        yield from put_compound_page(k, page)
+        return
+    yield from gup_put_folio(k, head, 1, FOLL_GET, (page,))
 
 
 def unpin_user_page(k: Kernel, page: int) -> Generator[Yield, None, None]:

@@ -7,6 +7,8 @@ pinnable, ...); the caller then finishes the range on the slow path unless
 FOLL_FAST_ONLY.  `mm` stands for current->mm; callers do not hold mmap_lock.
 When `k.fine_grained` is False and no design hook is installed, the walk
 runs as one whole-range step (gup_fast_range.py) leaving the same state.
+A profile with x86's own gup-fast (profile.gup_fast "x86": v4.4) runs
+arch/x86/mm/gup.c's walk instead (kernel/arch/x86/mm/gup.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from pinlab.interleave import Point, Violation, Yield
 from pinlab.kernel import errno
+from pinlab.kernel.arch.x86.mm import gup as x86_gup
 from pinlab.kernel.bug import warn_on_once
 from pinlab.kernel.mm.gup import (
     __gup_longterm_locked,
@@ -35,8 +38,8 @@ from pinlab.kernel.mm.gup_flags import (
     is_valid_gup_flags,
     require_gup_flags,
 )
-from pinlab.kernel.mm.gup_follow import Pages, gup_must_unshare
 from pinlab.kernel.mm.gup_grab import gup_put_folio, try_grab_folio
+from pinlab.kernel.mm.gup_page import Pages, gup_must_unshare
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
 from pinlab.kernel.mm.memmap import (
     HUGETLB_PAGE_DTOR,
@@ -65,6 +68,7 @@ from pinlab.kernel.mm.pgtable import (
     pte_special,
     pte_write,
     pud_key,
+    pxd_addr_end,
 )
 from pinlab.kernel.mm.types import MmStruct
 from pinlab.kernel.profiles import NotInKernel, require_gup_api
@@ -77,6 +81,8 @@ U64 = (1 << 64) - 1
 FAST_GUP_FLAGS = (
     FOLL_WRITE | FOLL_LONGTERM | FOLL_FORCE | FOLL_PIN | FOLL_GET | FOLL_FAST_ONLY | FOLL_NOFAULT
 )
+# v5.7.14 mm/gup.c:2780-2781: before FOLL_FAST_ONLY (v5.8) and FOLL_NOFAULT (v5.16)
+FAST_GUP_FLAGS_5_7 = FOLL_WRITE | FOLL_LONGTERM | FOLL_FORCE | FOLL_PIN | FOLL_GET
 # v6.1 arch/x86/include/asm/page_64_types.h __VIRTUAL_MASK_SHIFT, 4-level paging
 VIRTUAL_MASK_SHIFT = 47
 # v6.1 arch/x86/include/asm/page_64_types.h TASK_SIZE_MAX
@@ -257,12 +263,6 @@ def gup_huge_entry(
     return True
 
 
-def _addr_end(addr: int, end: int, size: int) -> int:
-    """v6.1 include/linux/pgtable.h p?d_addr_end: the next boundary, or `end` if sooner."""
-    boundary = ((addr + size) & ~(size - 1)) & U64
-    return boundary if (boundary - 1) & U64 < (end - 1) & U64 else end
-
-
 def gup_pgd_range(
     k: Kernel, mm: MmStruct, addr: int, end: int, flags: int, w: Walk
 ) -> Generator[Yield, None, None]:
@@ -272,14 +272,14 @@ def gup_pgd_range(
     the walk exactly as a none upper entry would.
     """
     while True:
-        pud_next = _addr_end(addr, end, PUD_SIZE)
+        pud_next = pxd_addr_end(addr, end, PUD_SIZE)
         yield Point("gup_pud_range:read", reads=frozenset({pud_key(mm.id, addr)}))
         if mm.pgtable.pud.get(addr >> PUD_SHIFT, 0):
             if not (yield from gup_huge_entry(k, mm, PUD_SHIFT, addr, pud_next, flags, w)):
                 return
         else:
             while True:
-                nxt = _addr_end(addr, pud_next, PMD_SIZE)
+                nxt = pxd_addr_end(addr, pud_next, PMD_SIZE)
                 slot = addr >> PMD_SHIFT
                 yield Point("gup_pmd_range:read", reads=frozenset({pmd_key(mm.id, addr)}))
                 pmd = mm.pgtable.pmd.get(slot, 0)
@@ -305,6 +305,8 @@ def lockless_pages_from_mm(
     k: Kernel, mm: MmStruct, start: int, end: int, flags: int, pages: Pages
 ) -> Generator[Yield, None, int]:
     """v6.1 mm/gup.c lockless_pages_from_mm: pages grabbed without mmap_lock (0 on a fork race)."""
+    if k.profile.gup_fast != "generic":
+        raise NotInKernel("mm/gup.c's generic gup-fast (x86 has its own)", k.profile)
     # gup_fast_permitted (v6.1 arch/x86/include/asm/pgtable_64.h)
     if end >> VIRTUAL_MASK_SHIFT:
         return 0
@@ -359,7 +361,8 @@ def internal_get_user_pages_fast(
     k: Kernel, mm: MmStruct, start: int, nr_pages: int, gup_flags: int, pages: Pages
 ) -> Generator[Yield, None, int]:
     """v6.1 mm/gup.c internal_get_user_pages_fast: fast walk, then the slow path for the rest."""
-    if gup_flags & ~FAST_GUP_FLAGS:
+    allowed = FAST_GUP_FLAGS_5_7 if k.profile.foll_flags == "5.7" else FAST_GUP_FLAGS
+    if gup_flags & ~allowed:
         warn_on_once(k, "mm/gup.c internal_get_user_pages_fast gup_flags")
         return -errno.EINVAL
     if gup_flags & FOLL_PIN:
@@ -389,11 +392,17 @@ def internal_get_user_pages_fast(
 def get_user_pages_fast(
     k: Kernel, mm: MmStruct, start: int, nr_pages: int, gup_flags: int, pages: Pages
 ) -> Generator[Yield, None, int]:
-    """v6.1 mm/gup.c get_user_pages_fast: FOLL_GET references (v4.4: `int write` = FOLL_WRITE)."""
+    """v6.1 mm/gup.c get_user_pages_fast: FOLL_GET references (v4.4: `int write` = FOLL_WRITE).
+
+    A profile with x86's own gup-fast (v4.4) runs arch/x86/mm/gup.c's instead.
+    """
     require_gup_api(k.profile, "get_user_pages_fast")
     require_gup_flags(k, gup_flags)
     if not k.profile.has_foll_pin and gup_flags & ~FOLL_WRITE:
         raise NotInKernel("get_user_pages_fast gup_flags beyond `int write`", k.profile)
+    if k.profile.gup_fast == "x86":
+        write = bool(gup_flags & FOLL_WRITE)
+        return (yield from x86_gup.get_user_pages_fast(k, mm, start, nr_pages, write, pages))
     if not is_valid_gup_flags(k, gup_flags):
         return -errno.EINVAL
     return (

@@ -13,7 +13,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pinlab.interleave import Point, Yield
+from pinlab.kernel import errno
 from pinlab.kernel.mm.filemap import folio_put_footprint
+from pinlab.kernel.mm.gup_flags import FOLL_GET, FOLL_TOUCH, FOLL_WRITE
+from pinlab.kernel.mm.gup_grab import try_grab_page
+from pinlab.kernel.mm.gup_page import Follow, can_follow_write, gup_must_unshare, gup_page_hook
+from pinlab.kernel.mm.huge_memory_4_4 import (
+    get_page_foll,
+    pmd_trans_splitting,
+    wait_split_huge_page,
+)
+from pinlab.kernel.mm.huge_pmd_4_4 import do_huge_pmd_wp_page as do_huge_pmd_wp_page_4_4
 from pinlab.kernel.mm.locking import pte_lock, pte_unlock
 from pinlab.kernel.mm.memmap import TRANSHUGE_PAGE_DTOR
 from pinlab.kernel.mm.page_alloc import (
@@ -32,6 +42,7 @@ from pinlab.kernel.mm.pgtable import (
     _PAGE_RW,
     _PAGE_SPECIAL,
     HPAGE_PMD_ORDER,
+    PAGE_SHIFT,
     PMD_SHIFT,
     PMD_SIZE,
     PTRS_PER_PTE,
@@ -39,6 +50,7 @@ from pinlab.kernel.mm.pgtable import (
     pfn_pte,
     pmd_key,
     pte_pfn,
+    pte_write,
 )
 from pinlab.kernel.mm.rmap import (
     PageAnon,
@@ -218,8 +230,8 @@ def do_huge_pmd_wp_page(
 ) -> Generator[Yield, None, int]:
     """v6.1 mm/huge_memory.c do_huge_pmd_wp_page: reuse an exclusive/sole THP, else split.
 
-    v5.7: reuse when reuse_swap_page(page) (mapcount).  v4.4 copied the whole
-    THP instead; the model splits for 4.4 as for 5.7 (a known gap).
+    v5.7: reuse when reuse_swap_page(page) (mapcount).  v4.4 reuses or copies the
+    whole THP (profile.thp_tail_refs_in_mapcount: huge_pmd_4_4.do_huge_pmd_wp_page).
     """
     from pinlab.kernel.mm.cow import reuse_swap_page
     from pinlab.kernel.mm.memory import (
@@ -229,6 +241,8 @@ def do_huge_pmd_wp_page(
         maybe_mkwrite,
     )
 
+    if k.profile.thp_tail_refs_in_mapcount:
+        return (yield from do_huge_pmd_wp_page_4_4(k, mm, vma, address, cpu))
     unshare = bool(flags & FAULT_FLAG_UNSHARE)
     haddr = address & ~(PMD_SIZE - 1)
     slot = haddr >> PMD_SHIFT
@@ -337,6 +351,11 @@ def zap_huge_pmd(
     slot = haddr >> PMD_SHIFT
     yield from pte_lock(k, mm, haddr)
     pmd = mm.pgtable.pmd.get(slot, 0)
+    if k.profile.thp_tail_refs_in_mapcount and pmd_trans_splitting(pmd):
+        # v4.4 mm/huge_memory.c:1646 __pmd_trans_huge_lock: wait out the split, return 0
+        pte_unlock(k, mm, haddr)
+        yield from wait_split_huge_page(k, vma.anon_vma)
+        return None
     yield _pmd_point("zap huge pmd", mm, haddr, pmd)
     pmd = mm.pgtable.pmd.pop(slot, 0)
     if not pmd or is_huge_zero_pmd(k, pmd):
@@ -347,4 +366,29 @@ def zap_huge_pmd(
     if not PageAnon(k, page) and pmd & _PAGE_DIRTY:
         yield from folio_mark_dirty(k, page)
     pte_unlock(k, mm, haddr)
+    return page
+
+
+def follow_trans_huge_pmd(
+    k: Kernel, mm: MmStruct, vma: VmArea, address: int, flags: int
+) -> Generator[Yield, None, Follow]:
+    """v6.1 mm/huge_memory.c follow_trans_huge_pmd: grab the THP, return the subpage."""
+    slot = address >> PMD_SHIFT
+    pmd = mm.pgtable.pmd[slot]
+    head = pte_pfn(pmd)
+    if flags & FOLL_WRITE and not can_follow_write(k, pmd, head, vma, flags):
+        return None
+    if not pte_write(pmd) and gup_must_unshare(k, flags, head):
+        return -errno.EMLINK
+    page = head + ((address >> PAGE_SHIFT) & ((1 << HPAGE_PMD_ORDER) - 1))
+    refused = yield from gup_page_hook(k, vma, page, flags)
+    if refused:
+        return refused
+    if k.profile.thp_tail_refs_in_mapcount and flags & FOLL_GET:
+        yield from get_page_foll(k, page)
+    elif not (yield from try_grab_page(k, head, flags)):
+        return -errno.ENOMEM
+    if flags & FOLL_TOUCH:
+        # v6.1 mm/huge_memory.c touch_pmd: young, and dirty for a write
+        mm.pgtable.pmd[slot] = pmd | _PAGE_ACCESSED | (_PAGE_DIRTY if flags & FOLL_WRITE else 0)
     return page

@@ -1,4 +1,4 @@
-"""hugetlb mappings: faults, COW, fork copy and unmap of 2 MiB / 1 GiB pages (v6.1 mm/hugetlb.c).
+"""hugetlb mappings: faults, COW and gup's walk of 2 MiB / 1 GiB pages (v6.1 mm/hugetlb.c).
 
 A huge PTE lives in PageTable.pmd (2 MiB) or PageTable.pud (1 GiB).  Huge
 page reservations (resv_huge_pages) and PMD sharing are not modelled.
@@ -10,10 +10,31 @@ from collections.abc import Generator, Hashable
 from typing import TYPE_CHECKING
 
 from pinlab.interleave import Await, Point, Yield
-from pinlab.kernel.errno import EEXIST, ENOSPC
-from pinlab.kernel.mm.gup_grab import ref_key
+from pinlab.kernel import errno
+from pinlab.kernel.bug import warn_on_once
+from pinlab.kernel.errno import EEXIST
+from pinlab.kernel.mm.gup_flags import FOLL_NOWAIT, FOLL_TRIED, FOLL_WRITE
+from pinlab.kernel.mm.gup_grab import try_grab_folio, try_grab_page
+from pinlab.kernel.mm.gup_page import (
+    Locked,
+    Pages,
+    gup_must_unshare,
+    gup_page_hook,
+    store_pages,
+    vm_fault_to_errno,
+)
 from pinlab.kernel.mm.locking import folio_unlock, pte_lock, pte_unlock
-from pinlab.kernel.mm.memmap import compound_head
+from pinlab.kernel.mm.memory import (
+    FAULT_FLAG_ALLOW_RETRY,
+    FAULT_FLAG_KILLABLE,
+    FAULT_FLAG_RETRY_NOWAIT,
+    FAULT_FLAG_TRIED,
+    FAULT_FLAG_UNSHARE,
+    FAULT_FLAG_WRITE,
+    VM_FAULT_ERROR,
+    VM_FAULT_RETRY,
+    handle_mm_fault,
+)
 from pinlab.kernel.mm.page_alloc import (
     alloc_hugetlb_folio,
     free_writes,
@@ -26,12 +47,16 @@ from pinlab.kernel.mm.pgtable import (
     _PAGE_PSE,
     _PAGE_RW,
     HPAGE_PMD_ORDER,
+    HPAGE_PUD_ORDER,
     PAGE_SHIFT,
+    PAGE_SIZE,
     PMD_SHIFT,
     PUD_SHIFT,
     pfn_pte,
     pmd_key,
     pte_pfn,
+    pte_present,
+    pte_write,
     pud_key,
 )
 from pinlab.kernel.mm.rmap import (
@@ -51,11 +76,12 @@ from pinlab.kernel.mm.types import (
     AddressSpace,
     MmStruct,
     VmArea,
-    is_cow_mapping,
 )
 
 if TYPE_CHECKING:
     from pinlab.kernel.state import Kernel
+
+PAGE_MASK = ~(PAGE_SIZE - 1)
 
 
 def is_vm_hugetlb_page(vma: VmArea) -> bool:
@@ -286,115 +312,115 @@ def hugetlb_wp(k: Kernel, mm: MmStruct, vma: VmArea, haddr: int, order: int, fla
     return 0
 
 
-def copy_hugetlb_page_range(
-    k: Kernel, dst: MmStruct, src: MmStruct, dst_vma: VmArea, src_vma: VmArea
+def _huge_entry(mm: MmStruct, vaddr: int) -> tuple[int, int]:
+    """The hugetlb entry mapping `vaddr` and its order (PUD 1 GiB or PMD 2 MiB); (0, 0) if none."""
+    pud = mm.pgtable.pud.get(vaddr >> PUD_SHIFT, 0)
+    if pud:
+        return pud, HPAGE_PUD_ORDER
+    pmd = mm.pgtable.pmd.get(vaddr >> PMD_SHIFT, 0)
+    return (pmd, HPAGE_PMD_ORDER) if pmd else (0, 0)
+
+
+def follow_hugetlb_page(
+    k: Kernel,
+    mm: MmStruct,
+    vma: VmArea,
+    pages: Pages | None,
+    pos: list[int],
+    i: int,
+    flags: int,
+    locked: Locked | None,
 ) -> Generator[Yield, None, int]:
-    """v6.1 mm/hugetlb.c copy_hugetlb_page_range: share, or copy a maybe-pinned anon page now.
+    """v6.1 mm/hugetlb.c follow_hugetlb_page; pos = [vaddr, remainder], updated in place.
 
-    Each entry is copied under the page-table lock; a COW mapping bumps
-    write_protect_seq around the walk; the copy for the child is allocated
-    with the locks dropped, and a changed source entry restarts that entry.
-    A failed allocation returns alloc_huge_page's -ENOSPC.
+    6.1 grabs each huge page's subpages with one try_grab_folio(refs) (v5.12
+    0fa5bc4023c1); v5.7 and the 2020 postings called try_grab_page per subpage.
     """
-    from pinlab.kernel.mm.fork_copy import page_try_dup_anon_rmap, raw_write_seqcount
-
-    order = huge_page_order(k, src_vma)
-    size = 1 << (order + PAGE_SHIFT)
-    nr = 1 << order
-    cow = is_cow_mapping(src_vma.vm_flags)
-    seq = cow and k.profile.write_protect_seq
-    if seq:
-        yield from raw_write_seqcount(src, "begin")
-    ret = 0
-    haddr = src_vma.vm_start
-    while haddr < src_vma.vm_end:
-        key = huge_pte_key(src, order, haddr)
-        yield from pte_lock(k, src, haddr)
-        yield Point("copy hugetlb pte", reads=frozenset({key}))
-        entry = huge_ptep_get(k, src, order, haddr)
-        if entry == 0:
-            pte_unlock(k, src, haddr)
-            haddr += size
-            continue
-        page = compound_head(k.mem, pte_pfn(entry))
-        yield Point("fork get_page", writes=frozenset({("page", page, "refcount")}))
-        get_page(k, page)
-        if not PageAnon(k, page):
-            yield Point(
-                "page_dup_file_rmap", writes=frozenset({("page", page + 1, "compound_mapcount")})
-            )
-            page_dup_rmap(k, page, True)
-        elif (yield from page_try_dup_anon_rmap(k, src, page, True, src_vma)):
-            pte_unlock(k, src, haddr)
-            new = alloc_hugetlb_folio(k, order)
-            if new is None:
-                yield Point("fork put_page", writes=ref_key(page) | free_writes(k, page))
-                put_page(k, page)
-                ret = -ENOSPC
-                break
-            k.mem.data[new : new + nr] = k.mem.data[page : page + nr]
-            k.mem.flags[new] |= k.pf.mask("PG_uptodate")
-            yield Point("fork put_page", writes=ref_key(page) | free_writes(k, page))
-            put_page(k, page)
-            yield from pte_lock(k, src, haddr)
-            yield Point("hugetlb pte_same", reads=frozenset({key}))
-            if huge_ptep_get(k, src, order, haddr) != entry:
-                pte_unlock(k, src, haddr)
-                put_page(k, new)
-                continue
-            set_huge_pte_at(k, dst, order, haddr, make_huge_pte(k, dst_vma, new, True))
-            hugepage_add_new_anon_rmap(k, new, dst_vma, haddr)
-            pte_unlock(k, src, haddr)
-            haddr += size
-            continue
-        if cow:
-            yield Point("huge_ptep_set_wrprotect", writes=frozenset({key}))
-            entry = huge_ptep_get(k, src, order, haddr) & ~_PAGE_RW
-            set_huge_pte_at(k, src, order, haddr, entry)
-        set_huge_pte_at(k, dst, order, haddr, entry)
-        pte_unlock(k, src, haddr)
-        haddr += size
-    if seq:
-        yield from raw_write_seqcount(src, "end")
-    return ret
-
-
-def _entry_page_keys(k: Kernel, mm: MmStruct, order: int, haddr: int) -> frozenset[Hashable]:
-    """The head and mapping of the huge page the entry at ``haddr`` maps now, if any."""
-    entry = huge_ptep_get(k, mm, order, haddr)
-    return page_keys(pte_pfn(entry), 1, ("head", "mapping")) if entry else frozenset()
-
-
-def unmap_hugepage_range(
-    k: Kernel, mm: MmStruct, vma: VmArea, start: int, end: int, gather: list[int]
-) -> Generator[Yield, None, None]:
-    """v6.1 mm/hugetlb.c __unmap_hugepage_range: under the PTL clear, dirty, drop the rmap.
-
-    The page's reference is dropped after the TLB flush (tlb_remove_page_size):
-    the page joins `gather`.
-    """
-    from pinlab.kernel.mm.filemap import folio_mark_dirty
-
-    order = huge_page_order(k, vma)
-    size = 1 << (order + PAGE_SHIFT)
-    for haddr in range(start, end, size):
-        key = huge_pte_key(mm, order, haddr)
-        yield from pte_lock(k, mm, haddr)
-        # a dirty entry goes on to folio_mark_dirty's folio_mapping
+    vaddr, remainder = pos
+    err = -errno.EFAULT
+    while vaddr < vma.vm_end and remainder:
+        yield from pte_lock(k, mm, vaddr)
         yield Point(
-            "huge_ptep_get_and_clear",
-            reads=_entry_page_keys(k, mm, order, haddr) | {key},
-            writes=frozenset({key}),
+            "follow_hugetlb_page:read",
+            reads=frozenset({pud_key(mm.id, vaddr), pmd_key(mm.id, vaddr)}),
         )
-        entry = huge_ptep_get(k, mm, order, haddr)
-        if entry == 0:
-            pte_unlock(k, mm, haddr)
+        entry, order = _huge_entry(mm, vaddr)
+        must_fault = not pte_present(entry)
+        unshare = False
+        if not must_fault and not pte_write(entry):
+            if flags & FOLL_WRITE:
+                must_fault = True
+            elif gup_must_unshare(k, flags, pte_pfn(entry)):
+                must_fault = unshare = True
+        if must_fault:
+            pte_unlock(k, mm, vaddr)
+            fault_flags = 0
+            if flags & FOLL_WRITE:
+                fault_flags |= FAULT_FLAG_WRITE
+            elif unshare:
+                fault_flags |= FAULT_FLAG_UNSHARE
+            if locked is not None:
+                fault_flags |= FAULT_FLAG_ALLOW_RETRY | FAULT_FLAG_KILLABLE
+            if flags & FOLL_NOWAIT:
+                fault_flags |= FAULT_FLAG_ALLOW_RETRY | FAULT_FLAG_RETRY_NOWAIT
+            if flags & FOLL_TRIED:
+                fault_flags |= FAULT_FLAG_TRIED
+            ret = yield from handle_mm_fault(k, mm, vma, vaddr, fault_flags)
+            if ret & VM_FAULT_ERROR:
+                err = vm_fault_to_errno(ret, flags)
+                remainder = 0
+                break
+            if (
+                ret & VM_FAULT_RETRY
+                and locked is not None
+                and not fault_flags & FAULT_FLAG_RETRY_NOWAIT
+            ):
+                locked.held = False
+                pos[:] = [vaddr, remainder]
+                return i
             continue
-        set_huge_pte_at(k, mm, order, haddr, 0)
-        page = pte_pfn(entry)
-        if entry & _PAGE_DIRTY:
-            yield from folio_mark_dirty(k, page)
-        yield Point("page_remove_rmap", writes=frozenset({("page", page + 1, "compound_mapcount")}))
-        page_remove_rmap(k, page, vma, True)
-        pte_unlock(k, mm, haddr)
-        gather.append(page)
+        nr = 1 << order
+        head = pte_pfn(entry)
+        pfn_offset = (vaddr & ((nr << PAGE_SHIFT) - 1)) >> PAGE_SHIFT
+        size = nr << PAGE_SHIFT
+        if pages is None and not pfn_offset and vaddr + size < vma.vm_end and remainder >= nr:
+            pte_unlock(k, mm, vaddr)
+            vaddr += size
+            remainder -= nr
+            i += nr
+            continue
+        refs = min(nr - pfn_offset, remainder, (vma.vm_end - (vaddr & PAGE_MASK)) >> PAGE_SHIFT)
+        refused = yield from gup_page_hook(k, vma, head + pfn_offset, flags)
+        if refused:
+            pte_unlock(k, mm, vaddr)
+            err = refused
+            break
+        grabbed = yield from _hugetlb_grab(k, pages, i, head + pfn_offset, refs, flags)
+        pte_unlock(k, mm, vaddr)
+        if grabbed < refs:
+            warn_on_once(k, "mm/hugetlb.c follow_hugetlb_page grab failed")
+            i += grabbed
+            remainder = 0
+            err = -errno.ENOMEM
+            break
+        vaddr += refs << PAGE_SHIFT
+        remainder -= refs
+        i += refs
+    pos[:] = [vaddr, remainder]
+    return i if i else err
+
+
+def _hugetlb_grab(
+    k: Kernel, pages: Pages | None, i: int, first: int, refs: int, flags: int
+) -> Generator[Yield, None, int]:
+    """Record `refs` subpages from `first` into pages[i:] and grab them; how many were grabbed."""
+    if pages is None:
+        return refs
+    store_pages(pages, i, first, refs)
+    if k.profile.hugetlb_grab_batched:
+        folio = yield from try_grab_folio(k, first, refs, flags)
+        return refs if folio is not None else 0
+    for n in range(refs):
+        if not (yield from try_grab_page(k, first + n, flags)):
+            return n
+    return refs

@@ -20,6 +20,7 @@ from pinlab.kernel.mm.huge_memory import (
     hugepage_vma_check,
     pmd_none,
 )
+from pinlab.kernel.mm.huge_memory_4_4 import pmd_trans_splitting
 from pinlab.kernel.mm.locking import folio_unlock, pte_lock, pte_unlock
 from pinlab.kernel.mm.memmap import compound_head, peek_head
 from pinlab.kernel.mm.page_alloc import GFP_HIGHUSER_MOVABLE, alloc_pages, free_reads, page_keys
@@ -207,6 +208,9 @@ def __handle_mm_fault(
             return ret
     else:
         pmd = get_pmd(pt, address)
+        if pmd_trans_huge(pmd) and pmd_trans_splitting(pmd):
+            # v4.4 mm/memory.c:3425 __handle_mm_fault: retry once the split is done
+            return 0
         if pmd_trans_huge(pmd):
             if flags & (FAULT_FLAG_WRITE | FAULT_FLAG_UNSHARE) and not pte_write(pmd):
                 ret = yield from do_huge_pmd_wp_page(k, mm, vma, address, flags, cpu)

@@ -18,6 +18,8 @@ import numpy as np
 from pinlab.interleave import Point, Yield
 from pinlab.kernel.errno import EACCES, EBADF, EEXIST, EINVAL, ENOMEM, EOVERFLOW, EPERM
 from pinlab.kernel.mm.huge_memory import split_huge_pmd
+from pinlab.kernel.mm.huge_memory_4_4 import split_huge_page_pmd
+from pinlab.kernel.mm.huge_pmd_4_4 import change_huge_pmd as change_huge_pmd_4_4
 from pinlab.kernel.mm.locking import (
     mmap_write_lock,
     mmap_write_unlock,
@@ -359,9 +361,16 @@ def split_vma(mm: MmStruct, vma: VmArea, addr: int) -> VmArea:
 
 
 def _adjust_thp(k: Kernel, mm: MmStruct, vma: VmArea, addr: int) -> Generator[Yield, None, None]:
-    """v6.1 mm/huge_memory.c vma_adjust_trans_huge: split a huge PMD straddling `addr`."""
+    """v6.1 mm/huge_memory.c vma_adjust_trans_huge: split a huge PMD straddling `addr`.
+
+    v4.4 mm/huge_memory.c:3093 vma_adjust_trans_huge (from mm/mmap.c:821 vma_adjust)
+    splits the whole THP: split_huge_page_address -> split_huge_page_pmd_mm.
+    """
     if addr & (PMD_SIZE - 1) and (addr >> PMD_SHIFT) in mm.pgtable.pmd:
-        yield from split_huge_pmd(k, mm, vma, addr)
+        if k.profile.thp_tail_refs_in_mapcount:
+            yield from split_huge_page_pmd(k, mm, vma, addr)
+        else:
+            yield from split_huge_pmd(k, mm, vma, addr)
 
 
 def vmas_in_range(
@@ -409,7 +418,7 @@ def do_munmap_locked(
     for vma in victims:
         mm.vmas.remove(vma)
     free_pgtables(mm, start, end)
-    yield from tlb_finish_mmu(k, gather, cpu)
+    yield from tlb_finish_mmu(k, mm, gather, cpu)
     return 0
 
 
@@ -489,14 +498,22 @@ def do_mprotect(
 
 
 def change_protection(k: Kernel, mm: MmStruct, vma: VmArea) -> Generator[Yield, None, None]:
-    """v6.1 mm/mprotect.c change_pte_range / change_huge_pmd with MM_CP_TRY_CHANGE_WRITABLE."""
+    """v6.1 mm/mprotect.c change_pte_range / change_huge_pmd with MM_CP_TRY_CHANGE_WRITABLE.
+
+    v4.4 (profile.thp_tail_refs_in_mapcount): huge PMDs by huge_pmd_4_4.change_huge_pmd.
+    """
     prot = vma_page_prot(k, vma)
     if vma.vm_flags & VM_SHARED:
         try_writable = vma_wants_writenotify(k, vma)
     else:
         try_writable = bool(vma.vm_flags & VM_WRITE)
     for slot in range(vma.vm_start >> PMD_SHIFT, ((vma.vm_end - 1) >> PMD_SHIFT) + 1):
-        if slot in mm.pgtable.pmd:
+        if slot in mm.pgtable.pmd and k.profile.thp_tail_refs_in_mapcount:
+            # v4.4 mm/mprotect.c:162-179 change_pmd_range: a PMD that change_huge_pmd did
+            # not change (it was split meanwhile) goes on to change_pte_range
+            if (yield from change_huge_pmd_4_4(k, mm, vma, slot << PMD_SHIFT, prot)):
+                continue
+        elif slot in mm.pgtable.pmd:
             yield Point("change_huge_pmd", writes=frozenset({("pte", mm.id, slot << PMD_SHIFT)}))
             old = mm.pgtable.pmd[slot]
             new = pte_modify(old, prot)
@@ -659,7 +676,7 @@ def exit_mmap(k: Kernel, mm: MmStruct, cpu: int = 0) -> Generator[Yield, None, N
         yield from unmap_page_range(k, mm, vma, vma.vm_start, vma.vm_end, True, gather, cpu)
     mmap_read_unlock(k, mm)
     yield from mmap_write_lock(k, mm)
-    yield from tlb_finish_mmu(k, gather, cpu)
+    yield from tlb_finish_mmu(k, mm, gather, cpu)
     mm.vmas.clear()
     mm.pgtable.pte.clear()
     mm.pgtable.pmd.clear()

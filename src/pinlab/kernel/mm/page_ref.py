@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pinlab.kernel.bug import warn_on_once
-from pinlab.kernel.mm.memmap import Memmap, compound_head
+from pinlab.kernel.mm.memmap import HUGETLB_PAGE_DTOR, PAGE_MAPPING_ANON, Memmap, compound_head
 from pinlab.kernel.mm.page_alloc import free_folio
 
 if TYPE_CHECKING:
@@ -98,6 +98,29 @@ def folio_put(k: Kernel, folio: int) -> None:
     folio_put_refs(k, folio, 1)
 
 
+def compound_tail_refcounted(k: Kernel, head: int) -> bool:
+    """v4.4 include/linux/mm.h:458 __compound_tail_refcounted: anon, not slab, not hugetlb.
+
+    Whether a reference to one of the compound page's tails is also counted in
+    that tail's _mapcount (kernels with profile.thp_tail_refs_in_mapcount).
+    """
+    m = k.mem
+    if not int(m.mapping[head]) & PAGE_MAPPING_ANON:
+        return False
+    if int(m.flags[head]) & k.pf.mask("PG_slab"):
+        return False
+    return int(m.dtor[head + 1]) != HUGETLB_PAGE_DTOR
+
+
 def put_page(k: Kernel, page: int) -> None:
-    """v6.1 include/linux/mm.h put_page: folio_put on the page's folio."""
-    folio_put(k, compound_head(k.mem, page))
+    """v6.1 include/linux/mm.h put_page: folio_put on the page's folio.
+
+    v4.4 mm/swap.c:166 put_refcounted_compound_page: a THP tail's reference is
+    also taken off the tail's _mapcount, then off the head's _count (as one step
+    here; huge_memory_4_4.put_compound_page has the interleaving points).
+    """
+    head = compound_head(k.mem, page)
+    tail_ref = head != page and k.profile.thp_tail_refs_in_mapcount
+    if tail_ref and compound_tail_refcounted(k, head):
+        k.mem.mapcount[page] -= 1
+    folio_put(k, head)

@@ -101,12 +101,21 @@ def _has(k: Kernel, folio: int, flag: str) -> bool:
     return bool(int(k.mem.flags[folio]) & k.pf.mask(flag))
 
 
-def _tagged(k: Kernel, tag: int, towrite: set[int] | None, index: int, folio: int) -> bool:
-    """The model's stand-in for the mark `tag` on the folio at `index`: DIRTY is PG_dirty,
-    WRITEBACK PG_writeback, TOWRITE membership of the pass's own set `towrite`."""
+def _tagged(
+    k: Kernel,
+    mapping: AddressSpace,
+    tag: int,
+    towrite: set[int] | None,
+    index: int,
+    folio: int,
+) -> bool:
+    """Whether the folio at `index` has mark `tag`: DIRTY the mapping's dirty_marks,
+    WRITEBACK (set and cleared with it) PG_writeback, TOWRITE the pass's own set `towrite`."""
     if tag == PAGECACHE_TAG_TOWRITE:
         return towrite is not None and index in towrite
-    return _has(k, folio, "PG_dirty" if tag == PAGECACHE_TAG_DIRTY else "PG_writeback")
+    if tag == PAGECACHE_TAG_DIRTY:
+        return index in mapping.dirty_marks
+    return _has(k, folio, "PG_writeback")
 
 
 def _range(mapping: AddressSpace, start: int, end: int) -> dict[int, int]:
@@ -125,11 +134,10 @@ def tag_pages_for_writeback(
 ) -> Generator[Yield, None, set[int]]:
     """v6.1 mm/page-writeback.c tag_pages_for_writeback: mark DIRTY folios in [start, end] TOWRITE.
 
-    The marks are the pass's own set: the indices whose folio is PG_dirty now.
+    The marks are the pass's own set: the indices in range marked DIRTY now.
     """
-    yield Point("tag_pages_for_writeback", reads=_range_keys(mapping, start, end))
-    dirty = k.pf.mask("PG_dirty")
-    return {i for i, f in _range(mapping, start, end).items() if int(k.mem.flags[f]) & dirty}
+    yield Point("tag_pages_for_writeback", reads=frozenset({("mapping", mapping.id)}))
+    return {i for i in _range(mapping, start, end) if i in mapping.dirty_marks}
 
 
 def pagevec_lookup_range_tag(
@@ -152,7 +160,7 @@ def pagevec_lookup_range_tag(
     )
     found: list[int] = []
     for i, folio in sorted(_range(mapping, index, end).items()):
-        if not _tagged(k, tag, towrite, i, folio) or not folio_try_get(k, folio):
+        if not _tagged(k, mapping, tag, towrite, i, folio) or not folio_try_get(k, folio):
             continue
         found.append(folio)
         if len(found) == k.profile.pagevec_size:
@@ -243,12 +251,19 @@ def folio_clear_dirty_for_io(k: Kernel, folio: int) -> Generator[Yield, None, bo
 def folio_start_writeback(k: Kernel, folio: int) -> Generator[Yield, None, bool]:
     """v6.1 mm/page-writeback.c __folio_start_writeback(keep_write false): set PG_writeback.
 
-    The first setter counts NR_WRITEBACK.  Returns whether it was already set.
+    The first setter counts NR_WRITEBACK.  A page-cache folio (every file mapping uses
+    writeback tags: AS_NO_WRITEBACK_TAGS is swap's) loses its DIRTY mark unless it was
+    dirtied again (:3018).  Returns whether PG_writeback was already set.
     """
+    mapping = folio_mapping(k, folio)
     keys = _flags(folio) | {("vmstat", NR_WRITEBACK)}
+    if mapping is not None:
+        keys |= {("mapping", mapping.id)}
     yield Point("folio_start_writeback", reads=keys | _submit_reads(folio), writes=keys)
     was = _has(k, folio, "PG_writeback")
     k.mem.flags[folio] |= k.pf.mask("PG_writeback")
+    if mapping is not None and not _has(k, folio, "PG_dirty"):
+        mapping.dirty_marks.discard(int(k.mem.index[folio]))
     if not was:
         mod_node_page_state(k.vmstat, NR_WRITEBACK, folio_nr_pages(k.mem, folio))
     return was
@@ -366,10 +381,7 @@ def filemap_fdatawrite_wbc(
 ) -> Generator[Yield, None, int]:
     """v6.1 mm/filemap.c filemap_fdatawrite_wbc: only a mapping that writes back and has dirt."""
     yield Point("mapping_tagged", reads=frozenset({("mapping", mapping.id)}))
-    dirty = k.pf.mask("PG_dirty")
-    if not mapping.fs.writes_back or not any(
-        int(k.mem.flags[f]) & dirty for f in mapping.i_pages.values()
-    ):
+    if not mapping.fs.writes_back or not mapping.dirty_marks:
         return 0
     return (yield from do_writepages(k, mapping, wbc, cpu))
 

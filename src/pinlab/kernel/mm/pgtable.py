@@ -35,6 +35,9 @@ _PAGE_DIRTY = 1 << 6
 _PAGE_PSE = 1 << 7
 _PAGE_PROTNONE = 1 << 8
 _PAGE_SPECIAL = 1 << 9
+# v4.4 arch/x86/include/asm/pgtable_types.h:25,49 _PAGE_SPLITTING (_PAGE_BIT_SOFTW2): set on a
+# huge PMD by pmdp_splitting_flush while split_huge_page works on its THP (gone in v4.5)
+_PAGE_SPLITTING = 1 << 10
 _PAGE_DEVMAP = 1 << 58
 PTE_PFN_MASK = ((1 << 52) - 1) & ~(PAGE_SIZE - 1)
 
@@ -190,3 +193,11 @@ def set_pte_at(pt: PageTable, addr: int, pte: int) -> None:
 def get_pmd(pt: PageTable, addr: int) -> int:
     """The huge PMD for `addr`, 0 when the slot is none or holds a PTE table."""
     return pt.pmd.get(addr >> PMD_SHIFT, 0)
+
+
+def pxd_addr_end(addr: int, end: int, size: int) -> int:
+    """p?d_addr_end (v6.1 include/linux/pgtable.h, v4.4 include/asm-generic/pgtable.h): the
+    next `size` boundary after `addr`, or `end` if sooner (compared as unsigned longs)."""
+    u64 = (1 << 64) - 1
+    boundary = ((addr + size) & ~(size - 1)) & u64
+    return boundary if (boundary - 1) & u64 < (end - 1) & u64 else end

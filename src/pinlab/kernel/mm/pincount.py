@@ -42,9 +42,14 @@ def pinned_footprint(k: Kernel, folio: int) -> frozenset[Hashable]:
 
 
 def _maybe_pinned(k: Kernel, folio: int) -> bool:
-    """The profile's test on a folio head; the maybe_dma_pinned hook replaces it."""
+    """The test on a folio head: the maybe_dma_pinned hook's, or the profile's."""
     if k.hooks.maybe_dma_pinned is not None:
         return k.hooks.maybe_dma_pinned(k, folio)
+    return maybe_pinned_test(k, folio)
+
+
+def maybe_pinned_test(k: Kernel, folio: int) -> bool:
+    """The profile's own "maybe DMA-pinned?" test on a folio head: what the hook replaces."""
     if has_exact_pincount(k, folio):
         return folio_pincount(k, folio) > 0
     # Unsigned compare: a count wrapped negative still reads as pinned (v6.1 include/linux/mm.h).

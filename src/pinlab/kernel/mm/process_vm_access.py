@@ -20,7 +20,7 @@ from pinlab.kernel.mm.gup import (
     unpin_user_pages_dirty_lock,
 )
 from pinlab.kernel.mm.gup_flags import FOLL_WRITE
-from pinlab.kernel.mm.gup_follow import Locked
+from pinlab.kernel.mm.gup_page import Locked
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
 from pinlab.kernel.mm.pgtable import PAGE_SHIFT, PAGE_SIZE
 from pinlab.kernel.mm.types import Task

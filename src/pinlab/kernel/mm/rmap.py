@@ -105,12 +105,19 @@ def TestClearPageDoubleMap(k: Kernel, head: int) -> bool:
 
 
 def page_mapcount(k: Kernel, page: int) -> int:
-    """v6.1 include/linux/mm.h page_mapcount; compound: mm/util.c __page_mapcount."""
+    """v6.1 include/linux/mm.h page_mapcount; compound: mm/util.c __page_mapcount.
+
+    v4.4 include/linux/mm.h:447 page_mapcount is the page's own _mapcount + 1: for
+    a THP head its PMD mappings (kept here in page[1]), for a tail the gup
+    references counted there (profile.thp_tail_refs_in_mapcount).
+    """
     m = k.mem
     own = int(m.mapcount[page]) + 1
     head = compound_head(m, page)
     if not folio_test_large(m, head):
         return own
+    if k.profile.thp_tail_refs_in_mapcount:
+        return own + int(m.compound_mapcount[head + 1]) + 1 if page == head else own
     if not PageAnon(k, page) and not PageHuge(k, page):
         return own
     ret = own + int(m.compound_mapcount[head + 1]) + 1
@@ -118,13 +125,19 @@ def page_mapcount(k: Kernel, page: int) -> int:
 
 
 def folio_mapcount(k: Kernel, folio: int) -> int:
-    """v6.1 mm/util.c folio_mapcount: entire mappings plus per-page mappings."""
+    """v6.1 mm/util.c folio_mapcount: entire mappings plus per-page mappings.
+
+    v4.4 (profile.thp_tail_refs_in_mapcount): a THP is mapped by PMDs only and its
+    tails' _mapcount count gup references, so its mapcount is the head's.
+    """
     m = k.mem
     if not folio_test_large(m, folio):
         return int(m.mapcount[folio]) + 1
     compound = int(m.compound_mapcount[folio + 1]) + 1
     if PageHuge(k, folio):
         return compound
+    if k.profile.thp_tail_refs_in_mapcount:
+        return compound + int(m.mapcount[folio]) + 1
     nr = folio_nr_pages(m, folio)
     total = compound + int((m.mapcount[folio : folio + nr] + 1).sum())
     if not PageAnon(k, folio):

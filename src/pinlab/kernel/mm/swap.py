@@ -91,10 +91,14 @@ def folio_add_lru(
 
 
 def folio_activate(k: Kernel, folio: int, cpu: int) -> None:
-    """v6.1 mm/swap.c folio_activate (SMP): an inactive LRU folio joins the activate batch.
+    """An inactive LRU folio joins this CPU's activate batch, +1 ref until the batch drains.
 
-    The batch holds a reference until it is full, the folio is large, or it
-    drains (v4.4 / v5.7 mm/swap.c activate_page: the same pagevec scheme).
+    v6.1 mm/swap.c folio_activate (SMP, :361) -> folio_batch_add_and_move (:249): drained
+    when full or the folio is large (folio_may_be_lru_cached); v5.7.14 mm/swap.c activate_page
+    (:307) into activate_page_pvecs, drained when full or PageCompound; v4.4.178 mm/swap.c
+    activate_page (:536) drains only a full pagevec (profile.activate_flush_large).  The
+    drain (6.1 folio_activate_fn :336, 5.7 / 4.4 __activate_page :275 / :502) sets PG_active
+    on a folio still on the LRU and neither active nor unevictable.
     """
     flags = int(k.mem.flags[folio])
     if not flags & k.pf.mask("PG_lru") or flags & (
@@ -104,22 +108,37 @@ def folio_activate(k: Kernel, folio: int, cpu: int) -> None:
     folio_get(k, folio)
     batch = k.lru_activate[cpu]
     batch.append(folio)
-    if len(batch) >= k.profile.pagevec_size or folio_test_large(k.mem, folio):
+    large = k.profile.activate_flush_large and folio_test_large(k.mem, folio)
+    if len(batch) >= k.profile.pagevec_size or large:
         folio_batch_move_lru(k, cpu, activate=True)
 
 
 def __lru_cache_activate_folio(k: Kernel, folio: int, cpu: int) -> None:
-    """v6.1 mm/swap.c __lru_cache_activate_folio: still in this CPU's lru_add batch -> PG_active."""
+    """Still in this CPU's lru_add batch -> PG_active (only the local batch is searched).
+
+    v6.1 mm/swap.c __lru_cache_activate_folio (:393); v5.7.14 / v4.4.178 mm/swap.c
+    __lru_cache_activate_page (:336 / :568) over lru_add_pvec, the same.
+    """
     if folio in k.lru_add[cpu]:
         k.mem.flags[folio] |= k.pf.mask("PG_active")
 
 
 def folio_mark_accessed(k: Kernel, folio: int, cpu: int = 0) -> Generator[Yield, None, None]:
-    """v6.1 mm/swap.c folio_mark_accessed: referenced on the first touch, activated on the second.
+    """Mark a folio accessed: referenced on the first touch, activated on the second.
 
-    The second touch of an inactive folio activates it through the per-CPU
-    activate batch (on the LRU) or marks it active in the lru_add batch, and
-    clears PG_referenced.  PG_idle (page_idle tracking) is not modelled.
+    v6.1 mm/swap.c folio_mark_accessed (:467), v5.7.14 mm/swap.c mark_page_accessed
+    (:373) and v4.4.178 mm/swap.c mark_page_accessed (:605) order their tests differently
+    but agree: an unreferenced folio gets PG_referenced; a referenced one neither active
+    nor unevictable is activated (folio_activate on the LRU, else __lru_cache_activate_folio)
+    and loses PG_referenced.  Not modelled, as nothing the model shows depends on them:
+    workingset_activation (6.1 mm/workingset.c:507 ages the lruvec's nonresident counter;
+    5.7 :371 advances the node's inactive_age, file pages only; 4.4 :250 the zone's,
+    file pages only), read only when a shadow entry refaults.  PG_idle: Debian's
+    config-6.1.0 amd64 has neither IDLE_PAGE_TRACKING nor DAMON, so no PAGE_IDLE_FLAG and
+    folio_test_idle is the constant false (include/linux/page_idle.h); nor do the 5.7 and
+    4.4 profiles have idle tracking (profiles.py).  MGLRU's folio_inc_refs is off
+    (CONFIG_LRU_GEN_ENABLED unset).  v4.4 does not take compound_head; every caller passes a
+    head or a small page.
     """
     batch = [*k.lru_activate[cpu], *k.lru_add[cpu], folio]
     yield Point(

@@ -8,24 +8,27 @@ in huge pages (v6.1 fs/hugetlbfs/inode.c hugetlb_vmtruncate / remove_inode_hugep
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Hashable
 from typing import TYPE_CHECKING
 
 from pinlab.interleave import Await, Point, Yield
 from pinlab.kernel.errno import EINVAL
+from pinlab.kernel.fs import a_ops_invalidate_folio
+from pinlab.kernel.fs.buffer import buffer_keys
 from pinlab.kernel.mm.filemap import (
     filemap_get_folio,
     filemap_remove_folio,
+    folio_cancel_dirty,
     folio_put_footprint,
     remove_footprint,
 )
 from pinlab.kernel.mm.locking import folio_lock, folio_unlock
-from pinlab.kernel.mm.memmap import folio_nr_pages
+from pinlab.kernel.mm.page_alloc import order_keys
 from pinlab.kernel.mm.page_ref import folio_put
 from pinlab.kernel.mm.pgtable import PAGE_SHIFT, PAGE_SIZE
-from pinlab.kernel.mm.rmap import file_mapping_value
+from pinlab.kernel.mm.rmap import file_mapping_value, folio_mapcount
 from pinlab.kernel.mm.types import AddressSpace
-from pinlab.kernel.mm.vmstat import NR_FILE_DIRTY, mod_node_page_state
+from pinlab.kernel.mm.vmstat import NR_FILE_DIRTY
 from pinlab.kernel.mm.zap import zap_page_range_single
 
 if TYPE_CHECKING:
@@ -55,26 +58,60 @@ def unmap_mapping_range(
             yield from zap_page_range_single(k, mm, vma, start, vma.vm_end, even_cows, cpu)
 
 
-def folio_cancel_dirty(k: Kernel, mapping: AddressSpace, folio: int) -> None:
-    """v6.1 mm/page-writeback.c __folio_cancel_dirty: clear PG_dirty, uncount NR_FILE_DIRTY."""
-    dirty = k.pf.mask("PG_dirty")
-    was = int(k.mem.flags[folio]) & dirty
-    k.mem.flags[folio] &= ~dirty & _ALL_BITS
-    if was and mapping.fs.writes_back:
-        mod_node_page_state(k.vmstat, NR_FILE_DIRTY, -folio_nr_pages(k.mem, folio))
+def unmap_mapping_pages(
+    k: Kernel, mapping: AddressSpace, start: int, nr: int, even_cows: bool, cpu: int = 0
+) -> Generator[Yield, None, None]:
+    """v6.1 mm/memory.c unmap_mapping_pages: zap file pages [start, start + nr) in every VMA.
 
-
-def truncate_cleanup_folio(k: Kernel, mapping: AddressSpace, folio: int) -> None:
-    """v6.1 mm/truncate.c truncate_cleanup_folio (the folio is already unmapped).
-
-    Buffers are invalidated (block_invalidate_folio -> try_to_free_buffers ->
-    folio_detach_private: -1 ref), the dirty bit cancelled and
-    PG_mappedtodisk cleared.
+    Without `even_cows` a private VMA's anon COW copies stay (zap_skip_check_mapping).
     """
-    private = k.pf.mask("PG_private")
-    if int(k.mem.flags[folio]) & private:
-        k.mem.flags[folio] &= ~private & _ALL_BITS
-        folio_put(k, folio)
+    for mm in list(k.mms.values()):
+        for vma in list(mm.vmas):
+            if vma.vm_file != mapping.id:
+                continue
+            vma_last = vma.vm_pgoff + ((vma.vm_end - vma.vm_start) >> PAGE_SHIFT)
+            first, last = max(start, vma.vm_pgoff), min(start + nr, vma_last)
+            if first >= last:
+                continue
+            begin = vma.vm_start + ((first - vma.vm_pgoff) << PAGE_SHIFT)
+            stop = vma.vm_start + ((last - vma.vm_pgoff) << PAGE_SHIFT)
+            yield from zap_page_range_single(k, mm, vma, begin, stop, even_cows, cpu)
+
+
+def cleanup_footprint(
+    k: Kernel, mapping: AddressSpace, folio: int
+) -> tuple[frozenset[Hashable], frozenset[Hashable]]:
+    """What cleaning up and removing a locked folio reads and writes: its mapcount (for
+    folio_mapped), its buffers (page->private), the dirty counter, the cache slot, its
+    mapping and count."""
+    writes = remove_footprint(k, mapping, folio) | buffer_keys(folio) | {("vmstat", NR_FILE_DIRTY)}
+    return writes | order_keys(folio) | {("page", folio, "mapcount")}, writes
+
+
+def truncate_cleanup_folio(
+    k: Kernel, mapping: AddressSpace, folio: int, cpu: int = 0
+) -> Generator[Yield, None, None]:
+    """Unmap a truncated, locked folio a fault mapped again; drop its buffers; clean it.
+
+    v6.1 mm/truncate.c truncate_cleanup_folio (:172): folio_mapped -> unmap_mapping_folio
+    (mm/memory.c:3564, the folio's own indices, COW copies kept); folio_needs_release ->
+    folio_invalidate(0, folio_size) (:153, a_ops->invalidate_folio: ext4's frees the
+    buffers unless one is busy, fs/buffer.py); folio_cancel_dirty; PG_mappedtodisk off.
+    v5.7.14 truncate_cleanup_page (:177): unmap_mapping_pages(index, 1 or HPAGE_PMD_NR,
+    false), page_has_private -> do_invalidatepage (:152), cancel_dirty_page, the same;
+    v4.4.178 truncate_inode_page (:149) -> unmap_mapping_range(index, PAGE_CACHE_SIZE,
+    even_cows 0), then truncate_complete_page (:106): do_invalidatepage (:81),
+    cancel_dirty_page, ClearPageMappedToDisk and delete_from_page_cache, the same steps.
+    The caller's Point declared cleanup_footprint.  A hugetlbfs folio (v6.1
+    fs/hugetlbfs/inode.c remove_inode_single_folio) is not unmapped here: truncate_setsize
+    zaps its VMAs first and hugetlb faults are not raced with truncation in the model.
+    """
+    if not mapping.fs.is_hugetlbfs and folio_mapcount(k, folio) > 0:
+        yield from unmap_mapping_pages(k, mapping, int(k.mem.index[folio]), 1, False, cpu)
+        reads, writes = cleanup_footprint(k, mapping, folio)
+        yield Point("truncate_cleanup_folio", reads=reads, writes=writes)
+    if int(k.mem.flags[folio]) & (k.pf.mask("PG_private") | k.pf.mask("PG_private_2")):
+        a_ops_invalidate_folio(k, mapping, folio, 0, PAGE_SIZE)
     folio_cancel_dirty(k, mapping, folio)
     if k.profile.has_flag("PG_mappedtodisk"):
         k.mem.flags[folio] &= ~k.pf.mask("PG_mappedtodisk") & _ALL_BITS
@@ -91,7 +128,7 @@ def folio_wait_writeback(k: Kernel, folio: int) -> Generator[Yield, None, None]:
 
 
 def truncate_inode_pages_range(
-    k: Kernel, mapping: AddressSpace, lstart: int
+    k: Kernel, mapping: AddressSpace, lstart: int, cpu: int = 0
 ) -> Generator[Yield, None, None]:
     """v6.1 mm/truncate.c truncate_inode_pages_range: remove cached folios from `lstart` on.
 
@@ -109,8 +146,9 @@ def truncate_inode_pages_range(
         yield from folio_lock(k, folio)
         if int(k.mem.mapping[folio]) == file_mapping_value(mapping.id):
             yield from folio_wait_writeback(k, folio)
-            yield Point("truncate_inode_folio", writes=remove_footprint(k, mapping, folio))
-            truncate_cleanup_folio(k, mapping, folio)
+            reads, writes = cleanup_footprint(k, mapping, folio)
+            yield Point("truncate_inode_folio", reads=reads, writes=writes)
+            yield from truncate_cleanup_folio(k, mapping, folio, cpu)
             filemap_remove_folio(k, mapping, folio)
         folio_unlock(k, folio)
         yield Point("folio_batch_release", writes=folio_put_footprint(k, folio))
@@ -133,7 +171,7 @@ def truncate_setsize(
     if size < old:
         holebegin = (size + unit - 1) // unit * unit
         yield from unmap_mapping_range(k, mapping, holebegin, True, cpu)
-        yield from truncate_inode_pages_range(k, mapping, size)
+        yield from truncate_inode_pages_range(k, mapping, size, cpu)
         yield from unmap_mapping_range(k, mapping, holebegin, True, cpu)
         for index in [i for i in mapping.store if i * PAGE_SIZE >= holebegin]:
             del mapping.store[index]

@@ -87,6 +87,11 @@ class AddressSpace:
     `store` holds the file's contents on its backing device, one token per
     page index (ext4-like files; absent indices read as zeroes); `seals` are
     memfd seals (v6.1 mm/memfd.c); `huge_order` is the hugetlbfs page order.
+    `dirty_marks` are the indices marked PAGECACHE_TAG_DIRTY in i_pages: set with
+    PG_dirty by __folio_mark_dirty, but cleared only when writeback starts on a folio no
+    longer dirty, so a folio cleaned for I/O stays marked until its writeback is under
+    way (v6.1 mm/page-writeback.c :2639, :3018; v5.7.14 :2481, :2797; v4.4.178 :2490,
+    :2785).  PAGECACHE_TAG_WRITEBACK goes with PG_writeback; TOWRITE is each pass's own.
     """
 
     id: int
@@ -96,6 +101,7 @@ class AddressSpace:
     store: dict[int, int] = field(default_factory=dict)
     seals: int = 0
     huge_order: int = 0
+    dirty_marks: set[int] = field(default_factory=set)
 
 
 @dataclass(slots=True)

@@ -10,8 +10,10 @@ from collections.abc import Generator, Hashable
 from typing import TYPE_CHECKING
 
 from pinlab.interleave import Point, Yield
+from pinlab.kernel.arch.x86.mm.tlb import flush_tlb_mm_range
 from pinlab.kernel.mm.filemap import folio_mark_dirty, folio_put_footprint
 from pinlab.kernel.mm.huge_memory import split_huge_pmd, zap_huge_pmd
+from pinlab.kernel.mm.huge_memory_4_4 import split_huge_page_pmd
 from pinlab.kernel.mm.locking import pte_lock, pte_unlock
 from pinlab.kernel.mm.memmap import compound_head, peek_head
 from pinlab.kernel.mm.memory import vm_normal_page
@@ -84,7 +86,7 @@ def zap_pte_range(
         gather.append(page)
     pte_unlock(k, mm, start)
     if force_flush:
-        yield from tlb_flush_mmu(k, gather, cpu)
+        yield from tlb_flush_mmu(k, mm, gather, cpu)
 
 
 def _zap_reads(k: Kernel, mm: MmStruct, vma: VmArea, addr: int) -> frozenset[Hashable]:
@@ -108,7 +110,8 @@ def unmap_page_range(
     cpu: int = 0,
 ) -> Generator[Yield, None, None]:
     """v6.1 mm/memory.c unmap_single_vma: hugetlb, huge PMDs (split if partial), PTEs."""
-    from pinlab.kernel.mm.hugetlb import is_vm_hugetlb_page, unmap_hugepage_range
+    from pinlab.kernel.mm.hugetlb import is_vm_hugetlb_page
+    from pinlab.kernel.mm.hugetlb_range import unmap_hugepage_range
 
     start = max(start, vma.vm_start)
     end = min(end, vma.vm_end)
@@ -130,20 +133,29 @@ def unmap_page_range(
                 if slot not in mm.pgtable.pte:
                     addr = slot_end
                     continue
+            elif k.profile.thp_tail_refs_in_mapcount:
+                # v4.4 mm/memory.c:1239 zap_pmd_range splits the whole THP
+                yield from split_huge_page_pmd(k, mm, vma, haddr)
             else:
                 yield from split_huge_pmd(k, mm, vma, haddr)
         yield from zap_pte_range(k, mm, vma, addr, slot_end, even_cows, gather, cpu)
         addr = slot_end
 
 
-def tlb_flush_mmu(k: Kernel, gather: list[int], cpu: int = 0) -> Generator[Yield, None, None]:
+def tlb_flush_mmu(
+    k: Kernel, mm: MmStruct, gather: list[int], cpu: int = 0
+) -> Generator[Yield, None, None]:
     """v6.1 mm/mmu_gather.c tlb_batch_pages_flush: after the TLB flush, release gathered pages.
 
     Each batch goes through free_pages_and_swap_cache (v6.1 mm/swap_state.c),
-    which drains this CPU's LRU batches before dropping the references.
+    which drains this CPU's LRU batches before dropping the references.  With x86's
+    own gup-fast (v4.4 mm/memory.c:261 tlb_flush_mmu: tlb_flush_mmu_tlbonly's flush,
+    then tlb_flush_mmu_free) the flush first waits for the mm's CPUs to take its IPI.
     """
     if not gather:
         return
+    if k.profile.gup_fast == "x86":
+        yield from flush_tlb_mm_range(k, mm)
     yield from lru_add_drain(k, cpu)
     for page in gather:
         folio = peek_head(k.mem, page)
@@ -152,9 +164,11 @@ def tlb_flush_mmu(k: Kernel, gather: list[int], cpu: int = 0) -> Generator[Yield
     gather.clear()
 
 
-def tlb_finish_mmu(k: Kernel, gather: list[int], cpu: int = 0) -> Generator[Yield, None, None]:
+def tlb_finish_mmu(
+    k: Kernel, mm: MmStruct, gather: list[int], cpu: int = 0
+) -> Generator[Yield, None, None]:
     """v6.1 mm/mmu_gather.c tlb_finish_mmu: the final flush of the gather."""
-    yield from tlb_flush_mmu(k, gather, cpu)
+    yield from tlb_flush_mmu(k, mm, gather, cpu)
 
 
 def zap_page_range_single(
@@ -164,7 +178,7 @@ def zap_page_range_single(
     yield from lru_add_drain(k, cpu)
     gather: list[int] = []
     yield from unmap_page_range(k, mm, vma, start, end, even_cows, gather, cpu)
-    yield from tlb_finish_mmu(k, gather, cpu)
+    yield from tlb_finish_mmu(k, mm, gather, cpu)
 
 
 def zap_page_range(

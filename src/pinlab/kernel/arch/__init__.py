@@ -1,0 +1,1 @@
+"""Architecture code of the modelled kernels (arch/)."""

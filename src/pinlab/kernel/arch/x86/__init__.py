@@ -1,0 +1,1 @@
+"""x86 architecture code (arch/x86/)."""

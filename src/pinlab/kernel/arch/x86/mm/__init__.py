@@ -1,0 +1,1 @@
+"""x86 memory management (arch/x86/mm/)."""

@@ -1,0 +1,121 @@
+"""What gup's page-table walkers share (v6.1 mm/gup.c, mm/huge_memory.c, mm/hugetlb.c).
+
+follow_page_pte, follow_trans_huge_pmd and follow_hugetlb_page each find a page, test
+whether gup may take it (unshare, write), let a design refuse it, and store it in the
+caller's array; faulting in turns a VM_FAULT_ code into an errno.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pinlab.interleave import Violation, Yield
+from pinlab.kernel import errno
+from pinlab.kernel.mm.gup_flags import FOLL_COW, FOLL_FORCE, FOLL_HWPOISON, FOLL_PIN, FOLL_WRITE
+from pinlab.kernel.mm.gup_grab import folio_test_anon
+from pinlab.kernel.mm.memmap import HUGETLB_PAGE_DTOR, compound_head
+from pinlab.kernel.mm.pgtable import pte_dirty, pte_write
+from pinlab.kernel.mm.types import VM_MAYSHARE, VM_MAYWRITE, VM_SHARED, VM_WRITE, VmArea
+
+if TYPE_CHECKING:
+    from pinlab.kernel.state import Kernel
+
+# the caller's struct page *pages[]: PFNs
+Pages = NDArray[np.int64]
+# follow_* results: a PFN, None (NULL: fault it in) or -errno (ERR_PTR)
+Follow = int | None
+
+
+@dataclass(slots=True)
+class Locked:
+    """The caller's `int *locked`: whether it still holds mmap_lock for read."""
+
+    held: bool = True
+
+
+def page_anon_exclusive(k: Kernel, page: int) -> bool:
+    """v6.1 include/linux/page-flags.h PageAnonExclusive (PG_mappedtodisk on anon pages)."""
+    return bool(int(k.mem.flags[page]) & k.pf.mask("PG_anon_exclusive"))
+
+
+def gup_must_unshare(k: Kernel, flags: int, page: int) -> bool:
+    """v6.1 include/linux/mm.h gup_must_unshare: R/O pin of a possibly shared anon page.
+
+    Kernels before v5.19 had no PageAnonExclusive and never unshared.
+    """
+    if not k.profile.page_anon_exclusive:
+        return False
+    if flags & (FOLL_WRITE | FOLL_PIN) != FOLL_PIN:
+        return False
+    head = compound_head(k.mem, page)
+    if not folio_test_anon(k, head):
+        return False
+    if head != page and int(k.mem.dtor[head + 1]) == HUGETLB_PAGE_DTOR:
+        page = head
+    return not page_anon_exclusive(k, page)
+
+
+def can_follow_write(k: Kernel, entry: int, page: int | None, vma: VmArea, flags: int) -> bool:
+    """v6.1 mm/gup.c can_follow_write_pte / mm/huge_memory.c can_follow_write_pmd.
+
+    v5.7: pte_write || (FOLL_FORCE && FOLL_COW && pte_dirty); v4.4: pte_write only.
+    """
+    if pte_write(entry):
+        return True
+    how = k.profile.foll_force_write
+    if how == "drop_write":
+        return False
+    if how == "foll_cow":
+        return flags & (FOLL_FORCE | FOLL_COW) == FOLL_FORCE | FOLL_COW and pte_dirty(entry)
+    if not flags & FOLL_FORCE:
+        return False
+    if vma.vm_flags & (VM_MAYSHARE | VM_SHARED):
+        return False
+    if not vma.vm_flags & VM_MAYWRITE:
+        return False
+    if vma.vm_flags & VM_WRITE:
+        return False
+    if page is None or not k.profile.page_anon_exclusive:
+        return False
+    return folio_test_anon(k, compound_head(k.mem, page)) and page_anon_exclusive(k, page)
+
+
+def gup_page_hook(k: Kernel, vma: VmArea, page: int, flags: int) -> Generator[Yield, None, int]:
+    """The gup_page design hook between finding the page and grabbing it: 0 or -errno."""
+    hook = k.hooks.gup_page
+    if hook is None:
+        return 0
+    yield "gup_page"
+    return hook(k, vma, page, flags)
+
+
+def vm_fault_to_errno(vm_fault: int, foll_flags: int) -> int:
+    """v6.1 include/linux/mm.h vm_fault_to_errno."""
+    # memory.py's fault paths sit above the walkers that import this module
+    from pinlab.kernel.mm.memory import (
+        VM_FAULT_HWPOISON,
+        VM_FAULT_HWPOISON_LARGE,
+        VM_FAULT_OOM,
+        VM_FAULT_SIGBUS,
+        VM_FAULT_SIGSEGV,
+    )
+
+    if vm_fault & VM_FAULT_OOM:
+        return -errno.ENOMEM
+    if vm_fault & (VM_FAULT_HWPOISON | VM_FAULT_HWPOISON_LARGE):
+        return -errno.EHWPOISON if foll_flags & FOLL_HWPOISON else -errno.EFAULT
+    if vm_fault & (VM_FAULT_SIGBUS | VM_FAULT_SIGSEGV):
+        return -errno.EFAULT
+    return 0
+
+
+def store_pages(pages: Pages, at: int, first: int, n: int) -> None:
+    """pages[at:at + n] = first, first + 1, ...; past the caller's array the kernel corrupts."""
+    if at + n > pages.shape[0]:
+        raise Violation("gup pages[] overrun", f"entry {at + n - 1} of {pages.shape[0]}")
+    pages[at : at + n] = np.arange(first, first + n, dtype=np.int64)
