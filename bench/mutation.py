@@ -36,7 +36,8 @@ fails there (the tree is being edited) is left out of every mutant's run, and na
 
 The last line is one JSON object: mutants (validated, equivalent included), killed,
 equivalent, survived, kill_rate = killed / (mutants - equivalent), seconds, survivors,
-and stale (the mutants left out because their snippet no longer applies).
+stale (the mutants left out because their snippet no longer applies) and interrupted:
+Ctrl-C stops the run and reports the mutants judged so far (exit status 130).
 """
 
 from __future__ import annotations
@@ -1267,15 +1268,15 @@ def main(argv: list[str] | None = None) -> int:
                 )
             print(f"{len(selected)} mutants")
             return 0
-        outcomes = run_all(args, console, tmp, base, selected, problems, equivalent)
-        if outcomes is None:
+        ran = run_all(args, console, tmp, base, selected, problems, equivalent)
+        if ran is None:
             return 2
     finally:
         if args.keep:
             console.print(f"copies kept in {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    return report(console, outcomes, time.monotonic() - started)
+    return report(console, *ran, time.monotonic() - started)
 
 
 def run_all(
@@ -1286,8 +1287,9 @@ def run_all(
     selected: list[Mutant],
     problems: dict[str, str | None],
     equivalent: dict[str, str],
-) -> list[Outcome] | None:
-    """Set up the copies, check them, run the baseline and every mutant."""
+) -> tuple[list[Outcome], bool] | None:
+    """Set up the copies, check them, run the baseline and every mutant; the outcomes, and
+    whether Ctrl-C stopped the run first."""
     outcomes: list[Outcome] = []
     todo: list[Mutant] = []
     for m in selected:
@@ -1365,12 +1367,16 @@ def run_all(
         except KeyboardInterrupt:
             runner.kill_all()
             pool.shutdown(wait=True, cancel_futures=True)
-            raise
+            done = sum(o.status not in ("stale", "equivalent") for o in outcomes)
+            console.print(f"[yellow]interrupted[/yellow] after {done} of {len(todo)} mutants")
+            return outcomes, True
         pool.shutdown(wait=True)
-    return outcomes
+    return outcomes, False
 
 
-def report(console: Console, outcomes: list[Outcome], seconds: float) -> int:
+def report(console: Console, outcomes: list[Outcome], interrupted: bool, seconds: float) -> int:
+    """Print the summary and the JSON line; 130 if the run was interrupted (the figures are
+    then those of the mutants run so far)."""
     by = {s: [o for o in outcomes if o.status == s] for s in ("killed", "timeout", "hung")}
     run = [o for o in outcomes if o.status not in ("stale", "equivalent")]
     killed = [o for o in run if o.killed]
@@ -1404,9 +1410,10 @@ def report(console: Console, outcomes: list[Outcome], seconds: float) -> int:
         "seconds": round(seconds, 1),
         "survivors": [o.mutant.name for o in survivors],
         "stale": [o.mutant.name for o in stale],
+        "interrupted": interrupted,
     }
     print(json.dumps(line), flush=True)
-    return 0
+    return 130 if interrupted else 0
 
 
 if __name__ == "__main__":

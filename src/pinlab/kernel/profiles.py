@@ -246,6 +246,10 @@ class Profile:
     # include/linux/mm.h:3087-3103, FOLL_NOFAULT on bit 0x80), "5.7" (v5.7.14 :2775-2794,
     # FOLL_SPLIT there) or "4.4" (v4.4.178 :2108-2123).
     foll_flags: str = "6.1"
+    # Whether a new anon page or THP (fault, COW copy) starts on the active LRU: v5.7.14
+    # mm/swap.c:460 / v4.4.178 mm/swap.c:711 lru_cache_add_active_or_unevictable sets
+    # PG_active; v6.1 mm/swap.c:539 folio_add_lru_vma adds it inactive.
+    new_anon_lru_active: bool = False
 
     def flag_bit(self, name: str) -> int:
         """Bit number of page flag `name` (aliases resolved) in this kernel."""
@@ -383,6 +387,7 @@ P5_7 = Profile(
     hugetlbfs_set_page_dirty=True,
     free_buffers_warns_no_buffers=False,
     foll_flags="5.7",
+    new_anon_lru_active=True,
 )
 
 P4_4 = Profile(
@@ -443,6 +448,7 @@ P4_4 = Profile(
     hugetlbfs_set_page_dirty=True,
     free_buffers_warns_no_buffers=False,
     foll_flags="4.4",
+    new_anon_lru_active=True,
 )
 
 # Not a released kernel: "[PATCH v4 07/12] mm/gup: track FOLL_PIN pages"

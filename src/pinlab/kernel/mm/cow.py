@@ -55,7 +55,7 @@ from pinlab.kernel.mm.rmap import (
     page_move_anon_rmap,
     page_remove_rmap,
 )
-from pinlab.kernel.mm.swap import folio_add_lru, lru_add_drain
+from pinlab.kernel.mm.swap import folio_add_lru_vma, lru_add_drain
 from pinlab.kernel.mm.types import VM_SHARED, VM_WRITE, MmStruct, VmArea
 
 if TYPE_CHECKING:
@@ -285,7 +285,8 @@ def wp_page_copy(
         page_add_new_anon_rmap(k, new_page, vma, address)
         # then page_remove_rmap of the old page
         old_map = frozenset() if old_page is None else page_keys(old_page, 1, ("mapcount",))
-        yield from folio_add_lru(k, new_page, cpu, old_map)
+        # v6.1 mm/memory.c:3222, v5.7.14 :2718, v4.4.178 :2205 (active in 5.7 / 4.4)
+        yield from folio_add_lru_vma(k, new_page, vma, cpu, old_map)
         set_pte_at(mm.pgtable, address, entry)
         if old_page is None:
             pte_unlock(k, mm, address)

@@ -3,9 +3,10 @@
 v6.1 mm/memory.c copy_page_range / copy_pte_range / copy_present_pte /
 copy_present_page, include/linux/rmap.h page_try_dup_anon_rmap and
 mm/huge_memory.c copy_huge_pmd.  v4.4 / v5.7 mm/memory.c copy_one_pte and
-copy_huge_pmd share every anon page (no early copy); the profile's
-fork_cow_pinned and page_anon_exclusive select the behaviour, and the
-fork_must_copy hook replaces the "must the child get a copy now?" test.
+copy_huge_pmd share every anon page (no early copy; 4.4's THPs in
+huge_pmd_4_4.copy_huge_pmd); the profile's fork_cow_pinned and
+page_anon_exclusive select the behaviour, and the fork_must_copy hook replaces
+the "must the child get a copy now?" test.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pinlab.kernel.mm.huge_memory import (
     mm_get_huge_zero_page,
     split_huge_pmd,
 )
+from pinlab.kernel.mm.huge_pmd_4_4 import copy_huge_pmd as copy_huge_pmd_4_4
 from pinlab.kernel.mm.locking import pte_lock, pte_unlock
 from pinlab.kernel.mm.memmap import compound_head, peek_head
 from pinlab.kernel.mm.memory import maybe_mkwrite, mk_pte, vm_normal_page
@@ -56,7 +58,7 @@ from pinlab.kernel.mm.rmap import (
     page_add_new_anon_rmap,
     page_dup_rmap,
 )
-from pinlab.kernel.mm.swap import folio_add_lru
+from pinlab.kernel.mm.swap import folio_add_lru_vma
 from pinlab.kernel.mm.types import (
     VM_MIXEDMAP,
     VM_PFNMAP,
@@ -168,7 +170,8 @@ def copy_present_page(
     k.mem.data[new] = k.mem.data[page]
     k.mem.flags[new] |= k.pf.mask("PG_uptodate")
     page_add_new_anon_rmap(k, new, dst_vma, addr)
-    yield from folio_add_lru(k, new, cpu)
+    # v6.1 mm/memory.c:930; a 4.4 / 5.7 copy (a fork_must_copy hook's) as their faults' pages
+    yield from folio_add_lru_vma(k, new, dst_vma, cpu)
     entry = maybe_mkwrite(pte_mkdirty(mk_pte(k, new, dst_vma)), dst_vma)
     set_pte_at(dst.pgtable, addr, entry)
     return 0
@@ -294,7 +297,13 @@ def copy_huge_pmd(
     src_vma: VmArea,
     haddr: int,
 ) -> Generator[Yield, None, int]:
-    """v6.1 mm/huge_memory.c copy_huge_pmd: share the THP, or split the parent's PMD: -EAGAIN."""
+    """v6.1 mm/huge_memory.c copy_huge_pmd: share the THP, or split the parent's PMD: -EAGAIN.
+
+    v5.7.14 mm/huge_memory.c:1022 copy_huge_pmd shares every THP (page_dup_rmap :1102, no
+    pin test: profile.fork_cow_pinned); v4.4 is huge_pmd_4_4.copy_huge_pmd.
+    """
+    if k.profile.thp_tail_refs_in_mapcount:
+        return (yield from copy_huge_pmd_4_4(k, dst, src, src_vma, haddr))
     if not vma_is_anonymous(dst_vma):
         return 0
     slot = haddr >> PMD_SHIFT

@@ -61,7 +61,7 @@ from pinlab.kernel.mm.rmap import (
     page_add_new_anon_rmap,
     page_move_anon_rmap,
 )
-from pinlab.kernel.mm.swap import folio_add_lru
+from pinlab.kernel.mm.swap import folio_add_lru_vma
 from pinlab.kernel.mm.types import (
     VM_DONTEXPAND,
     VM_HUGEPAGE,
@@ -204,7 +204,8 @@ def do_huge_pmd_anonymous_page(
         return 0
     entry = maybe_mkwrite(pfn_pte(page, vma_page_prot(k, vma)) | _PAGE_PSE | _PAGE_DIRTY, vma)
     page_add_new_anon_rmap(k, page, vma, haddr)
-    yield from folio_add_lru(k, page, cpu)
+    # v6.1 mm/huge_memory.c:726, v5.7.14 :645, v4.4.178 :775 (active in 5.7 / 4.4)
+    yield from folio_add_lru_vma(k, page, vma, cpu)
     mm.pgtable.pmd[slot] = entry
     pte_unlock(k, mm, haddr)
     return 0

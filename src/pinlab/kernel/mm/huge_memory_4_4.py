@@ -178,28 +178,30 @@ def put_compound_page(k: Kernel, page: int) -> Generator[Yield, None, None]:
         folio_put(k, page)
 
 
-def _vma_addresses(k: Kernel, head: int) -> list[tuple[MmStruct, int]]:
-    """(mm, vma_address(page)) of every anon VMA covering THP ``head``'s address."""
+def _vma_addresses(k: Kernel, index: int) -> list[tuple[MmStruct, int]]:
+    """(mm, vma_address(page)) of every anon VMA covering page index ``index``."""
     found = []
     for mm in k.mms.values():
         for vma in mm.vmas:
             if not vma_is_anonymous(vma) or vma.anon_vma is None:
                 continue
-            addr = vma.vm_start + ((int(k.mem.index[head]) - vma.vm_pgoff) << PAGE_SHIFT)
+            addr = vma.vm_start + ((index - vma.vm_pgoff) << PAGE_SHIFT)
             if vma.vm_start <= addr < vma.vm_end:
                 found.append((mm, addr))
     return found
 
 
-def _mappings(k: Kernel, head: int) -> list[tuple[int, int]]:
-    """(mm id, address) of every PMD mapping THP ``head``: the anon_vma interval tree walk
-    of v4.4 mm/huge_memory.c:1959 __split_huge_page, as every VMA at vma_address(page)."""
-    found = []
-    for mm, addr in _vma_addresses(k, head):
-        pmd = mm.pgtable.pmd.get(addr >> PMD_SHIFT, 0)
-        if pmd_trans_huge(pmd) and pte_pfn(pmd) == head:
-            found.append((mm.id, addr))
-    return found
+def _next_vma(k: Kernel, index: int, seen: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """The next (mm id, address) of v4.4 mm/huge_memory.c:1948 __split_huge_page's anon_vma
+    interval tree walk (:1960-1965): every anon VMA at vma_address(page), oldest mm first.
+
+    Found again at each step, so that a VMA fork adds mid-walk is still visited after its
+    parent's, as a child VMA added at the tail of the tree is (the comment at :1966-1975).
+    """
+    for mm, addr in _vma_addresses(k, index):
+        if (mm.id, addr) not in seen:
+            return mm.id, addr
+    return None
 
 
 def _thp_keys(head: int) -> frozenset[Hashable]:
@@ -336,18 +338,21 @@ def split_huge_page(k: Kernel, page: int) -> Generator[Yield, None, int]:
     yield Point(
         "split_huge_page",
         reads=frozenset({("page", page, "flags"), ("page", page, "index")})
-        | {pmd_key(mm.id, addr) for mm, addr in _vma_addresses(k, page)},
+        | {pmd_key(mm.id, addr) for mm, addr in _vma_addresses(k, int(m.index[page]))},
     )
     if not int(m.flags[page]) & k.pf.mask("PG_head"):
         anon_vma_unlock_write(k, anon_vma)
         return 0
-    mappings = _mappings(k, page)
+    # (page->index is stable while the anon_vma lock is held)
+    index = int(m.index[page])
+    seen: list[tuple[int, int]] = []
     mapcount = 0
-    for mm_id, addr in mappings:
-        mapcount += yield from __split_huge_page_splitting(k, page, mm_id, addr)
+    while (vma := _next_vma(k, index, seen)) is not None:
+        seen.append(vma)
+        mapcount += yield from __split_huge_page_splitting(k, page, *vma)
     yield from __split_huge_page_refcount(k, page, mapcount)
     mapcount2 = 0
-    for mm_id, addr in mappings:
+    for mm_id, addr in seen:
         mapcount2 += yield from __split_huge_page_map(k, page, mm_id, addr)
     if mapcount2 != mapcount:
         raise Violation("BUG", f"v4.4 __split_huge_page: {mapcount2} of {mapcount} PMDs mapped")

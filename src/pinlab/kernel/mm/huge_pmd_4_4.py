@@ -5,7 +5,7 @@ either reuses the THP (mapped by this PMD alone), or copies it whole into a new
 THP, or, when no THP can be allocated, into 512 small pages (mapped by a new PTE
 table), or, when even those cannot be had, splits the compound page and lets
 the PTE-level fault copy one small page.  mprotect of a whole THP waits out a
-split in progress (__pmd_trans_huge_lock).
+split in progress (__pmd_trans_huge_lock), and so does fork (copy_huge_pmd).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 
 from pinlab.interleave import Point, Yield
 from pinlab.kernel.arch.x86.mm.tlb import flush_tlb_mm_range
+from pinlab.kernel.errno import EAGAIN
 from pinlab.kernel.mm.filemap import folio_put_footprint
 from pinlab.kernel.mm.huge_memory_4_4 import (
     pmd_trans_huge,
@@ -49,11 +50,18 @@ from pinlab.kernel.mm.pgtable import (
     PMD_SIZE,
     pfn_pte,
     pmd_key,
+    pte_mkold,
     pte_modify,
     pte_pfn,
+    pte_wrprotect,
 )
-from pinlab.kernel.mm.rmap import page_add_new_anon_rmap, page_mapcount, page_remove_rmap
-from pinlab.kernel.mm.swap import folio_add_lru
+from pinlab.kernel.mm.rmap import (
+    page_add_new_anon_rmap,
+    page_dup_rmap,
+    page_mapcount,
+    page_remove_rmap,
+)
+from pinlab.kernel.mm.swap import folio_add_lru_vma
 from pinlab.kernel.mm.types import VM_HUGEPAGE, VM_NOHUGEPAGE, MmStruct, VmArea
 
 if TYPE_CHECKING:
@@ -161,7 +169,8 @@ def do_huge_pmd_wp_page(
     del mm.pgtable.pmd[slot]
     yield from flush_tlb_mm_range(k, mm)
     page_add_new_anon_rmap(k, new, vma, haddr)
-    yield from folio_add_lru(k, new, cpu, _after_install(k, key, page))
+    # :1249 lru_cache_add_active_or_unevictable
+    yield from folio_add_lru_vma(k, new, vma, cpu, _after_install(k, key, page))
     mm.pgtable.pmd[slot] = entry
     # (for the huge zero page, put_huge_zero_page: its refcount is not modelled)
     if page is not None:
@@ -264,7 +273,8 @@ def do_huge_pmd_wp_page_fallback(
     yield from flush_tlb_mm_range(k, mm)
     for i, p in enumerate(pages):
         page_add_new_anon_rmap(k, p, vma, haddr + (i << PAGE_SHIFT))
-        yield from folio_add_lru(k, p, cpu, _after_lru_add(key, page, pages, i))
+        # :1117 lru_cache_add_active_or_unevictable
+        yield from folio_add_lru_vma(k, p, vma, cpu, _after_lru_add(key, page, pages, i))
     entries = [maybe_mkwrite(mk_pte(k, p, vma) | _PAGE_DIRTY, vma) for p in pages]
     mm.pgtable.pte[slot] = np.array(entries, dtype=np.uint64)
     page_remove_rmap(k, page, vma, True)
@@ -317,3 +327,49 @@ def change_huge_pmd(
     mm.pgtable.pmd[slot] = pte_modify(entry, newprot)
     pte_unlock(k, mm, addr)
     return HPAGE_PMD_NR
+
+
+def copy_huge_pmd(
+    k: Kernel, dst: MmStruct, src: MmStruct, vma: VmArea, haddr: int
+) -> Generator[Yield, None, int]:
+    """v4.4 mm/huge_memory.c:915 copy_huge_pmd: share the THP, or wait out its split: -EAGAIN.
+
+    Under both PMD locks, the child's first (:930-932): a PMD no longer huge is
+    -EAGAIN (:936-939); the huge zero page is mapped in the child (:945-957); a
+    PMD being split is unlocked and waited out (:959-967), and -EAGAIN (set at :934)
+    sends v4.4 mm/memory.c copy_pmd_range (:998-1008) on to the PTE table the split
+    left.  Else get_page and page_dup_rmap on the head (:970-971), the parent's PMD
+    write-protected and the child's a write-protected old copy (:974-977).  Every THP
+    is shared: no maybe-pinned test, so no fork_must_copy hook either.
+    """
+    from pinlab.kernel.mm.huge_memory import is_huge_zero_pmd
+    from pinlab.kernel.mm.memory import vma_page_prot
+
+    slot = haddr >> PMD_SHIFT
+    keys = frozenset({pmd_key(src.id, haddr), pmd_key(dst.id, haddr)})
+    yield from pte_lock(k, dst, haddr)
+    yield from pte_lock(k, src, haddr)
+    head = pte_pfn(src.pgtable.pmd.get(slot, 0))
+    yield Point(
+        "copy huge pmd",
+        reads=keys | {("page", head, "head")},
+        writes=keys | {("page", head, "refcount"), ("page", head + 1, "compound_mapcount")},
+    )
+    pmd = src.pgtable.pmd.get(slot, 0)
+    ret = -EAGAIN
+    if pmd_trans_huge(pmd) and is_huge_zero_pmd(k, pmd):
+        # get_huge_zero_page (:176) takes a huge_zero_refcount reference: not modelled;
+        # v4.4 keeps no per-mm MMF_HUGE_ZERO_PAGE (v4.4 include/linux/sched.h:504-509)
+        dst.pgtable.pmd[slot] = pfn_pte(head, vma_page_prot(k, vma)) | _PAGE_PSE
+        ret = 0
+    elif pmd_trans_huge(pmd) and not pmd_trans_splitting(pmd):
+        get_page(k, head)
+        page_dup_rmap(k, head, True)
+        src.pgtable.pmd[slot] = pte_wrprotect(pmd)
+        dst.pgtable.pmd[slot] = pte_mkold(pte_wrprotect(pmd))
+        ret = 0
+    pte_unlock(k, src, haddr)
+    pte_unlock(k, dst, haddr)
+    if pmd_trans_huge(pmd) and pmd_trans_splitting(pmd):
+        yield from wait_split_huge_page(k, vma.anon_vma)
+    return ret

@@ -128,7 +128,8 @@ class Memmap:
         self._seen: list[tuple[str, object, bool]] = []
         for name, arr in zip(FIELDS, arrays, strict=True):
             tracked = np.array(arr, copy=True).view(Tracked)
-            tracked.log, tracked.field, tracked.seen = self._log, name, self._seen
+            # writes are logged once the table is hashed (see _logging)
+            tracked.log, tracked.field, tracked.seen = None, name, self._seen
             object.__setattr__(self, name, tracked)
         self._hash: NDArray[np.uint64] | None = None  # per row, two lanes
         self._total = np.zeros(2, np.uint64)
@@ -171,10 +172,18 @@ class Memmap:
         if self._hash is not None:
             self._flush()
             copy._hash, copy._total = self._hash.copy(), self._total.copy()
+            copy._logging()
             self._set_base()
             copy._base, copy._base_hash = self._base, self._base_hash
             copy._dirty = set(self._dirty)
         return copy
+
+    def _logging(self) -> None:
+        """Log item writes from now on.  Only a hashed table needs them, and a table is
+        hashed whole at first: until then nothing holds on to the written indexes (a long
+        unhashed run, like bench/gup_bench.py's, would keep every index array alive)."""
+        for name in FIELDS:
+            getattr(self, name).log = self._log
 
     def _set_base(self) -> None:
         """Keep the present rows and hashes, read-only, as the base deltas are taken from."""
@@ -205,8 +214,8 @@ class Memmap:
     def digest(self) -> bytes:
         """The table's digest, updated for the rows written since the last call."""
         if self._hash is None:
-            self._log.clear()
             self._hash = _table_hash(self.arrays())
+            self._logging()
             self._total = np.bitwise_xor.reduce(self._hash, axis=0)
         else:
             self._flush()

@@ -52,7 +52,7 @@ from pinlab.kernel.mm.pgtable import (
 )
 from pinlab.kernel.mm.pgtable import get_pte as read_pte
 from pinlab.kernel.mm.rmap import linear_page_index, page_add_file_rmap, page_add_new_anon_rmap
-from pinlab.kernel.mm.swap import folio_add_lru
+from pinlab.kernel.mm.swap import folio_add_lru_vma
 from pinlab.kernel.mm.types import (
     VM_EXEC,
     VM_READ,
@@ -295,7 +295,8 @@ def do_anonymous_page(
         put_page(k, page)
         return 0
     page_add_new_anon_rmap(k, page, vma, address)
-    yield from folio_add_lru(k, page, cpu)
+    # v6.1 mm/memory.c:4073, v5.7.14 :3400, v4.4.178 :2784 (active in 5.7 / 4.4)
+    yield from folio_add_lru_vma(k, page, vma, cpu)
     set_pte_at(mm.pgtable, address, entry)
     pte_unlock(k, mm, address)
     return 0
@@ -361,7 +362,8 @@ def do_set_pte(
         entry = maybe_mkwrite(entry | _PAGE_DIRTY, vma)
     if write and not vma.vm_flags & VM_SHARED:
         page_add_new_anon_rmap(k, page, vma, address)
-        yield from folio_add_lru(k, page, cpu, then)
+        # v6.1 mm/memory.c:4230; v5.7.14 alloc_set_pte :3662, v4.4.178 do_cow_fault :3077
+        yield from folio_add_lru_vma(k, page, vma, cpu, then)
     else:
         page_add_file_rmap(k, page, vma, False)
     set_pte_at(mm.pgtable, address, entry)

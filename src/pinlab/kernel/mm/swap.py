@@ -17,11 +17,21 @@ from pinlab.interleave import Point, Yield
 from pinlab.kernel.mm.memmap import folio_test_large
 from pinlab.kernel.mm.page_alloc import free_reads, free_writes
 from pinlab.kernel.mm.page_ref import folio_get, folio_put
+from pinlab.kernel.mm.types import (
+    VM_DONTEXPAND,
+    VM_IO,
+    VM_LOCKED,
+    VM_MIXEDMAP,
+    VM_PFNMAP,
+    VmArea,
+)
 
 if TYPE_CHECKING:
     from pinlab.kernel.state import Kernel
 
 _ALL_BITS = 0xFFFF_FFFF_FFFF_FFFF
+# include/linux/mm.h VM_SPECIAL: v6.1.192 :422, v5.7.14 :379, v4.4.178 :201 (the same four)
+VM_SPECIAL = VM_IO | VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP
 
 
 def _batch_footprint(k: Kernel, batch: list[int], key: Hashable) -> frozenset[Hashable]:
@@ -69,16 +79,23 @@ def folio_batch_move_lru(k: Kernel, cpu: int, activate: bool = False) -> None:
 
 
 def folio_add_lru(
-    k: Kernel, folio: int, cpu: int = 0, then: frozenset[Hashable] = frozenset()
+    k: Kernel,
+    folio: int,
+    cpu: int = 0,
+    then: frozenset[Hashable] = frozenset(),
+    active: bool = False,
 ) -> Generator[Yield, None, None]:
     """v6.1 mm/swap.c folio_add_lru: +1 ref into this CPU's batch; flush when full or large.
 
     v4.4 mm/swap.c __lru_cache_add flushed a full pagevec before adding and let
     compound pages wait in it like any other (profile.lru_add_flush_first).  ``then``:
     what the caller writes after this returns, before it yields again (footprint only).
+    ``active``: PG_active is set first (lru_cache_add_active_or_unevictable).
     """
     batch = k.lru_add[cpu]
     yield Point("folio_add_lru", writes=_batch_footprint(k, [*batch, folio], ("lru", cpu)) | then)
+    if active:
+        k.mem.flags[folio] |= k.pf.mask("PG_active")
     folio_get(k, folio)
     if k.profile.lru_add_flush_first:
         if len(batch) >= k.profile.pagevec_size:
@@ -88,6 +105,24 @@ def folio_add_lru(
     batch.append(folio)
     if len(batch) >= k.profile.pagevec_size or folio_test_large(k.mem, folio):
         folio_batch_move_lru(k, cpu)
+
+
+def folio_add_lru_vma(
+    k: Kernel, folio: int, vma: VmArea, cpu: int = 0, then: frozenset[Hashable] = frozenset()
+) -> Generator[Yield, None, None]:
+    """A new anon page or THP onto the LRU: inactive in v6.1, active in v5.7 and v4.4.
+
+    v6.1 mm/swap.c folio_add_lru_vma (:539, or lru_cache_add_inactive_or_unevictable) adds
+    it as it is; v5.7.14 mm/swap.c:460 and v4.4.178 mm/swap.c:711
+    lru_cache_add_active_or_unevictable set PG_active first (profile.new_anon_lru_active)
+    unless the VMA is VM_LOCKED and not VM_SPECIAL.  That mlock path (6.1 mlock_new_page,
+    5.7 PG_mlocked then the pagevec, 4.4 PG_mlocked and straight onto the unevictable
+    list) is not modelled in any profile: such a page is added as an inactive one.
+    ``then``: as folio_add_lru's.
+    """
+    locked = vma.vm_flags & (VM_LOCKED | VM_SPECIAL) == VM_LOCKED
+    active = k.profile.new_anon_lru_active and not locked
+    yield from folio_add_lru(k, folio, cpu, then, active)
 
 
 def folio_activate(k: Kernel, folio: int, cpu: int) -> None:
