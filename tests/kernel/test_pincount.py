@@ -48,6 +48,23 @@ def test_small_page_false_positive_at_bias_refs(profile: str) -> None:
     assert page_maybe_dma_pinned(k, head + 100)
 
 
+@pytest.mark.parametrize(
+    ("profile", "cite"),
+    [
+        ("5.7", "v5.7.14 include/linux/mm.h:1253 (unsigned int)page_ref_count(compound_head)"),
+        ("6.1", "v6.1.192 include/linux/mm.h:1598 (unsigned int)folio_ref_count(folio)"),
+    ],
+)
+def test_a_refcount_wrapped_negative_reads_as_pinned(profile: str, cite: str) -> None:
+    """The small-page test compares the count as unsigned: a count that overflowed past
+    INT_MAX (negative as an int) is at least the bias, so the page looks pinned."""
+    k = boot(profile)
+    mm = new_mm(k)
+    page = fault_anon(k, mm, anon_vma(k, mm, PMD_SIZE, PMD_SIZE), PMD_SIZE)
+    k.mem.refcount[page] = -2
+    assert page_maybe_dma_pinned(k, page), cite
+
+
 def test_folio_query_absent_before_5_18() -> None:
     k = boot("5.7")
     with pytest.raises(NotInKernel):

@@ -41,7 +41,9 @@ from pinlab.kernel.mm.pgtable import (
     PMD_SIZE,
     TASK_SIZE,
     get_pte,
+    pmd_key,
     pte_dirty,
+    pte_footprint,
     pte_modify,
     pte_present,
     set_pte_at,
@@ -514,18 +516,30 @@ def change_protection(k: Kernel, mm: MmStruct, vma: VmArea) -> Generator[Yield, 
             if (yield from change_huge_pmd_4_4(k, mm, vma, slot << PMD_SHIFT, prot)):
                 continue
         elif slot in mm.pgtable.pmd:
-            yield Point("change_huge_pmd", writes=frozenset({("pte", mm.id, slot << PMD_SHIFT)}))
-            old = mm.pgtable.pmd[slot]
-            new = pte_modify(old, prot)
-            if try_writable and not new & _PAGE_RW and can_change_pte_writable(k, vma, old):
-                new |= _PAGE_RW
-            mm.pgtable.pmd[slot] = new
-            continue
+            # v6.1 mm/huge_memory.c change_huge_pmd: under the PMD lock
+            # (__pmd_trans_huge_lock); a PMD split meanwhile returns 0, and
+            # change_pmd_range goes on to change_pte_range
+            addr = slot << PMD_SHIFT
+            yield from pte_lock(k, mm, addr)
+            key = frozenset({pmd_key(mm.id, addr)})
+            yield Point("change_huge_pmd", reads=key, writes=key)
+            old = mm.pgtable.pmd.get(slot, 0)
+            if old:
+                new = pte_modify(old, prot)
+                if try_writable and not new & _PAGE_RW and can_change_pte_writable(k, vma, old):
+                    new |= _PAGE_RW
+                mm.pgtable.pmd[slot] = new
+            pte_unlock(k, mm, addr)
+            if old:
+                continue
         lo = max(vma.vm_start, slot << PMD_SHIFT)
         hi = min(vma.vm_end, (slot + 1) << PMD_SHIFT)
         if slot not in mm.pgtable.pte:
             continue
         yield from pte_lock(k, mm, lo)
+        # v6.1 mm/mprotect.c change_pte_range: every PTE of the table under its lock
+        keys = frozenset().union(*(pte_footprint(mm.id, a) for a in range(lo, hi, PAGE_SIZE)))
+        yield Point("change_pte_range", reads=keys, writes=keys)
         for addr in range(lo, hi, PAGE_SIZE):
             old = get_pte(mm.pgtable, addr)
             if not old or not pte_present(old):
