@@ -120,6 +120,7 @@ KERNEL_FAST = (
     K + "test_longterm_57.py",
     K + "test_io_uring_account.py",
     K + "test_process_vm.py",
+    K + "test_grab_edges.py",
     K + "test_random_ops.py",
     RK + "test_model_paths.py",
     RK + "test_model_probes.py",
@@ -165,7 +166,12 @@ def explorer(*first: str) -> tuple[str, ...]:
 
 
 PIN = kernel(
-    "test_pincount.py", "test_overflow.py", "test_gup.py", "test_gup_fast.py", "test_vmstat.py"
+    "test_pincount.py",
+    "test_grab_edges.py",
+    "test_overflow.py",
+    "test_gup.py",
+    "test_gup_fast.py",
+    "test_vmstat.py",
 )
 FAST = kernel(
     RACES, "test_gup_fast.py", "test_range_equivalence.py", "test_gup.py", "test_vmstat.py"
@@ -526,7 +532,7 @@ MUTANTS: tuple[Mutant, ...] = (
            "        pte_unlock(k, mm, address)\n        return 0\n    page_add_new_anon_rmap",
            FAULT),
     Mutant("anon_fault_lru_add_dropped", MM + "memory.py",
-           "    yield from folio_add_lru(k, page, cpu)\n    set_pte_at(",
+           "    yield from folio_add_lru_vma(k, page, vma, cpu)\n    set_pte_at(",
            "    set_pte_at(", FAULT),
     Mutant("zero_pfn_is_normal_page", MM + "memory.py",
            "if is_zero_pfn(k, pfn):\n        return None", "pass", FAULT),
