@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -370,6 +370,11 @@ def _layout(k: Kernel, kinds: list[int]) -> int:
 
 
 @settings(max_examples=40, deadline=None)
+# rows drawn on purpose, beside the random ones: a write through R/O PTEs
+# (__pte_access_permitted needs _PAGE_RW) and a R/O pin of non-exclusive anon pages
+# (gup_must_unshare)
+@example(profile="6.1", kinds=[2], first=0, nr=8, flags=FOLL_WRITE, api="get")
+@example(profile="6.1", kinds=[2], first=0, nr=8, flags=0, api="pin")
 @given(
     profile=st.sampled_from(["6.1", "6.5"]),
     kinds=st.lists(st.integers(0, 4), min_size=1, max_size=3),
