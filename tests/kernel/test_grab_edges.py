@@ -24,9 +24,9 @@ from pinlab.kernel.mm.gup_flags import FOLL_LONGTERM, FOLL_WRITE
 from pinlab.kernel.mm.huge_memory import split_huge_pmd
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
 from pinlab.kernel.mm.page_alloc import pool_of
-from pinlab.kernel.mm.pgtable import PAGE_SIZE, PMD_SIZE, get_pte, pte_pfn
+from pinlab.kernel.mm.pgtable import PAGE_SIZE, PMD_SIZE, TASK_SIZE, get_pte, pte_pfn
 from pinlab.kernel.mm.vmstat import NR_FOLL_PIN_ACQUIRED, NR_FOLL_PIN_RELEASED
-from pinlab.kernel.state import boot
+from pinlab.kernel.state import BootParams, boot
 
 
 @pytest.mark.parametrize("fine_grained", [False, True])
@@ -98,3 +98,48 @@ def test_no_pin_counters_where_the_kernel_has_none(fine_grained: bool) -> None:
     run(unpin_user_pages(k, pages, 1))
     assert NR_FOLL_PIN_ACQUIRED not in k.vmstat.counters
     assert NR_FOLL_PIN_RELEASED not in k.vmstat.counters
+
+
+@pytest.mark.parametrize("fine_grained", [False, True])
+def test_fast_gup_rounds_the_start_down_to_its_page(fine_grained: bool) -> None:
+    """v6.1 mm/gup.c internal_get_user_pages_fast: start = untagged_addr(start) & PAGE_MASK,
+    so an unaligned address takes the page it lies in, and only that one."""
+    k = boot("6.1")
+    k.fine_grained = fine_grained
+    mm = new_mm(k)
+    vma = anon_vma(k, mm, PMD_SIZE, 2 * PAGE_SIZE)
+    first, second = (fault_anon(k, mm, vma, PMD_SIZE + i * PAGE_SIZE) for i in range(2))
+    before = int(k.mem.refcount[second])
+    pages = page_array(1)
+    assert run(pin_user_pages_fast(k, mm, PMD_SIZE + 100, 1, 0, pages)) == 1
+    assert int(pages[0]) == first
+    assert int(k.mem.refcount[second]) == before
+
+
+def test_fast_gup_of_the_last_user_page() -> None:
+    """v6.1 include/asm-generic/access_ok.h __access_ok: size <= limit && addr <= limit -
+    size, so a range that ends exactly at TASK_SIZE_MAX is allowed."""
+    k = boot("6.1")
+    mm = new_mm(k)
+    top = TASK_SIZE - PAGE_SIZE
+    vma = anon_vma(k, mm, top, PAGE_SIZE)
+    page = fault_anon(k, mm, vma, top)
+    pages = page_array(1)
+    assert run(pin_user_pages_fast(k, mm, top, 1, 0, pages)) == 1
+    assert int(pages[0]) == page
+
+
+def test_5_7_pins_a_movable_page_in_place() -> None:
+    """v5.7.14 mm/gup.c check_and_migrate_cma_pages migrates CMA pages only: ZONE_MOVABLE
+    joined the long-term check in v5.13, so 5.7 pins a movable page where it is."""
+    k = boot("5.7", BootParams(normal_mb=8, movable_mb=4))
+    mm = new_mm(k)
+    vma = anon_vma(k, mm, PMD_SIZE, PAGE_SIZE)
+    page = fault_anon(k, mm, vma, PMD_SIZE)
+    assert pool_of(k.free_area, page) == "movable"
+    pages = page_array(1)
+    run(mmap_read_lock(k, mm))
+    got = run(pin_user_pages(k, mm, PMD_SIZE, 1, FOLL_LONGTERM | FOLL_WRITE, pages))
+    mmap_read_unlock(k, mm)
+    assert (got, int(pages[0])) == (1, page)
+    assert pte_pfn(get_pte(mm.pgtable, PMD_SIZE)) == page
