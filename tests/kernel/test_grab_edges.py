@@ -1,8 +1,9 @@
 """Edges of the grab and release that ordinary pins never reach, each a kernel fact.
 
 Rows answer bench/mutation.py survivors: gup-fast's FOLL_LONGTERM refusal of a page that
-must move, a FOLL_GET of a PTE-mapped THP's subpage, the zero page's pin and unpin, and
-/proc/vmstat on a kernel without the pin counters.
+must move, a FOLL_GET of a PTE-mapped THP's subpage, the zero page's pin and unpin,
+/proc/vmstat on a kernel without the pin counters, gup-fast's start and bound, and
+check_vma_flags' table.
 """
 
 from __future__ import annotations
@@ -18,13 +19,25 @@ from gupstate import anon_vma, fault_anon, fault_thp, new_mm
 from test_longterm_57 import _anon_outside_normal
 
 from pinlab.interleave import run_to_completion as run
+from pinlab.kernel import errno
 from pinlab.kernel.mm.gup import get_user_pages, page_array, pin_user_pages, unpin_user_pages
 from pinlab.kernel.mm.gup_fast import pin_user_pages_fast
-from pinlab.kernel.mm.gup_flags import FOLL_LONGTERM, FOLL_WRITE
+from pinlab.kernel.mm.gup_flags import FOLL_FORCE, FOLL_LONGTERM, FOLL_WRITE
+from pinlab.kernel.mm.gup_follow import check_vma_flags
 from pinlab.kernel.mm.huge_memory import split_huge_pmd
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
 from pinlab.kernel.mm.page_alloc import pool_of
 from pinlab.kernel.mm.pgtable import PAGE_SIZE, PMD_SIZE, TASK_SIZE, get_pte, pte_pfn
+from pinlab.kernel.mm.types import (
+    VM_IO,
+    VM_MAYREAD,
+    VM_MAYWRITE,
+    VM_PFNMAP,
+    VM_READ,
+    VM_SHARED,
+    VM_WRITE,
+    VmArea,
+)
 from pinlab.kernel.mm.vmstat import NR_FOLL_PIN_ACQUIRED, NR_FOLL_PIN_RELEASED
 from pinlab.kernel.state import BootParams, boot
 
@@ -143,3 +156,24 @@ def test_5_7_pins_a_movable_page_in_place() -> None:
     mmap_read_unlock(k, mm)
     assert (got, int(pages[0])) == (1, page)
     assert pte_pfn(get_pte(mm.pgtable, PMD_SIZE)) == page
+
+
+# v6.1.192 mm/gup.c check_vma_flags (:1063): (vm_flags, gup_flags, result, line)
+_R, _W, _S, _MR, _MW = VM_READ, VM_WRITE, VM_SHARED, VM_MAYREAD, VM_MAYWRITE
+CHECK_VMA_ROWS = [
+    (_R | _W | _MR | _MW | VM_IO, 0, -errno.EFAULT, ":1069 VM_IO"),
+    (_R | _W | _MR | _MW | VM_PFNMAP, 0, -errno.EFAULT, ":1069 VM_PFNMAP"),
+    (_R | _MR | _MW, FOLL_WRITE, -errno.EFAULT, ":1083 write to !VM_WRITE without FOLL_FORCE"),
+    (_R | _MR | _MW, FOLL_WRITE | FOLL_FORCE, 0, ":1097 forced write to a COW mapping"),
+    (_R | _S | _MR, FOLL_WRITE | FOLL_FORCE, -errno.EFAULT, ":1097 forced write, shared R/O"),
+    (_MR | _MW, 0, -errno.EFAULT, ":1101 read of !VM_READ without FOLL_FORCE"),
+    (_MR | _MW, FOLL_FORCE, 0, ":1100-1108 forced read with VM_MAYREAD"),
+    (_MW, FOLL_FORCE, -errno.EFAULT, ":1107 forced read without VM_MAYREAD"),
+]
+
+
+@pytest.mark.parametrize(("vm_flags", "gup_flags", "want", "line"), CHECK_VMA_ROWS)
+def test_check_vma_flags(vm_flags: int, gup_flags: int, want: int, line: str) -> None:
+    k = boot("6.1")
+    vma = VmArea(PMD_SIZE, 2 * PMD_SIZE, vm_flags, 0)
+    assert check_vma_flags(k, vma, gup_flags) == want, line
