@@ -17,7 +17,7 @@ from pinlab.interleave import run_to_completion as run
 from pinlab.kernel import process as P
 from pinlab.kernel.mm import mmap as M
 from pinlab.kernel.mm.memmap import compound_head
-from pinlab.kernel.mm.pgtable import PAGE_SIZE
+from pinlab.kernel.mm.pgtable import PAGE_SIZE, get_pte, pte_pfn
 from pinlab.kernel.mm.process_vm_access import process_vm_rw
 from pinlab.kernel.mm.swap import lru_add_drain
 from pinlab.kernel.mm.types import Task
@@ -29,10 +29,8 @@ RW = M.PROT_READ | M.PROT_WRITE
 
 
 def _page_of(k: Kernel, task: Task, addr: int) -> int:
-    """The frame mapped at ``addr`` (a store faults it in first)."""
-    mm = k.mms[task.mm]
-    pte = mm.pgtable.pte[addr >> 21][(addr >> 12) & 511]
-    return compound_head(k.mem, int(pte) >> 12)
+    """The folio mapped at ``addr``."""
+    return compound_head(k.mem, pte_pfn(get_pte(k.mms[task.mm].pgtable, addr)))
 
 
 def _highest_ref(k: Kernel, page: int, gen: Generator[Yield, None, Any]) -> tuple[Any, int]:

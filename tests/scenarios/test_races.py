@@ -28,7 +28,7 @@ from pinlab.kernel.mm.mmap import (
     PROT_WRITE,
 )
 from pinlab.kernel.mm.page_writeback import LONG_MAX, WB_SYNC_NONE, WritebackControl
-from pinlab.kernel.mm.pgtable import PAGE_SHIFT, PMD_SHIFT, pte_pfn, pte_present
+from pinlab.kernel.mm.pgtable import get_pte, pte_pfn, pte_present
 from pinlab.kernel.mm.truncate import truncate_setsize
 from pinlab.kernel.mm.types import MmStruct, Task
 from pinlab.kernel.process import ext4_create, fd_install, fget, new_task, sys_madvise, sys_mmap
@@ -50,11 +50,6 @@ def _task(k: Kernel) -> Task:
 
 def _mm(k: Kernel) -> MmStruct:
     return k.mms[_task(k).mm]
-
-
-def _pte(mm: MmStruct, addr: int) -> int:
-    table = mm.pgtable.pte.get(addr >> PMD_SHIFT)
-    return 0 if table is None else int(table[(addr >> PAGE_SHIFT) & 511])
 
 
 def _search(name: str, make: object, threads: tuple[GenThread, ...], finals=()) -> Result:  # type: ignore[no-untyped-def]
@@ -98,7 +93,7 @@ def drop_and_fault_next(k: Kernel) -> Generator[Yield, None, None]:
 
 def _next_keeps_its_store(k: Kernel) -> bool:
     """The page mapped at NEXT holds the store made to it, not the device's write."""
-    pte = _pte(_mm(k), NEXT)
+    pte = get_pte(_mm(k).pgtable, NEXT)
     return pte_present(pte) and int(k.mem.data[pte_pfn(pte)]) == CPU_STORE
 
 
@@ -152,7 +147,7 @@ def cow_store(k: Kernel) -> Generator[Yield, None, None]:
 
 
 def _nothing_mapped_past_eof(k: Kernel) -> bool:
-    return not _pte(_mm(k), ADDR)
+    return not get_pte(_mm(k).pgtable, ADDR)
 
 
 def test_truncate_second_unmap_leaves_no_cow_page_past_eof() -> None:

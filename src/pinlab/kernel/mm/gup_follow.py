@@ -105,8 +105,6 @@ from pinlab.kernel.mm.types import (
 if TYPE_CHECKING:
     from pinlab.kernel.state import Kernel
 
-PAGE_MASK = ~(PAGE_SIZE - 1)
-
 
 def vma_fs(k: Kernel, vma: VmArea) -> FsType | None:
     """The filesystem behind a file VMA (None for anonymous memory)."""
