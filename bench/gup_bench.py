@@ -14,8 +14,9 @@ import statistics
 import time
 
 from pinlab.interleave import run_to_completion
-from pinlab.kernel.mm.gup import page_array, pin_user_pages, unpin_user_pages
+from pinlab.kernel.mm.gup import page_array, pin_user_pages
 from pinlab.kernel.mm.gup_flags import FOLL_LONGTERM
+from pinlab.kernel.mm.gup_unpin import unpin_user_pages
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
 from pinlab.kernel.mm.memory import FAULT_FLAG_WRITE, handle_mm_fault
 from pinlab.kernel.mm.pgtable import PAGE_SIZE, PUD_SIZE

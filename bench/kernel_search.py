@@ -51,9 +51,10 @@ import pinlab.explore.world as world_backend
 from pinlab.explore import GenThread, Options, Result, WorldProgram, explore
 from pinlab.interleave import Await, Yield, run_to_completion
 from pinlab.kernel.fs import LLONG_MAX, vfs_fsync, vfs_write, writepages
-from pinlab.kernel.mm.gup import page_array, unpin_user_pages, unpin_user_pages_dirty_lock
+from pinlab.kernel.mm.gup import page_array
 from pinlab.kernel.mm.gup_fast import pin_user_pages_fast
 from pinlab.kernel.mm.gup_flags import FOLL_WRITE
+from pinlab.kernel.mm.gup_unpin import unpin_user_pages, unpin_user_pages_dirty_lock
 from pinlab.kernel.mm.mmap import (
     MAP_ANONYMOUS,
     MAP_FIXED,

@@ -30,9 +30,10 @@ from typing import Any
 import pinlab.explore.world as world_backend
 from pinlab.explore import GenThread, Invariant, Options, WorldProgram, explore
 from pinlab.interleave import Point, Yield, run_to_completion
-from pinlab.kernel.mm.gup import page_array, unpin_user_pages
+from pinlab.kernel.mm.gup import page_array
 from pinlab.kernel.mm.gup_fast import pin_user_pages_fast
 from pinlab.kernel.mm.gup_flags import FOLL_WRITE
+from pinlab.kernel.mm.gup_unpin import unpin_user_pages
 from pinlab.kernel.mm.mmap import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
 from pinlab.kernel.process import new_task, sys_mmap
 from pinlab.kernel.state import BootParams, Kernel, boot, kernel_digest

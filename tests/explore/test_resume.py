@@ -319,9 +319,10 @@ def _pinning_kernel() -> Any:
 
 
 def _pin_twice(k: Any) -> Gen:
-    from pinlab.kernel.mm.gup import page_array, unpin_user_pages
+    from pinlab.kernel.mm.gup import page_array
     from pinlab.kernel.mm.gup_fast import pin_user_pages_fast
     from pinlab.kernel.mm.gup_flags import FOLL_WRITE
+    from pinlab.kernel.mm.gup_unpin import unpin_user_pages
 
     mm = next(iter(k.mms.values()))
     start = mm.vmas[0].vm_start

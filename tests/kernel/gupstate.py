@@ -10,7 +10,8 @@ writable dirty young entry.
 from __future__ import annotations
 
 from pinlab.interleave import run_to_completion
-from pinlab.kernel.mm.gup import page_array, pin_user_pages, unpin_user_pages
+from pinlab.kernel.mm.gup import page_array, pin_user_pages
+from pinlab.kernel.mm.gup_unpin import unpin_user_pages
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
 from pinlab.kernel.mm.memory import anon_vma_prepare
 from pinlab.kernel.mm.page_alloc import (

@@ -11,8 +11,9 @@ import pytest
 from pinlab.interleave import run_to_completion as run
 from pinlab.kernel import process as P
 from pinlab.kernel.errno import ENOMEM
-from pinlab.kernel.mm.gup import get_user_pages, page_array, pin_user_pages, unpin_user_pages
+from pinlab.kernel.mm.gup import get_user_pages, page_array, pin_user_pages
 from pinlab.kernel.mm.gup_flags import FOLL_WRITE
+from pinlab.kernel.mm.gup_unpin import unpin_user_pages
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
 from pinlab.kernel.mm.mmap import (
     MADV_NOHUGEPAGE,

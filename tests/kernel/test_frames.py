@@ -51,12 +51,10 @@ from pinlab.kernel.mm.gup import (
     pin_user_pages,
     pin_user_pages_remote,
     pin_user_pages_unlocked,
-    put_page_api,
-    unpin_user_pages,
-    unpin_user_pages_dirty_lock,
 )
 from pinlab.kernel.mm.gup_fast import get_user_pages_fast, pin_user_pages_fast
 from pinlab.kernel.mm.gup_flags import FOLL_FORCE, FOLL_LONGTERM, FOLL_WRITE
+from pinlab.kernel.mm.gup_unpin import put_page_api, unpin_user_pages, unpin_user_pages_dirty_lock
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
 from pinlab.kernel.mm.mmap import (
     MADV_DONTNEED,
@@ -754,7 +752,12 @@ ROWS = [
         pin_remote_unlocked,
         ("pin_user_pages_remote", "pin_user_pages_unlocked"),
     ),
-    Row("gup with design hooks", _hooked, pin_unpin, ("gup_page_hook", "_hook_pin")),
+    Row(
+        "gup with design hooks",
+        _hooked,
+        pin_unpin,
+        ("gup_page_hook", "try_grab_page", "gup_put_folio"),
+    ),
     Row(
         "fork with a pinned page, COW",
         _pinned_fork,

@@ -18,9 +18,10 @@ import pytest
 
 from pinlab.explore import GenThread, Options, explore
 from pinlab.interleave import Point, Yield, run_to_completion
-from pinlab.kernel.mm.gup import page_array, pin_user_pages, unpin_user_pages
+from pinlab.kernel.mm.gup import page_array, pin_user_pages
 from pinlab.kernel.mm.gup_fast import pin_user_pages_fast
 from pinlab.kernel.mm.gup_flags import FOLL_WRITE
+from pinlab.kernel.mm.gup_unpin import unpin_user_pages
 from pinlab.kernel.mm.mmap import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
 from pinlab.kernel.mm.pgtable import PAGE_SIZE, get_pte, pte_pfn
 from pinlab.kernel.process import new_task, sys_mmap

@@ -20,10 +20,11 @@ from test_longterm_57 import _anon_outside_normal
 
 from pinlab.interleave import run_to_completion as run
 from pinlab.kernel import errno
-from pinlab.kernel.mm.gup import get_user_pages, page_array, pin_user_pages, unpin_user_pages
+from pinlab.kernel.mm.gup import get_user_pages, page_array, pin_user_pages
 from pinlab.kernel.mm.gup_fast import pin_user_pages_fast
 from pinlab.kernel.mm.gup_flags import FOLL_FORCE, FOLL_LONGTERM, FOLL_WRITE
 from pinlab.kernel.mm.gup_follow import check_vma_flags
+from pinlab.kernel.mm.gup_unpin import unpin_user_pages
 from pinlab.kernel.mm.huge_memory import split_huge_pmd
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
 from pinlab.kernel.mm.page_alloc import pool_of

@@ -24,16 +24,11 @@ from gupstate import (
 
 from pinlab.interleave import Point, Yield, run_to_completion
 from pinlab.kernel import errno, process
-from pinlab.kernel.mm.gup import (
-    __gup_longterm_locked,
-    get_user_pages,
-    page_array,
-    pin_user_pages,
-    unpin_user_pages,
-)
+from pinlab.kernel.mm.gup import __gup_longterm_locked, get_user_pages, page_array, pin_user_pages
 from pinlab.kernel.mm.gup_fast import pin_user_pages_fast
 from pinlab.kernel.mm.gup_flags import FOLL_FORCE, FOLL_GET, FOLL_LONGTERM, FOLL_PIN, FOLL_WRITE
 from pinlab.kernel.mm.gup_follow import check_vma_flags
+from pinlab.kernel.mm.gup_unpin import unpin_user_pages
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
 from pinlab.kernel.mm.mmap import MADV_HUGEPAGE, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
 from pinlab.kernel.mm.pgtable import (

@@ -23,14 +23,16 @@ from gupstate import (
 
 from pinlab.interleave import Point, Violation, run_to_completion
 from pinlab.kernel import errno
-from pinlab.kernel.mm.gup import page_array, unpin_user_pages
+from pinlab.kernel.mm.gup import page_array
 from pinlab.kernel.mm.gup_fast import (
     get_user_pages_fast,
     get_user_pages_fast_only,
+    internal_get_user_pages_fast,
     pin_user_pages_fast,
     pin_user_pages_fast_only,
 )
 from pinlab.kernel.mm.gup_flags import (
+    FOLL_FAST_ONLY,
     FOLL_FORCE,
     FOLL_GET,
     FOLL_LONGTERM,
@@ -38,6 +40,7 @@ from pinlab.kernel.mm.gup_flags import (
     FOLL_TOUCH,
     FOLL_WRITE,
 )
+from pinlab.kernel.mm.gup_unpin import unpin_user_pages
 from pinlab.kernel.mm.page_alloc import pool_of
 from pinlab.kernel.mm.pgtable import _PAGE_RW, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PMD_SIZE
 from pinlab.kernel.mm.pincount import folio_pincount
@@ -215,19 +218,23 @@ def test_must_unshare_stops_after_grab() -> None:
     assert _acq(k) == (1, 1)
 
 
-# (profile, fs, expected pin_user_pages_fast return, fast-only return) for a
-# FOLL_LONGTERM|FOLL_WRITE pin of one page of a MAP_SHARED file mapping.
-FILE_ROWS = [
+# (profile, fs, expected pin_user_pages_fast return, fast-only return; None: the kernel
+# has no pin_user_pages_fast_only) for a FOLL_LONGTERM|FOLL_WRITE pin of one page of a
+# MAP_SHARED file mapping.
+FILE_ROWS: list[tuple[str, FsType, int, int | None]] = [
     ("6.1", FsType.EXT4, 1, 1),  # v6.1 has no folio_fast_pin_allowed
-    ("6.5", FsType.EXT4, -errno.EFAULT, 0),  # v6.5 folio_fast_pin_allowed, check_vma_flags
-    ("6.5", FsType.TMPFS, 1, 1),  # v6.5 folio_fast_pin_allowed: shmem_mapping allowed
+    # v6.5 mm/gup.c:2608-2611 gup_pte_range folio_fast_pin_allowed (:2454) puts the grab back,
+    # then check_vma_flags (:1056-1059) refuses; v6.5 mm/gup.c exports no
+    # pin_user_pages_fast_only
+    ("6.5", FsType.EXT4, -errno.EFAULT, None),
+    ("6.5", FsType.TMPFS, 1, None),  # v6.5 folio_fast_pin_allowed: shmem_mapping allowed
     ("6.1", FsType.TMPFS, 1, 1),
 ]
 
 
 @pytest.mark.parametrize(("profile", "fs", "expected", "fast_only"), FILE_ROWS)
 def test_longterm_write_pin_of_shared_file_fast(
-    profile: str, fs: FsType, expected: int, fast_only: int
+    profile: str, fs: FsType, expected: int, fast_only: int | None
 ) -> None:
     k = boot(profile)
     mm = new_mm(k)
@@ -236,14 +243,18 @@ def test_longterm_write_pin_of_shared_file_fast(
     before = _ref(k, page)
     flags = FOLL_LONGTERM | FOLL_WRITE
     pages = page_array(1)
-    assert run_to_completion(pin_user_pages_fast_only(k, mm, BASE, 1, flags, pages)) == fast_only
-    if not fast_only:
-        # refused after the grab: taken and put back
-        assert _ref(k, page) == before
-        assert _acq(k) == (1, 1)
+    if fast_only is None:
+        with pytest.raises(NotInKernel):
+            run_to_completion(pin_user_pages_fast_only(k, mm, BASE, 1, flags, pages))
     else:
+        got = run_to_completion(pin_user_pages_fast_only(k, mm, BASE, 1, flags, pages))
+        assert got == fast_only
         run_to_completion(unpin_user_pages(k, pages, 1))
     assert run_to_completion(pin_user_pages_fast(k, mm, BASE, 1, flags, pages)) == expected
+    if expected < 0:
+        # the fast walk's grab was put back; the slow path refused before grabbing
+        assert _ref(k, page) == before
+        assert _acq(k) == (1, 1)
 
 
 # (api, gup_flags, pages given, expected return, WARN site fragment)
@@ -393,7 +404,21 @@ def test_fast_walk_range_step_matches_page_by_page(
     results = []
     for kk in (k, slow):
         pages = page_array(nr)
-        if api == "pin":
+        if api == "pin" and "pin_user_pages_fast_only" not in kk.profile.gup_apis:
+            # v6.5 mm/gup.c exports no pin_user_pages_fast_only: the same fast-only pin walk
+            # through internal_get_user_pages_fast (:3159), as pin_user_pages_fast starts it
+            ret = run_to_completion(
+                internal_get_user_pages_fast(
+                    kk,
+                    kk.mms[mm_id],
+                    BASE + first * PAGE_SIZE,
+                    nr,
+                    flags | FOLL_PIN | FOLL_FAST_ONLY,
+                    pages,
+                )
+            )
+            ret = max(ret, 0)
+        elif api == "pin":
             ret = run_to_completion(
                 pin_user_pages_fast_only(
                     kk, kk.mms[mm_id], BASE + first * PAGE_SIZE, nr, flags, pages

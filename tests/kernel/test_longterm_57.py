@@ -26,14 +26,7 @@ from gupstate import anon_vma, fault_file, fault_thp, new_mm, shared_file_vma
 
 from pinlab.interleave import Point, Unmodelled, Yield, run_to_completion
 from pinlab.kernel import errno
-from pinlab.kernel.mm.gup import (
-    __get_user_pages_locked,
-    get_user_pages,
-    page_array,
-    pin_user_pages,
-    put_page_api,
-    unpin_user_pages,
-)
+from pinlab.kernel.mm.gup import __get_user_pages_locked, get_user_pages, page_array, pin_user_pages
 from pinlab.kernel.mm.gup_flags import FOLL_LONGTERM, FOLL_PIN, FOLL_TOUCH, FOLL_WRITE
 from pinlab.kernel.mm.gup_longterm import (
     check_and_migrate_cma_pages,
@@ -42,6 +35,7 @@ from pinlab.kernel.mm.gup_longterm import (
     release_longterm_pages,
 )
 from pinlab.kernel.mm.gup_page import Pages
+from pinlab.kernel.mm.gup_unpin import put_page_api, unpin_user_pages
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
 from pinlab.kernel.mm.mmap import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
 from pinlab.kernel.mm.page_alloc import GFP_KERNEL, alloc_pages, pool_of

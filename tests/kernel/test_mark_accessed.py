@@ -11,8 +11,9 @@ import pytest
 from tests.kernel.gupstate import anon_vma, fault_anon, fault_thp, new_mm
 
 from pinlab.interleave import run_to_completion as run
-from pinlab.kernel.mm.gup import get_user_pages, page_array, put_page_api
+from pinlab.kernel.mm.gup import get_user_pages, page_array
 from pinlab.kernel.mm.gup_flags import FOLL_GET
+from pinlab.kernel.mm.gup_unpin import put_page_api
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
 from pinlab.kernel.mm.swap import folio_mark_accessed, lru_add_drain
 from pinlab.kernel.state import Kernel, boot

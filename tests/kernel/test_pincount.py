@@ -13,7 +13,8 @@ from gupstate import anon_vma, fault_anon, fault_thp, new_mm, pin
 
 from pinlab.interleave import run_to_completion
 from pinlab.kernel.mm.gup_flags import FOLL_PIN
-from pinlab.kernel.mm.gup_grab import gup_put_folio, try_grab_page
+from pinlab.kernel.mm.gup_grab import try_grab_page
+from pinlab.kernel.mm.gup_put import gup_put_folio
 from pinlab.kernel.mm.page_alloc import __GFP_COMP, GFP_HIGHUSER_MOVABLE, alloc_pages
 from pinlab.kernel.mm.page_ref import get_page
 from pinlab.kernel.mm.pgtable import PMD_SIZE

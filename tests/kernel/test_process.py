@@ -16,14 +16,9 @@ from hypothesis import strategies as st
 
 from pinlab.interleave import run_to_completion as run
 from pinlab.kernel import process as P
-from pinlab.kernel.mm.gup import (
-    get_user_pages,
-    page_array,
-    pin_user_pages,
-    put_page_api,
-    unpin_user_page,
-)
+from pinlab.kernel.mm.gup import get_user_pages, page_array, pin_user_pages
 from pinlab.kernel.mm.gup_flags import FOLL_WRITE
+from pinlab.kernel.mm.gup_unpin import put_page_api, unpin_user_page
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
 from pinlab.kernel.mm.memmap import compound_head, folio_test_large
 from pinlab.kernel.mm.mmap import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE

@@ -14,13 +14,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from gupstate import anon_vma, fault_anon, fault_thp, new_mm
 
 from pinlab.interleave import run_to_completion
-from pinlab.kernel.mm.gup import (
-    get_user_pages_remote,
-    page_array,
-    pin_user_pages,
-    unpin_user_pages,
-)
+from pinlab.kernel.mm.gup import get_user_pages_remote, page_array, pin_user_pages
 from pinlab.kernel.mm.gup_flags import FOLL_LONGTERM, FOLL_WRITE
+from pinlab.kernel.mm.gup_unpin import unpin_user_pages
 from pinlab.kernel.mm.pgtable import _PAGE_RW, PAGE_SIZE, PMD_SHIFT, PMD_SIZE
 from pinlab.kernel.state import Kernel, boot, kernel_copy, kernel_digest
 

@@ -22,9 +22,10 @@ from hypothesis import strategies as st
 from pinlab.explore.resume import pack, unpack
 from pinlab.interleave import Await, Yield
 from pinlab.kernel.hooks import Hooks
-from pinlab.kernel.mm.gup import page_array, put_page_api, unpin_user_pages
+from pinlab.kernel.mm.gup import page_array
 from pinlab.kernel.mm.gup_fast import get_user_pages_fast, pin_user_pages_fast
 from pinlab.kernel.mm.gup_flags import FOLL_WRITE
+from pinlab.kernel.mm.gup_unpin import put_page_api, unpin_user_pages
 from pinlab.kernel.mm.memmap import FIELDS, memmap_alloc, memmap_copy
 from pinlab.kernel.mm.mmap import (
     MADV_DONTNEED,

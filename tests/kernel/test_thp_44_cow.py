@@ -22,6 +22,7 @@ from pinlab.kernel.mm.cow import reuse_swap_page
 from pinlab.kernel.mm.gup import get_user_pages, page_array
 from pinlab.kernel.mm.gup_flags import (
     FOLL_FAST_ONLY,
+    FOLL_MIGRATION,
     FOLL_NOFAULT,
     FOLL_SPLIT,
     FOLL_WRITE,
@@ -334,6 +335,12 @@ REFUSED_ROWS: list[tuple[str, int, type[Exception], str]] = [
     ("5.7", FOLL_SPLIT, Unmodelled, "v5.7.14 mm/gup.c:632-641 follow_pmd_mask FOLL_SPLIT"),
     ("5.7", FOLL_FAST_ONLY, NotInKernel, "v5.7.14 include/linux/mm.h:2775-2794: no 0x80000"),
     ("4.4", 0x2000, NotInKernel, "v4.4.178 include/linux/mm.h:2108-2123: no FOLL_REMOTE"),
+    (
+        "6.5",
+        FOLL_MIGRATION,
+        NotInKernel,
+        "v6.5 include/linux/mm_types.h:1257-1298, mm/internal.h:934-947: no FOLL_MIGRATION",
+    ),
 ]
 
 

@@ -25,10 +25,12 @@ from pinlab.interleave import Yield
 from pinlab.interleave import run_to_completion as run
 from pinlab.kernel import process as P
 from pinlab.kernel.mm.fork_copy import copy_present_pte, raw_write_seqcount
-from pinlab.kernel.mm.gup import mm_set_has_pinned_flag, page_array, unpin_user_page
+from pinlab.kernel.mm.gup import mm_set_has_pinned_flag, page_array
 from pinlab.kernel.mm.gup_fast import gup_pte_range, pin_user_pages_fast
 from pinlab.kernel.mm.gup_flags import FOLL_WRITE
-from pinlab.kernel.mm.gup_grab import _pin_folio, gup_put_folio, node_stat_mod_folio, try_get_folio
+from pinlab.kernel.mm.gup_grab import _pin_folio, node_stat_mod_folio, try_get_folio
+from pinlab.kernel.mm.gup_put import gup_put_folio
+from pinlab.kernel.mm.gup_unpin import unpin_user_page
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_write_lock, pte_lock
 from pinlab.kernel.mm.memory import do_anonymous_page, handle_pte_fault
 from pinlab.kernel.mm.mmap import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE

@@ -11,8 +11,9 @@ from click.testing import CliRunner
 
 from pinlab.cli.model import EXAMPLES, anon_pinned, file_page, thp_subpage_pinned, vmstat_cmd
 from pinlab.interleave import run_to_completion
-from pinlab.kernel.mm.gup import get_user_pages, page_array, pin_user_pages, unpin_user_pages
+from pinlab.kernel.mm.gup import get_user_pages, page_array, pin_user_pages
 from pinlab.kernel.mm.gup_flags import FOLL_LONGTERM, FOLL_WRITE
+from pinlab.kernel.mm.gup_unpin import unpin_user_pages
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
 from pinlab.kernel.mm.memmap import compound_head
 from pinlab.kernel.mm.mmap import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE

@@ -17,7 +17,8 @@ from pinlab.kernel.errno import EOPNOTSUPP
 from pinlab.kernel.io_uring import rsrc
 from pinlab.kernel.mm import mmap as mmap_mod
 from pinlab.kernel.mm import process_vm_access
-from pinlab.kernel.mm.gup import get_user_pages_remote, put_page_api
+from pinlab.kernel.mm.gup import get_user_pages_remote
+from pinlab.kernel.mm.gup_unpin import put_page_api
 from pinlab.kernel.mm.types import VmArea
 from pinlab.kernel.state import Kernel
 from pinlab.realkernel.catalog import PROBES

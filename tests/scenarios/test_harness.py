@@ -10,9 +10,10 @@ import pytest
 
 from pinlab.explore import GenThread, Options, explore
 from pinlab.interleave import Point, Yield, run_to_completion
-from pinlab.kernel.mm.gup import page_array, unpin_user_pages
+from pinlab.kernel.mm.gup import page_array
 from pinlab.kernel.mm.gup_fast import pin_user_pages_fast
 from pinlab.kernel.mm.gup_flags import FOLL_WRITE
+from pinlab.kernel.mm.gup_unpin import unpin_user_pages
 from pinlab.kernel.mm.mmap import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
 from pinlab.kernel.process import new_task, sys_mmap
 from pinlab.kernel.state import BootParams, Kernel, boot

@@ -1,4 +1,4 @@
-"""WARN_ON_ONCE and BUG_ON (v6.1 include/asm-generic/bug.h) for the model."""
+"""WARN_ON, WARN_ON_ONCE and BUG_ON (v6.1 include/asm-generic/bug.h) for the model."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ from pinlab.interleave import Violation
 
 if TYPE_CHECKING:
     from pinlab.kernel.state import Kernel
+
+
+def warn_on(k: Kernel, site: str) -> None:
+    """WARN_ON fired at `site`: logged every time it fires, unlike WARN_ON_ONCE."""
+    k.warned.append(site)
 
 
 def warn_on_once(k: Kernel, site: str) -> None:

@@ -3,9 +3,11 @@
 Each field is None for the profile's own behaviour, or a design's replacement.
 The kernel functions named in the comments call the hook at exactly the place
 the real patches changed, and nowhere else: a hook replaces one test or one piece
-of accounting, never the surrounding kernel steps (the speculative reference, the
-split retry, fork's order of steps).  Each names the function that is the
-profile's own body for it, which a hook calling it leaves unchanged.  A hook is a
+of accounting, inside the kernel's own step for it, never the surrounding kernel
+steps (the speculative reference, the split retry, the /proc/vmstat pin counters,
+fork's order of steps).  Each names the function that is the profile's own body
+for it, which a hook calling it leaves unchanged, step by step
+(tests/kernel/test_hooks_neutral.py).  A hook is a
 plain module-level function (kernel/walk.py digests hooks by qualified name).
 Consumers added later (writeback, reclaim/try_to_unmap, general migration,
 truncate) bring their own hook points with them.
@@ -26,14 +28,19 @@ if TYPE_CHECKING:
 class Hooks:
     """Design overrides; None means the profile's kernel behaviour."""
 
-    # try_grab_folio / try_grab_page (v6.1 mm/gup.c; v5.7 try_grab_compound_head),
-    # FOLL_PIN: account as pins the `refs` references the grab already took on the
-    # folio (try_get_folio's add-unless-zero and split retry stay the kernel's);
-    # False refuses the grab, which drops those references.  Own body:
-    # gup_grab.record_pins.
+    # try_grab_folio / try_grab_page, FOLL_PIN (v6.1 mm/gup.c; v5.7
+    # try_grab_compound_head, try_grab_page): account as pins the `refs` references
+    # the grab takes on the folio, in the step where the profile adds the exact
+    # pincount, or the GUP_PIN_COUNTING_BIAS (that step then takes just the `refs`
+    # references).  try_get_folio's add-unless-zero and split retry, and
+    # NR_FOLL_PIN_ACQUIRED, stay the kernel's; False refuses the grab, which drops
+    # the references again.  Own body: gup_grab.record_pins.
     pin_record: Callable[[Kernel, int, int], bool] | None = None
-    # gup_put_folio, FOLL_PIN (v6.1 mm/gup.c): undo the accounting of `refs` pins;
-    # the kernel then drops the `refs` references.  Own body: gup_grab.release_pins.
+    # gup_put_folio / unpin_user_page, FOLL_PIN (v6.1 mm/gup.c; v5.7 put_compound_head,
+    # unpin_user_page): undo the accounting of `refs` pins, in the step where the
+    # profile takes off the exact pincount, or the bias (with the references: that
+    # step then drops just `refs`).  NR_FOLL_PIN_RELEASED stays the kernel's.  Own
+    # body: gup_put.release_pins.
     pin_release: Callable[[Kernel, int, int], None] | None = None
     # folio_maybe_dma_pinned's test on a folio head (v6.1 include/linux/mm.h).  Own
     # body: pincount.maybe_pinned_test.

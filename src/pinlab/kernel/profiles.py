@@ -79,6 +79,14 @@ PAGEFLAGS_4_4 = (
 
 ALIASES_6_1 = {"PG_anon_exclusive": "PG_mappedtodisk"}
 
+# v6.5 include/linux/page-flags.h:100-139 enum pageflags: 6.1's order up to PG_hwpoison, but
+# PG_arch_2 only under CONFIG_ARCH_USES_PG_ARCH_X (:135-138), which v6.5 mm/Kconfig:1062
+# leaves to the architectures (arm64's MTE: "mm: Do not enable PG_arch_2 for all 64-bit
+# architectures", v6.2); x86-64 does not select it, so 24 flags.
+PAGEFLAGS_6_5 = tuple(f for f in PAGEFLAGS_6_1 if f != "PG_arch_2")
+# v6.5 include/linux/page-flags.h:150
+ALIASES_6_5 = {"PG_anon_exclusive": "PG_mappedtodisk"}
+
 # The get_user_pages family every modelled kernel has (v4.4 mm/gup.c; the 4.4
 # signatures take write/force ints that map onto FOLL_WRITE/FOLL_FORCE).
 GUP_APIS_4_4 = frozenset(
@@ -104,6 +112,9 @@ GUP_APIS_6_1 = GUP_APIS_5_7 | {
     "pin_user_pages_fast_only",
     "unpin_user_page_range_dirty_lock",
 }
+# v6.5 mm/gup.c exports (:277-3396): 6.1's set without pin_user_pages_fast_only (gone from
+# mm/gup.c and include/linux/mm.h by v6.5); put_page is include/linux/mm.h:1499.
+GUP_APIS_6_5 = GUP_APIS_6_1 - {"pin_user_pages_fast_only"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,12 +255,73 @@ class Profile:
     free_buffers_warns_no_buffers: bool = True
     # Which kernel's FOLL_* table (mm/gup_flags.py) the profile has: "6.1" (v6.1.192
     # include/linux/mm.h:3087-3103, FOLL_NOFAULT on bit 0x80), "5.7" (v5.7.14 :2775-2794,
-    # FOLL_SPLIT there) or "4.4" (v4.4.178 :2108-2123).
+    # FOLL_SPLIT there), "6.5" (v6.5 include/linux/mm_types.h:1257-1298, see gup_flags.py)
+    # or "4.4" (v4.4.178 :2108-2123).
     foll_flags: str = "6.1"
     # Whether a new anon page or THP (fault, COW copy) starts on the active LRU: v5.7.14
     # mm/swap.c:460 / v4.4.178 mm/swap.c:711 lru_cache_add_active_or_unevictable sets
     # PG_active; v6.1 mm/swap.c:539 folio_add_lru_vma adds it inactive.
     new_anon_lru_active: bool = False
+    # Whether every exported gup/pup entry vets its flags with is_valid_gup_args (v6.3): v6.5
+    # mm/gup.c:2209-2260 refuses FOLL_PIN/TRIED/REMOTE/FAST_ONLY from callers (WARN), and a bad
+    # pin_user_pages / _remote / _unlocked returns 0 (:3337-3341, :3369-3370, :3389-3390);
+    # 6.1.192 mm/gup.c is_valid_gup_flags (:2171-2186) refuses FOLL_PIN and FOLL_LONGTERM only,
+    # pin_* refuse FOLL_GET / NULL pages with -EINVAL (:3272-3276, :3309-3313, :3333-3337);
+    # 5.7.14 and 4.4.178 mm/gup.c as the model's older paths (no is_valid_gup_args).
+    valid_gup_args: bool = False
+    # v6.5 mm/internal.h:985-1000 gup_must_unshare: a R/O FOLL_LONGTERM pin of a page that is
+    # not anon (a page-cache page, the zero page) must unshare it in a COW mapping (always from
+    # gup-fast, which has no VMA), and mm/memory.c do_wp_page (:3338-3448) copies it
+    # (wp_page_copy) on FAULT_FLAG_UNSHARE; 6.1.192 include/linux/mm.h:3202-3203 never unshares
+    # a non-anon page and do_wp_page returns 0.  5.7 / 4.4 have no gup_must_unshare at all.
+    unshare_non_anon: bool = False
+    # How collect_longterm_unpinnable_pages drains the per-CPU LRU batches before isolating:
+    # "refcount": 6.1.192 mm/gup.c:1993-2004 (stable backport) lru_add_drain, then
+    #   lru_add_drain_all, for a small folio whose refcount is not expected + 1;
+    # "not_lru": v6.5 mm/gup.c:2044-2047 lru_add_drain_all once, for the first folio (of any
+    #   size) without PG_lru;
+    # None: no such function (5.7.14 runs check_and_migrate_cma_pages, 4.4 has no FOLL_LONGTERM).
+    longterm_lru_drain: str | None = "refcount"
+    # What io_pin_pages requires of the VMAs of the pages it pinned:
+    # "shmem_hugetlb": 6.1.192 io_uring/rsrc.c:1009-1023 one vm_file for all (-EINVAL), and a
+    #   file only if shmem or hugetlbfs (-EOPNOTSUPP);
+    # "hugetlb": 5.7.14 fs/io_uring.c:7297-7305 any file but hugetlbfs is -EOPNOTSUPP;
+    # None: v6.5 io_uring/rsrc.c io_pin_pages (:1030-1067) tests no VMA (gup's own checks only);
+    #   4.4.178 has no io_uring.
+    io_uring_vma_check: str | None = "shmem_hugetlb"
+    # v6.5 io_uring/rsrc.c:1093-1114 io_sqe_buffer_register: a buffer of consecutive pages of one
+    # folio becomes a single bvec and the other pages are unpinned; 6.1.192 (:1071-1090) and
+    # 5.7.14 keep one bvec (one pin) per page.
+    io_uring_coalesce_folio: bool = False
+    # What a write fault on a shared file page does with mmap_lock while it throttles
+    # dirtying (fault_dirty_shared_page): "completed" drops it and returns
+    # VM_FAULT_COMPLETED (6.1.192 / v6.5 mm/memory.c); "retry" drops it and returns
+    # VM_FAULT_RETRY (5.7.14 mm/memory.c:2583-2591); None keeps it (4.4.178 mm/memory.c
+    # do_shared_fault :3145-3151 and wp_page_reuse :2116-2121 throttle under mmap_sem).
+    fault_dirty_unlock: str | None = "completed"
+    # A retried user fault may not drop mmap_lock again: 4.4.178 arch/x86/mm/fault.c
+    # __do_page_fault :1251-1256 clears FAULT_FLAG_ALLOW_RETRY; from v5.6 ("mm: allow
+    # VM_FAULT_RETRY for multiple times") 5.7.14 (:1480-1484) and 6.1 keep it.
+    fault_retry_once: bool = False
+    # COW of an anon THP copies it whole (4.4.178 / 5.7.14 mm/huge_memory.c
+    # do_huge_pmd_wp_page, huge_pmd_4_4.py / huge_pmd_5_7.py); from v5.8 ("thp: change
+    # CoW semantics for anon-THP") 6.1/6.5 split the PMD and COW the small page.
+    thp_cow_copies: bool = False
+    # The mm flags MMF_HUGE_ZERO_PAGE and MMF_DISABLE_THP (5.7.14 / 6.1 / v6.5
+    # include/linux/sched/coredump.h bits 23, 24); 4.4.178 has neither (include/linux/
+    # sched.h:504-509: its bits end at 20) and counts huge zero page users per mapping.
+    mmf_huge_zero_page: bool = True
+    # fork of a huge zero PMD maps it afresh from the VMA's protections, young and clean
+    # (5.7.14 mm/huge_memory.c:1092-1096 set_huge_zero_page); 6.1 (:1160-1161) and v6.5
+    # (:1133-1134) copy the parent's entry write-protected and old (out_zero_page).
+    fork_huge_zero_fresh: bool = False
+    # __handle_mm_fault itself allocates the PTE table after a none or huge PMD and
+    # retries on pmd_trans_unstable (4.4.178 mm/memory.c:3451-3464); from v4.8
+    # (7267ec008b5c) the table is allocated later, by the fault handlers.
+    fault_pte_alloc_early: bool = False
+    # A spurious write fault on a huge PMD also makes it dirty: 5.7.14 mm/huge_memory.c
+    # :1248-1249, 6.1 touch_pmd; 4.4.178 :1002 huge_pmd_set_accessed only makes it young.
+    thp_access_dirties: bool = True
 
     def flag_bit(self, name: str) -> int:
         """Bit number of page flag `name` (aliases resolved) in this kernel."""
@@ -313,17 +385,162 @@ P6_1 = Profile(
     fsdax_check_after_pin=False,
     # v5.12 0fa5bc4023c1; v6.1 mm/hugetlb.c follow_hugetlb_page: one try_grab_folio(refs)
     hugetlb_grab_batched=True,
+    # 6.1.192 mm/gup.c is_valid_gup_flags (:2171) and the pin_* checks
+    valid_gup_args=False,
+    # 6.1.192 include/linux/mm.h:3202-3203 gup_must_unshare: anon pages only
+    unshare_non_anon=False,
+    # 6.1.192 mm/gup.c:1993-2004 collect_longterm_unpinnable_pages
+    longterm_lru_drain="refcount",
+    # 6.1.192 io_uring/rsrc.c:1009-1023 io_pin_pages
+    io_uring_vma_check="shmem_hugetlb",
+    # 6.1.192 io_uring/rsrc.c:1071-1090: one bvec per page
+    io_uring_coalesce_folio=False,
+    # 6.1.192 mm/memory.c fault_dirty_shared_page: maybe_unlock_mmap_for_io, COMPLETED
+    fault_dirty_unlock="completed",
+    fault_retry_once=False,
+    thp_cow_copies=False,
+    mmf_huge_zero_page=True,
+    fork_huge_zero_fresh=False,
+    fault_pte_alloc_early=False,
+    thp_access_dirties=True,
 )
 
-P6_5 = replace(
-    P6_1,
+P6_5 = Profile(
     name="6.5",
-    release="6.5 (mainline)",
-    # v6.5 mm/gup.c check_vma_flags -> writable_file_mapping_allowed (Lorenzo Stoakes)
+    # facts read from the mainline v6.5 tree (6.5.0); x86-64 config as the 6.1 profile's
+    # (Debian-like: no CMA, X86_PAT, MEMORY_FAILURE, no PAGE_IDLE_FLAG): no 6.5 .config here
+    release="6.5.0 (mainline v6.5 tree; x86-64 config as the 6.1 profile's)",
+    pageflags=PAGEFLAGS_6_5,
+    flag_aliases=ALIASES_6_5,
+    # v6.5 include/linux/mm.h:1542 GUP_PIN_COUNTING_BIAS (1U << 10); mm/gup.c:3364 pin_user_pages
+    has_foll_pin=True,
+    pin_bias=1024,
+    # v6.5 include/linux/mm_types.h:332-339 struct folio: _pincount in the first tail page;
+    # mm/gup.c:250-252 try_grab_page and include/linux/mm.h:1884-1887 folio_maybe_dma_pinned
+    # use it for every large folio (order >= 1)
+    exact_pincount_min_order=1,
+    pincount_page=1,
+    # v6.5 mm/gup.c:229-230 try_grab_page: WARN_ON_ONCE(folio_ref_count <= 0) -> -ENOMEM
+    refcount_guard=True,
+    # v6.5 include/linux/page-flags.h:150 PG_anon_exclusive; mm/internal.h:955 gup_must_unshare
+    page_anon_exclusive=True,
+    # v6.5 include/linux/sched/coredump.h:83 MMF_HAS_PINNED 27; mm/gup.c:496 mm_set_has_pinned_flag
+    mmf_has_pinned=True,
+    # v6.5 mm/memory.c:943-944 copy_present_pte -> include/linux/rmap.h:243-274
+    # page_try_dup_anon_rmap -> include/linux/mm.h:1912 page_needs_cow_for_dma
+    fork_cow_pinned=True,
+    # v6.5 mm/gup.c:1019-1035 writable_file_mapping_allowed, check_vma_flags :1056-1059;
+    # gup-fast folio_fast_pin_allowed :2454
     longterm_file_write_refused=True,
+    # v6.5 mm/gup.c try_grab_folio :145, try_grab_page :242-243, gup_put_folio :192-193
+    # (c8070b787519 is in v6.5)
+    zero_page_pin_noop=True,
+    # v6.5 include/linux/mm.h:1884 folio_maybe_dma_pinned, :1901 page_maybe_dma_pinned,
+    # :1912 page_needs_cow_for_dma
+    page_maybe_dma_pinned=True,
+    folio_maybe_dma_pinned=True,
+    page_needs_cow_for_dma=True,
+    # v6.5 include/linux/mmzone.h:195-196 NR_FOLL_PIN_ACQUIRED/RELEASED, mm/vmstat.c:1234-1235
+    vmstat_foll_pin=True,
+    # v6.5 include/linux/mm.h:1947-1965 folio_is_longterm_pinnable: MIGRATE_CMA under
+    # CONFIG_CMA only (off in the assumed config), then ZONE_MOVABLE is refused
+    config_cma=False,
+    longterm_migrates_cma=False,
+    longterm_migrates_movable=True,
+    # v6.5 mm/debug.c:102 __dump_page: entire_mapcount, nr_pages_mapped, pincount
     dump_page_style="6.5",
-    # v6.2 removed PG_double_map: subpage _mapcount counts PTE maps only (v6.5 mm/rmap.c)
+    gup_apis=GUP_APIS_6_5,
+    # v6.5 include/linux/mm_types.h:1282 FOLL_LONGTERM
+    has_foll_longterm=True,
+    # v6.5 mm/gup.c:2247-2248 is_valid_gup_args: FOLL_LONGTERM without FOLL_PIN is refused
+    longterm_requires_pin=True,
+    # v6.5 mm/gup.c:1050-1051 check_vma_flags refuses fsdax before pinning
+    fsdax_check_after_pin=False,
+    # v6.5 mm/hugetlb.c:6531 follow_hugetlb_page: one try_grab_folio(refs) per page (:6695)
+    hugetlb_grab_batched=True,
+    # v6.5 mm/memory.c:3391-3418 do_wp_page: a non-exclusive anon folio is reused when
+    # folio_ref_count is 1 (after lru_add_drain and swap-cache freeing)
+    wp_reuse_by_refcount=True,
+    # v6.5 include/linux/pagevec.h:15 PAGEVEC_SIZE 15 (folio_batch)
+    pagevec_size=15,
+    # v6.5 mm/swap.c:228-234 folio_batch_add_and_move: add, then move when full or large
+    lru_add_flush_first=False,
+    # v6.5 include/linux/page-flags.h has no PG_double_map (removed in v6.2)
     double_map_flag=None,
+    # v6.5 mm/memory.c:1316/:1335 copy_page_range, mm/hugetlb.c:5059/:5222
+    write_protect_seq=True,
+    # v6.5 mm/memory.c copy_present_pte: folio_get and the dup (:943-944) before the parent
+    # PTE is write-protected (:961-963)
+    fork_wrprotect_before_get=False,
+    # v6.5 mm/gup.c:542-577 can_follow_write_pte, mm/huge_memory.c:1411 can_follow_write_pmd
+    foll_force_write="anon_exclusive",
+    # v6.5 mm/gup.c:2250-2252 is_valid_gup_args: FOLL_PIN with pages == NULL, WARN_ON_ONCE
+    pin_null_pages_refused=True,
+    # v6.5 mm/gup.c:1064-1066 check_vma_flags: FOLL_FORCE write to R/O hugetlb is -EFAULT
+    hugetlb_force_write_refused=True,
+    # v6.5 mm/gup.c:250-257 try_grab_page: refcount, pincount, then NR_FOLL_PIN_ACQUIRED;
+    # gup_put_folio :189-203: NR_FOLL_PIN_RELEASED first, then pincount and refcount
+    pin_v5_7_order=False,
+    # v6.5 mm/gup.c:2174-2200 __gup_longterm_locked -> check_and_migrate_movable_pages :2148
+    # (-EAGAIN after migrating, -ENOMEM when migration fails: :2066-2138)
+    longterm_check="movable",
+    # v6.5 mm/gup.c migrate_longterm_unpinnable_pages unpins with unpin_user_page (:2101)
+    longterm_release_put_page=False,
+    # v6.5 io_uring/
+    has_io_uring=True,
+    # v6.5 include/uapi/linux/resource.h:79 MLOCK_LIMIT 8 MiB (asm-generic/resource.h:21)
+    mlock_limit=8 << 20,
+    # v6.5 include/uapi/linux/capability.h:419-421 CAP_LAST_CAP CAP_CHECKPOINT_RESTORE (40)
+    cap_last_cap=40,
+    # v6.5 io_uring/rsrc.c io_sqe_buffer_register (:1069) charges after io_pin_pages (:1085),
+    # io_buffer_account_pin (:998) a compound page's whole size once (headpage_already_acct :970)
+    io_uring_buffer_acct="account_pin",
+    # v6.5 io_uring/rsrc.c:75-76 io_account_mem adds to ctx->mm_account->pinned_vm
+    # (io_uring.c:3928 the creator's mm)
+    io_uring_acct_pinned_vm=True,
+    # v6.5 io_uring/io_uring.c: io_uring_create charges no ring pages (no io_account_mem there)
+    io_uring_acct_rings=False,
+    # v6.5 mm/gup.c:3110 lockless_pages_from_mm (grab, then re-read the entry)
+    gup_fast="generic",
+    thp_tail_refs_in_mapcount=False,
+    # v6.5 mm/swap.c:352-364 folio_activate -> folio_batch_add_and_move (:228-234)
+    activate_flush_large=True,
+    # v6.5 fs/ext4/inode.c:3496-3501 ext4_dirty_folio (ext4_da_aops :3544, :3550): two
+    # WARN_ON_ONCEs, then block_dirty_folio
+    ext4_dirty_op="ext4_dirty_folio",
+    # v6.5 fs/ext4/inode.c:3561-3564 ext4_dax_aops .dirty_folio = noop_dirty_folio
+    ext4_dax_dirty_op="noop_dirty_folio",
+    # fs/hugetlbfs is not in the 6.5 tree here: hugetlbfs_aops .dirty_folio = noop_dirty_folio
+    # at 6.5 (inode.c:1266 in the context of the Aug 2023 "fs: clean up usage of
+    # noop_dirty_folio" patch, not in v6.5: mm/page-writeback.c:2802 still calls ->dirty_folio
+    # unconditionally); no hugetlbfs_set_page_dirty
+    hugetlbfs_set_page_dirty=False,
+    # v6.5 fs/buffer.c:2953-2966 try_to_free_buffers has no folio_buffers test (6.1.192's
+    # WARN_ON_ONCE is a stable backport); drop_buffers (:2927) walks folio_buffers
+    free_buffers_warns_no_buffers=False,
+    foll_flags="6.5",
+    # v6.5 mm/memory.c:4146 do_anonymous_page -> mm/swap.c:530-538 folio_add_lru_vma ->
+    # folio_add_lru (:501-519): inactive unless MGLRU is on
+    new_anon_lru_active=False,
+    # v6.5 mm/gup.c:2209-2260 is_valid_gup_args at every exported entry
+    valid_gup_args=True,
+    # v6.5 mm/internal.h:985-1000 gup_must_unshare, mm/memory.c:3338-3448 do_wp_page
+    unshare_non_anon=True,
+    # v6.5 mm/gup.c:2044-2047 collect_longterm_unpinnable_pages
+    longterm_lru_drain="not_lru",
+    # v6.5 io_uring/rsrc.c:1030-1067 io_pin_pages: no VMA test
+    io_uring_vma_check=None,
+    # v6.5 io_uring/rsrc.c:1093-1114 io_sqe_buffer_register
+    io_uring_coalesce_folio=True,
+    # v6.5 mm/memory.c:2995-3003 fault_dirty_shared_page: maybe_unlock_mmap_for_io, COMPLETED
+    fault_dirty_unlock="completed",
+    fault_retry_once=False,
+    # v6.5 mm/huge_memory.c do_huge_pmd_wp_page splits; coredump.h:72-73; :1133-1134
+    thp_cow_copies=False,
+    mmf_huge_zero_page=True,
+    fork_huge_zero_fresh=False,
+    fault_pte_alloc_early=False,
+    thp_access_dirties=True,
 )
 
 P5_7 = Profile(
@@ -388,6 +605,24 @@ P5_7 = Profile(
     free_buffers_warns_no_buffers=False,
     foll_flags="5.7",
     new_anon_lru_active=True,
+    # 5.7.14 mm/gup.c: no is_valid_gup_args, no PageAnonExclusive; FOLL_LONGTERM runs
+    # check_and_migrate_cma_pages (no collect_longterm_unpinnable_pages)
+    valid_gup_args=False,
+    unshare_non_anon=False,
+    longterm_lru_drain=None,
+    # 5.7.14 fs/io_uring.c:7297-7305 io_sqe_buffer_register
+    io_uring_vma_check="hugetlb",
+    io_uring_coalesce_folio=False,
+    # 5.7.14 mm/memory.c:2583-2591 fault_dirty_shared_page: fput, VM_FAULT_RETRY
+    fault_dirty_unlock="retry",
+    fault_retry_once=False,
+    # 5.7.14 mm/huge_memory.c:1375-1514 do_huge_pmd_wp_page copies; coredump.h:71-72;
+    # :1092-1096 set_huge_zero_page
+    thp_cow_copies=True,
+    mmf_huge_zero_page=True,
+    fork_huge_zero_fresh=True,
+    fault_pte_alloc_early=False,
+    thp_access_dirties=True,
 )
 
 P4_4 = Profile(
@@ -449,6 +684,22 @@ P4_4 = Profile(
     free_buffers_warns_no_buffers=False,
     foll_flags="4.4",
     new_anon_lru_active=True,
+    # 4.4.178 mm/gup.c: no flag vetting, no unsharing, no FOLL_LONGTERM, no io_uring
+    valid_gup_args=False,
+    unshare_non_anon=False,
+    longterm_lru_drain=None,
+    io_uring_vma_check=None,
+    io_uring_coalesce_folio=False,
+    # 4.4.178 mm/memory.c:3145-3151 / :2116-2121: balance_dirty_pages_ratelimited under mmap_sem
+    fault_dirty_unlock=None,
+    fault_retry_once=True,
+    # 4.4.178 mm/huge_memory.c:1185-1265 copies the THP; sched.h:504-509; the fork of a huge
+    # zero PMD is huge_pmd_4_4.copy_huge_pmd's; mm/memory.c:3451-3464
+    thp_cow_copies=True,
+    mmf_huge_zero_page=False,
+    fork_huge_zero_fresh=True,
+    fault_pte_alloc_early=True,
+    thp_access_dirties=False,
 )
 
 # Not a released kernel: "[PATCH v4 07/12] mm/gup: track FOLL_PIN pages"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
+from pinlab.kernel.fs.jbd2 import Journal
 from pinlab.kernel.hooks import Hooks
 from pinlab.kernel.mm.memmap import Memmap, PageFlags, memmap_alloc
 from pinlab.kernel.mm.page_alloc import FreeArea, HugetlbPool, free_area_add_range, hugetlb_reserve
@@ -46,6 +47,9 @@ class Kernel:
     lru_add: list[list[int]] = field(default_factory=list)
     # v6.1 mm/swap.c cpu_fbatches.activate: folios queued for activation, one ref each.
     lru_activate: list[list[int]] = field(default_factory=list)
+    # v4.4.178 mm/swap.c:46 lru_rotate_pvecs: pages end_page_writeback rotates to the
+    # inactive list's tail, one ref each until the pagevec moves (mm/swap.py).
+    lru_rotate: list[list[int]] = field(default_factory=list)
     warned: list[str] = field(default_factory=list)
     hooks: Hooks = field(default_factory=Hooks, metadata={ROLE: "code"})
     next_id: int = 1
@@ -76,6 +80,15 @@ class Kernel:
     # disabled: v4.4 arch/x86/mm/gup.c:363 get_user_pages_fast's local_irq_disable, which a
     # TLB-flush IPI to the mm waits for (arch/x86/mm/tlb.py); absent: 0.
     irqs_off: dict[int, int] = field(default_factory=dict)
+    # The ext4 filesystem's data= mount option (v4.4.178 fs/ext4/super.c; mkfs.ext4's and the
+    # mount's default "ordered"); "journal": ext4_set_aops gives its inodes
+    # ext4_journalled_aops (v4.4.178 fs/ext4/inode.c:3443-3453; fs/ext4_jdata.py).
+    ext4_data: str = "ordered"
+    # That filesystem's jbd2 journal (fs/jbd2.py).
+    jbd2: Journal = field(default_factory=Journal)
+    # The zone's reclaim flags (v4.4.178 include/linux/mmzone.h:521 zone_flags: ZONE_DIRTY,
+    # ZONE_WRITEBACK), set by shrink_inactive_list (mm/vmscan.c:1670-1681); one zone.
+    zone_flags: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +126,7 @@ def boot(profile: Profile | str, params: BootParams | None = None) -> Kernel:
         nr_cpus=p.nr_cpus,
         lru_add=[[] for _ in range(p.nr_cpus)],
         lru_activate=[[] for _ in range(p.nr_cpus)],
+        lru_rotate=[[] for _ in range(p.nr_cpus)],
     )
     free_area_add_range(k.free_area, 0, normal_pages, "normal")
     if cma_pages:

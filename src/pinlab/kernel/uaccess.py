@@ -23,10 +23,12 @@ from pinlab.kernel.mm.memory import (
     FAULT_FLAG_ALLOW_RETRY,
     FAULT_FLAG_INTERRUPTIBLE,
     FAULT_FLAG_KILLABLE,
+    FAULT_FLAG_TRIED,
     FAULT_FLAG_USER,
     FAULT_FLAG_WRITE,
     VM_FAULT_COMPLETED,
     VM_FAULT_OOM,
+    VM_FAULT_RETRY,
     VM_FAULT_SIGBUS,
     VM_FAULT_SIGSEGV,
     handle_mm_fault,
@@ -153,15 +155,24 @@ def user_access(
                 k.mem.data[frame] = value
                 return 0
             return int(k.mem.data[frame])
-        yield from mmap_read_lock(k, mm)
-        vma = find_vma(mm, addr)
-        if vma is None or access_error(vma, write):
-            mmap_read_unlock(k, mm)
-            raise UserFault("SIGSEGV", addr)
         # v6.1 arch/x86/mm/fault.c do_user_addr_fault: FAULT_FLAG_DEFAULT | USER (| WRITE)
         flags = FAULT_FLAG_DEFAULT | FAULT_FLAG_USER | (FAULT_FLAG_WRITE if write else 0)
-        ret = yield from handle_mm_fault(k, mm, vma, addr, flags, task.cpu)
-        if not ret & VM_FAULT_COMPLETED:
+        while True:
+            yield from mmap_read_lock(k, mm)
+            vma = find_vma(mm, addr)
+            if vma is None or access_error(vma, write):
+                mmap_read_unlock(k, mm)
+                raise UserFault("SIGSEGV", addr)
+            ret = yield from handle_mm_fault(k, mm, vma, addr, flags, task.cpu)
+            if not ret & VM_FAULT_RETRY or not flags & FAULT_FLAG_ALLOW_RETRY:
+                break
+            # mmap_lock was dropped: fault again at once with FAULT_FLAG_TRIED (v6.1
+            # do_user_addr_fault; v5.7.14 :1480-1484; v4.4.178 __do_page_fault :1251-1256,
+            # which also clears ALLOW_RETRY: no fault there drops the lock twice)
+            flags |= FAULT_FLAG_TRIED
+            if k.profile.fault_retry_once:
+                flags &= ~FAULT_FLAG_ALLOW_RETRY
+        if not ret & (VM_FAULT_COMPLETED | VM_FAULT_RETRY):
             mmap_read_unlock(k, mm)
         if ret & VM_FAULT_OOM:
             raise UserFault("OOM", addr)

@@ -196,10 +196,11 @@ def fault_dirty_shared_page(
 ) -> Generator[Yield, None, int]:
     """v6.1 mm/memory.c fault_dirty_shared_page: set_page_dirty, unlock; maybe drop mmap_lock.
 
-    When the page was newly dirtied or the fs has ->page_mkwrite, the kernel
-    throttles in balance_dirty_pages_ratelimited and first drops mmap_lock if
-    the fault may retry (maybe_unlock_mmap_for_io: FAULT_FLAG_ALLOW_RETRY
-    without RETRY_NOWAIT or TRIED), returning VM_FAULT_COMPLETED.
+    When the page was newly dirtied or the fs has ->page_mkwrite, and the page still has
+    its mapping (truncate may have taken it), the kernel throttles in
+    balance_dirty_pages_ratelimited, first dropping mmap_lock if the fault may retry
+    (maybe_unlock_mmap_for_io: FAULT_FLAG_ALLOW_RETRY without RETRY_NOWAIT or TRIED);
+    what it returns then is the profile's (``fault_dirty_unlock``).
     """
     from pinlab.kernel.mm.filemap import folio_mark_dirty
     from pinlab.kernel.mm.locking import folio_unlock, mmap_read_unlock
@@ -209,17 +210,22 @@ def fault_dirty_shared_page(
         FAULT_FLAG_RETRY_NOWAIT,
         FAULT_FLAG_TRIED,
         VM_FAULT_COMPLETED,
+        VM_FAULT_RETRY,
     )
 
     folio = compound_head(k.mem, page)
     assert vma.vm_file is not None
     page_mkwrite = k.mappings[vma.vm_file].fs.has_page_mkwrite
-    dirtied = yield from folio_mark_dirty(k, folio)
+    # the mapping is read before the unlock, under the folio lock (folio_raw_mapping)
+    dirtied = yield from folio_mark_dirty(k, folio, frozenset({("page", folio, "mapping")}))
+    mapped = int(k.mem.mapping[folio]) != 0
     folio_unlock(k, folio)
+    unlock = k.profile.fault_dirty_unlock
     retry_first = flags & (FAULT_FLAG_ALLOW_RETRY | FAULT_FLAG_TRIED) == FAULT_FLAG_ALLOW_RETRY
-    if (dirtied or page_mkwrite) and retry_first and not flags & FAULT_FLAG_RETRY_NOWAIT:
+    may_unlock = retry_first and not flags & FAULT_FLAG_RETRY_NOWAIT
+    if (dirtied or page_mkwrite) and mapped and unlock is not None and may_unlock:
         mmap_read_unlock(k, mm)
-        return VM_FAULT_COMPLETED
+        return VM_FAULT_COMPLETED if unlock == "completed" else VM_FAULT_RETRY
     return 0
 
 

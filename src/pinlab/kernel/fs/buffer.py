@@ -39,6 +39,10 @@ _ALL_BITS = 0xFFFF_FFFF_FFFF_FFFF
 # page->private of a folio with buffers (see the module docstring)
 BH_ATTACHED = 1
 BH_DIRTY = 2
+# v4.4.178 include/linux/jbd2.h:320-330 BH_JBD (a journal_head is attached) and BH_JBDDirty
+# (dirty for the journal, not yet for the VM): the ext4 journal's buffers (fs/jbd2.py)
+BH_JBD = 4
+BH_JBDDIRTY = 8
 B_COUNT_SHIFT = 8
 
 
@@ -87,6 +91,28 @@ def put_bh(k: Kernel, folio: int) -> None:
     """v6.1 include/linux/buffer_head.h put_bh: b_count - 1."""
     bug_on(int(k.mem.private[folio]) >> B_COUNT_SHIFT <= 0, "put_bh with b_count 0")
     k.mem.private[folio] -= 1 << B_COUNT_SHIFT
+
+
+def page_buffers(k: Kernel, folio: int) -> None:
+    """v4.4.178 include/linux/buffer_head.h:137-141 page_buffers: BUG_ON(!PagePrivate(page))."""
+    bug_on(not int(k.mem.flags[folio]) & k.pf.mask("PG_private"), "page_buffers !PagePrivate")
+
+
+def mark_buffer_dirty_locked(k: Kernel, folio: int) -> None:
+    """v4.4.178 fs/buffer.c:1158 mark_buffer_dirty, one step: a newly dirty buffer dirties its
+    page (TestSetPageDirty, then __set_page_dirty's accounting and tag, :633)."""
+    from pinlab.kernel.mm.filemap import folio_mapping
+
+    if int(k.mem.private[folio]) & BH_DIRTY:
+        return
+    k.mem.private[folio] |= BH_DIRTY
+    dirty = k.pf.mask("PG_dirty")
+    if int(k.mem.flags[folio]) & dirty:
+        return
+    k.mem.flags[folio] |= dirty
+    mapping = folio_mapping(k, folio)
+    if mapping is not None:
+        __folio_mark_dirty(k, mapping, folio)
 
 
 def buffer_busy(k: Kernel, folio: int) -> bool:

@@ -20,7 +20,7 @@ from pinlab.kernel.errno import EFAULT, EINVAL
 from pinlab.kernel.fs.splice import IovIter, iov_iter_get_pages2
 from pinlab.kernel.mm.filemap import folio_mark_dirty
 from pinlab.kernel.mm.gup_flags import FOLL_GET
-from pinlab.kernel.mm.gup_grab import gup_put_folio
+from pinlab.kernel.mm.gup_put import gup_put_folio
 from pinlab.kernel.mm.locking import folio_lock, folio_unlock
 from pinlab.kernel.mm.memmap import compound_head, peek_head
 from pinlab.kernel.mm.pgtable import PAGE_SHIFT, PAGE_SIZE

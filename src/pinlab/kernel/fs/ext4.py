@@ -32,6 +32,13 @@ from pinlab.kernel.fs.buffer import (
     try_to_free_buffers,
 )
 from pinlab.kernel.fs.direct_io import BIO_MAX_VECS, PGPGOUT, Bio, submit_bio
+from pinlab.kernel.fs.ext4_jdata import (
+    ext4_journalled_releasepage,
+    ext4_journalled_set_page_dirty,
+    ext4_journalled_writepages,
+    ext4_page_mkwrite_journalled,
+    ext4_should_journal_data,
+)
 from pinlab.kernel.mm.filemap import (
     filemap_fault,
     folio_mapping,
@@ -101,6 +108,8 @@ def ext4_page_mkwrite(k: Kernel, mapping: AddressSpace, page: int) -> Generator[
     from pinlab.kernel.mm.memory import VM_FAULT_LOCKED, VM_FAULT_NOPAGE
 
     folio = compound_head(k.mem, page)
+    if ext4_should_journal_data(k, mapping):
+        return (yield from ext4_page_mkwrite_journalled(k, mapping, folio))
     yield from folio_lock(k, folio)
     offset = int(k.mem.index[folio]) * PAGE_SIZE
     if int(k.mem.mapping[folio]) != file_mapping_value(mapping.id) or offset > mapping.i_size:
@@ -126,6 +135,8 @@ def ext4_dirty_folio(k: Kernel, mapping: AddressSpace, folio: int) -> bool:
     v4.4.178 ext4_da_aops has no ->set_page_dirty: __set_page_dirty_buffers, no warning
     (the missing buffers surface later, as ext4_writepage's BUG_ON in that report).
     """
+    if ext4_should_journal_data(k, mapping):
+        return ext4_journalled_set_page_dirty(k, mapping, folio)
     op = k.profile.ext4_dirty_op
     if op != "__set_page_dirty_buffers":
         flags = int(k.mem.flags[folio])
@@ -147,6 +158,8 @@ def ext4_invalidate_folio(
     delayed-allocation reservation of BH_Delay buffers (block accounting, not modelled),
     then ext4_invalidatepage (:3080), the same.
     """
+    if ext4_should_journal_data(k, mapping):
+        raise Unmodelled("ext4_journalled_invalidatepage", "jbd2_journal_invalidatepage")
     block_invalidate_folio(k, mapping, folio, offset, length)
 
 
@@ -160,6 +173,8 @@ def ext4_release_folio(k: Kernel, mapping: AddressSpace, folio: int) -> bool:
     data=ordered data buffers: the journal holds only metadata) and so comes to
     try_to_free_buffers.  jbd2's own buffers (metadata, checkpoint lists) are not modelled.
     """
+    if ext4_should_journal_data(k, mapping):
+        return ext4_journalled_releasepage(k, mapping, folio)
     return try_to_free_buffers(k, mapping, folio)
 
 
@@ -253,6 +268,8 @@ def ext4_da_write_begin(
     wait_for_stable_page (no stable writes: nothing to wait for), then
     __block_write_begin with ext4_da_get_block_prep.  ENOSPC is not modelled.
     """
+    if ext4_should_journal_data(k, mapping):
+        raise Unmodelled("ext4_write_begin", "a write(2) to a data=journal file")
     block_write_modelled(mapping, pos, length)
     folio = yield from grab_cache_page_write_begin(k, mapping, pos >> PAGE_SHIFT, cpu)
     if folio is None:
@@ -370,6 +387,8 @@ def ext4_writepages(
     (mpage_prepare_extent_to_map) and clears their dirty bits only once the
     blocks are allocated under a journal handle (mpage_map_and_submit_extent).
     """
+    if ext4_should_journal_data(k, mapping):
+        return (yield from ext4_journalled_writepages(k, mapping, wbc, cpu))
     io = Ext4IoSubmit()
     ret = yield from write_cache_pages(k, mapping, wbc, mpage_submit_page, io, cpu)
     yield from ext4_io_submit(k, mapping, io)
@@ -385,4 +404,6 @@ def ext4_sync_file(
     inode's transaction to commit and flushes the disk cache; the commit's
     journal-block writes (more pgpgout) are not modelled.
     """
+    if ext4_should_journal_data(k, mapping):
+        raise Unmodelled("ext4_sync_file", "data=journal: ext4_force_commit")
     return (yield from file_write_and_wait_range(k, mapping, start, end, cpu))

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 
 from pinlab.interleave import Yield
 from pinlab.kernel.errno import EAGAIN, EBUSY, EINVAL, EPIPE
-from pinlab.kernel.mm.gup import page_array, put_page_api
+from pinlab.kernel.mm.gup import page_array
 from pinlab.kernel.mm.gup_fast import get_user_pages_fast
 from pinlab.kernel.mm.gup_flags import FOLL_WRITE
+from pinlab.kernel.mm.gup_unpin import put_page_api
 from pinlab.kernel.mm.pgtable import PAGE_SHIFT, PAGE_SIZE
 from pinlab.kernel.mm.types import MmStruct
 

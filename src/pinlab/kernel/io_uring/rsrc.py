@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 from pinlab.interleave import Point, Unmodelled, Yield
 from pinlab.kernel.errno import EBUSY, EFAULT, EINVAL, ENOMEM, ENXIO, EOPNOTSUPP, EOVERFLOW
-from pinlab.kernel.mm.gup import page_array, pin_user_pages, unpin_user_page, unpin_user_pages
+from pinlab.kernel.mm.gup import page_array, pin_user_pages
 from pinlab.kernel.mm.gup_flags import FOLL_LONGTERM, FOLL_WRITE
+from pinlab.kernel.mm.gup_unpin import unpin_user_page, unpin_user_pages
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
 from pinlab.kernel.mm.memmap import compound_head, folio_nr_pages, peek_head
 from pinlab.kernel.mm.pgtable import PAGE_SHIFT, PAGE_SIZE
@@ -37,7 +38,8 @@ ULONG_MAX = (1 << 64) - 1
 @dataclass(slots=True)
 class MappedUbuf:
     """v6.1 io_uring/rsrc.h struct io_mapped_ubuf: one bvec (one 4 KiB page) per pinned page,
-    and acct_pages (:52), the pages io_buffer_account_pin charged for it."""
+    and acct_pages (:52), the pages io_buffer_account_pin charged for it.  v6.5
+    (profile.io_uring_coalesce_folio): one bvec, the first page, for a buffer in one folio."""
 
     ubuf: int
     ubuf_end: int
@@ -191,7 +193,17 @@ def io_check_vmas(k: Kernel, vmas: list[VmArea]) -> int:
     disallow multi-source reg buffers"); a file that is neither shmem nor
     hugetlbfs is -EOPNOTSUPP.  The model compares inodes where the kernel
     compares struct file pointers: two opens of one file count as one here.
+    profile.io_uring_vma_check "hugetlb" (5.7.14 fs/io_uring.c:7297-7305): any file but
+    hugetlbfs is -EOPNOTSUPP, no other test; None (v6.5): no test at all.
     """
+    how = k.profile.io_uring_vma_check
+    if how is None:
+        return 0
+    if how == "hugetlb":
+        for vma in vmas:
+            if vma.vm_file is not None and not _is_file_hugepages(k, vma.vm_file):
+                return -EOPNOTSUPP
+        return 0
     file = vmas[0].vm_file
     for vma in vmas:
         if vma.vm_file != file:
@@ -304,6 +316,21 @@ def io_buffer_account_pin(
     return ret
 
 
+def _coalesce_folio(k: Kernel, pages: list[int]) -> Generator[Yield, None, list[int]]:
+    """v6.5 io_uring/rsrc.c:1093-1114 io_sqe_buffer_register: consecutive pages of one folio
+    keep only the first page's pin (one bvec); the others are unpinned."""
+    if len(pages) < 2:
+        return pages
+    heads = frozenset(("page", p, "head") for p in pages)
+    yield Point("io_sqe_buffer_register:page_folio", reads=heads)
+    folio = compound_head(k.mem, pages[0])
+    for i in range(1, len(pages)):
+        if compound_head(k.mem, pages[i]) != folio or pages[i] != pages[i - 1] + 1:
+            return pages
+    yield from unpin_user_pages(k, pages[1:], len(pages) - 1)
+    return pages[:1]
+
+
 def io_sqe_buffer_register(
     k: Kernel,
     mm: MmStruct,
@@ -337,6 +364,8 @@ def io_sqe_buffer_register(
         if early:
             yield from io_unaccount_mem(k, ctx, early)
         return pages
+    if k.profile.io_uring_coalesce_folio:
+        pages = yield from _coalesce_folio(k, pages)
     imu = MappedUbuf(base, base + length, pages, early)
     if acct == "account_pin":
         ret = yield from io_buffer_account_pin(k, mm, task, ctx, pages, imu, last_hpage)

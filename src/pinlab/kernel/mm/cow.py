@@ -113,7 +113,7 @@ def do_wp_page_footprint(
     page = vm_normal_page(k, vma, address, orig)
     if page is None:
         shared = vma.vm_flags & (VM_WRITE | VM_SHARED) == VM_WRITE | VM_SHARED
-        if flags & FAULT_FLAG_UNSHARE or shared:
+        if (flags & FAULT_FLAG_UNSHARE and not k.profile.unshare_non_anon) or shared:
             return point
         return replace(point, writes=point.writes | alloc_writes(k, GFP_HIGHUSER_MOVABLE, 0))
     reads = {("page", page, "head"), ("page", peek_head(k.mem, page), "mapping")}
@@ -127,11 +127,16 @@ def do_wp_page(
 
     v4.4 / v5.7 mm/memory.c do_wp_page: anon pages are reused when
     reuse_swap_page says the page is mapped once, whatever its refcount.
+    v6.5 (profile.unshare_non_anon; mm/memory.c:3338-3448): an unshare fault on the zero
+    page or a page that is not anon, in a private mapping, copies it (:3436-3447) where 6.1
+    returns 0; gup asks for it only in a COW mapping (mm/internal.h:992-1000).
     """
     unshare = bool(flags & FAULT_FLAG_UNSHARE)
+    # 6.1.192 mm/memory.c do_wp_page: "no anonymous page, nothing to do"
+    keep_non_anon = unshare and not k.profile.unshare_non_anon
     page = vm_normal_page(k, vma, address, orig)
     if page is None:
-        if unshare:
+        if keep_non_anon:
             pte_unlock(k, mm, address)
             return 0
         if vma.vm_flags & (VM_WRITE | VM_SHARED) == VM_WRITE | VM_SHARED:
@@ -150,7 +155,7 @@ def do_wp_page(
                 return 0
             wp_page_reuse(k, mm, vma, address, orig)
             return VM_FAULT_WRITE
-    elif unshare:
+    elif keep_non_anon:
         pte_unlock(k, mm, address)
         return 0
     elif vma.vm_flags & (VM_WRITE | VM_SHARED) == VM_WRITE | VM_SHARED:

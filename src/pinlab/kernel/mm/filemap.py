@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Hashable
 from typing import TYPE_CHECKING
 
-from pinlab.interleave import Point, Yield
+from pinlab.interleave import Point, Unmodelled, Yield
 from pinlab.kernel.bug import bug_on, warn_on_once
 from pinlab.kernel.mm.locking import folio_lock, folio_unlock, pte_lock, pte_unlock
 from pinlab.kernel.mm.memmap import compound_head, folio_nr_pages
@@ -29,7 +29,7 @@ from pinlab.kernel.mm.page_alloc import (
 from pinlab.kernel.mm.page_ref import folio_put, folio_put_refs, page_ref_add
 from pinlab.kernel.mm.pgtable import PAGE_SHIFT, PAGE_SIZE, get_pte, pmd_key, pte_key
 from pinlab.kernel.mm.rmap import PageHuge, file_mapping_value, page_mapping_id
-from pinlab.kernel.mm.swap import folio_add_lru
+from pinlab.kernel.mm.swap import folio_add_lru, rotate_reclaimable_page
 from pinlab.kernel.mm.types import AddressSpace, FsType, MmStruct, VmArea
 from pinlab.kernel.mm.vmstat import NR_DIRTIED, NR_FILE_DIRTY, mod_node_page_state
 
@@ -278,6 +278,27 @@ def filemap_release_folio(k: Kernel, folio: int) -> bool:
     if flags & k.pf.mask("PG_writeback"):
         return False
     return a_ops_release_folio(k, folio_mapping(k, folio), folio)
+
+
+def end_page_writeback_reclaim(k: Kernel, page: int) -> Generator[Yield, None, None]:
+    """v4.4.178 mm/filemap.c:839-842 end_page_writeback on a PageReclaim page, before
+    test_clear_page_writeback: ClearPageReclaim, then rotate_reclaimable_page.
+
+    The completion's CPU is taken to be CPU 0 (the model does not place interrupts).  The
+    caller saw PG_reclaim before its last yield; it is tested again here, as another CPU
+    (set_page_dirty, say) may have cleared it since.  v5.7.14 / v6.1 end_page_writeback /
+    folio_end_writeback rotate likewise, but their PG_reclaim is only ever set by reclaim,
+    which the model has only for v4.4.178: they raise Unmodelled.
+    """
+    if k.profile.name != "4.4":
+        raise Unmodelled("end_page_writeback", "a PG_reclaim page (rotate_reclaimable_page)")
+    keys = frozenset({("page", page, "flags")})
+    yield Point("end_page_writeback PageReclaim", reads=keys, writes=keys)
+    reclaim = k.pf.mask("PG_reclaim")
+    if not int(k.mem.flags[page]) & reclaim:
+        return
+    k.mem.flags[page] &= ~reclaim & _ALL_BITS
+    yield from rotate_reclaimable_page(k, page, 0)
 
 
 def set_page_dirty(k: Kernel, page: int) -> Generator[Yield, None, bool]:

@@ -25,7 +25,7 @@ from pinlab.kernel.mm.huge_memory import (
 from pinlab.kernel.mm.huge_pmd_4_4 import copy_huge_pmd as copy_huge_pmd_4_4
 from pinlab.kernel.mm.locking import pte_lock, pte_unlock
 from pinlab.kernel.mm.memmap import compound_head, peek_head
-from pinlab.kernel.mm.memory import maybe_mkwrite, mk_pte, vm_normal_page
+from pinlab.kernel.mm.memory import maybe_mkwrite, mk_pte, vm_normal_page, vma_page_prot
 from pinlab.kernel.mm.page_alloc import (
     GFP_HIGHUSER_MOVABLE,
     alloc_pages,
@@ -35,10 +35,12 @@ from pinlab.kernel.mm.page_alloc import (
 )
 from pinlab.kernel.mm.page_ref import get_page, put_page
 from pinlab.kernel.mm.pgtable import (
+    _PAGE_PSE,
     PAGE_SIZE,
     PMD_SHIFT,
     PMD_SIZE,
     get_pte,
+    pfn_pte,
     pmd_key,
     pte_footprint,
     pte_key,
@@ -300,7 +302,8 @@ def copy_huge_pmd(
     """v6.1 mm/huge_memory.c copy_huge_pmd: share the THP, or split the parent's PMD: -EAGAIN.
 
     v5.7.14 mm/huge_memory.c:1022 copy_huge_pmd shares every THP (page_dup_rmap :1102, no
-    pin test: profile.fork_cow_pinned); v4.4 is huge_pmd_4_4.copy_huge_pmd.
+    pin test) and maps the huge zero page afresh (profile.fork_huge_zero_fresh); v4.4 is
+    huge_pmd_4_4.copy_huge_pmd.
     """
     if k.profile.thp_tail_refs_in_mapcount:
         return (yield from copy_huge_pmd_4_4(k, dst, src, src_vma, haddr))
@@ -315,6 +318,13 @@ def copy_huge_pmd(
         return -EAGAIN
     if is_huge_zero_pmd(k, pmd):
         mm_get_huge_zero_page(k, dst)
+        if k.profile.fork_huge_zero_fresh:
+            # v5.7.14 mm/huge_memory.c:1092-1096 set_huge_zero_page: a new entry of the VMA's
+            # protections (young, clean), the parent's PMD left as it is; v6.1 :1160-1161
+            # goes on to the write-protected old copy below (out_zero_page)
+            dst.pgtable.pmd[slot] = pfn_pte(pte_pfn(pmd), vma_page_prot(k, src_vma)) | _PAGE_PSE
+            pte_unlock(k, src, haddr)
+            return 0
     else:
         page = pte_pfn(pmd)
         yield Point("fork get_page", writes=frozenset({("page", page, "refcount")}))

@@ -1,4 +1,4 @@
-"""The get_user_pages / pin_user_pages family: entry points and unpinning (v6.1 mm/gup.c).
+"""The get_user_pages / pin_user_pages family: the entry points (v6.1 mm/gup.c).
 
 `mm` stands for the kernel's current->mm (or the remote mm).  `pages` is the
 caller's page array: a NumPy int64 array of at least nr_pages entries, filled
@@ -9,26 +9,27 @@ An API the profile's kernel did not have raises NotInKernel.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pinlab.interleave import Point, Yield
 from pinlab.kernel import errno
-from pinlab.kernel.bug import bug_on, warn_on_once
-from pinlab.kernel.mm.filemap import folio_mark_dirty, set_page_dirty_lock
+from pinlab.kernel.bug import bug_on, warn_on, warn_on_once
 from pinlab.kernel.mm.gup_flags import (
+    FOLL_FAST_ONLY,
     FOLL_GET,
     FOLL_LONGTERM,
     FOLL_PIN,
     FOLL_REMOTE,
     FOLL_TOUCH,
     FOLL_TRIED,
+    FOLL_WRITE,
     is_valid_gup_flags,
     require_gup_flags,
 )
-from pinlab.kernel.mm.gup_grab import gup_put_folio, unpin_folio_vmstat_last
+from pinlab.kernel.mm.gup_follow import __get_user_pages
 from pinlab.kernel.mm.gup_longterm import (
     check_and_migrate_cma_pages,
     check_and_migrate_movable_pages,
@@ -36,16 +37,11 @@ from pinlab.kernel.mm.gup_longterm import (
     release_longterm_pages,
 )
 from pinlab.kernel.mm.gup_page import Locked, Pages
-from pinlab.kernel.mm.gup_range import unpin_folios_range, unpin_range_ok
 from pinlab.kernel.mm.gup_ranged import get_user_pages_ranged
-from pinlab.kernel.mm.huge_memory_4_4 import put_compound_page
 from pinlab.kernel.mm.locking import (
-    folio_lock,
-    folio_unlock,
     mmap_read_lock,
     mmap_read_unlock,
 )
-from pinlab.kernel.mm.memmap import compound_head, folio_nr_pages, peek_head
 from pinlab.kernel.mm.pgtable import PAGE_SHIFT
 from pinlab.kernel.mm.types import MMF_HAS_PINNED, MmStruct
 from pinlab.kernel.profiles import require_gup_api
@@ -54,13 +50,6 @@ if TYPE_CHECKING:
     from pinlab.kernel.state import Kernel
 
 NULL_PAGE = -1
-# v6.1 include/linux/err.h MAX_ERRNO: IS_ERR_VALUE covers [-4095, -1]
-MAX_ERRNO = 4095
-
-
-def warn_on(k: Kernel, site: str) -> None:
-    """WARN_ON (v6.1 include/asm-generic/bug.h): logged every time it fires, unlike _ONCE."""
-    k.warned.append(site)
 
 
 def page_array(nr_pages: int) -> Pages:
@@ -77,6 +66,26 @@ def mm_set_has_pinned_flag(k: Kernel, mm: MmStruct) -> Generator[Yield, None, No
     if not mm.flags >> MMF_HAS_PINNED & 1:
         yield Point("mm_set_has_pinned_flag:set", writes=key)
         mm.flags |= 1 << MMF_HAS_PINNED
+
+
+def _gup_walk(
+    k: Kernel,
+    mm: MmStruct,
+    start: int,
+    nr_pages: int,
+    flags: int,
+    pages: Pages | None,
+    locked: Locked | None,
+) -> Generator[Yield, None, int]:
+    """__get_user_pages, or beside it the whole-range steps (gup_ranged.py) where they agree.
+
+    Those steps test gup_must_unshare on anon pages only; a R/O long-term pin that v6.5
+    unshares non-anon pages for (profile.unshare_non_anon) walks page by page.
+    """
+    ro_longterm = flags & (FOLL_WRITE | FOLL_PIN | FOLL_LONGTERM) == FOLL_PIN | FOLL_LONGTERM
+    if k.profile.unshare_non_anon and ro_longterm:
+        return (yield from __get_user_pages(k, mm, start, nr_pages, flags, pages, locked))
+    return (yield from get_user_pages_ranged(k, mm, start, nr_pages, flags, pages, locked))
 
 
 def __get_user_pages_locked(
@@ -100,7 +109,7 @@ def __get_user_pages_locked(
     off = 0
     while True:
         view = None if pages is None else pages[off:]
-        ret = yield from get_user_pages_ranged(k, mm, start, nr_pages, flags, view, locked)
+        ret = yield from _gup_walk(k, mm, start, nr_pages, flags, view, locked)
         if locked is None:
             return ret
         if ret > 0:
@@ -119,9 +128,7 @@ def __get_user_pages_locked(
             yield from mmap_read_lock(k, mm)
             locked.held = True
             view = None if pages is None else pages[off:]
-            ret = yield from get_user_pages_ranged(
-                k, mm, start, 1, flags | FOLL_TRIED, view, locked
-            )
+            ret = yield from _gup_walk(k, mm, start, 1, flags | FOLL_TRIED, view, locked)
             if locked.held:
                 break
         if ret != 1:
@@ -140,12 +147,46 @@ def __get_user_pages_locked(
     return pages_done
 
 
-def __gup_longterm_locked(
-    k: Kernel, mm: MmStruct, start: int, nr_pages: int, pages: Pages | None, gup_flags: int
+def _get_user_pages_locked_65(
+    k: Kernel,
+    mm: MmStruct,
+    start: int,
+    nr_pages: int,
+    pages: Pages | None,
+    locked: Locked | None,
+    flags: int,
 ) -> Generator[Yield, None, int]:
-    """v6.1 mm/gup.c __gup_longterm_locked: pin, migrate unpinnable pages away, repeat."""
+    """v6.5 mm/gup.c __get_user_pages_locked (:1451-1590): with *locked == 0 it takes
+    mmap_lock itself (:1465-1470) and drops it before returning (:1575-1583)."""
+    if locked is None or locked.held:
+        return (yield from __get_user_pages_locked(k, mm, start, nr_pages, pages, locked, flags))
+    yield from mmap_read_lock(k, mm)
+    locked.held = True
+    ret = yield from __get_user_pages_locked(k, mm, start, nr_pages, pages, locked, flags)
+    if locked.held:
+        mmap_read_unlock(k, mm)
+        locked.held = False
+    return ret
+
+
+def __gup_longterm_locked(
+    k: Kernel,
+    mm: MmStruct,
+    start: int,
+    nr_pages: int,
+    pages: Pages | None,
+    gup_flags: int,
+    locked: Locked | None = None,
+) -> Generator[Yield, None, int]:
+    """v6.1 mm/gup.c __gup_longterm_locked: pin, migrate unpinnable pages away, repeat.
+
+    `locked` (v6.5 :2174-2203, FOLL_UNLOCKABLE): each pass may drop mmap_lock, and a pass
+    that starts without it takes it itself; 6.1 passes none.
+    """
     if not gup_flags & FOLL_LONGTERM:
-        return (yield from __get_user_pages_locked(k, mm, start, nr_pages, pages, None, gup_flags))
+        return (
+            yield from _get_user_pages_locked_65(k, mm, start, nr_pages, pages, locked, gup_flags)
+        )
     if k.profile.longterm_requires_pin and not gup_flags & FOLL_PIN:
         warn_on(k, "mm/gup.c __gup_longterm_locked FOLL_LONGTERM without FOLL_PIN")
         return -errno.EINVAL
@@ -153,8 +194,8 @@ def __gup_longterm_locked(
         # v5.7.14 mm/gup.c __gup_longterm_locked 1774-1776: FOLL_LONGTERM needs pages
         return -errno.EINVAL
     while True:
-        nr_pinned = yield from __get_user_pages_locked(
-            k, mm, start, nr_pages, pages, None, gup_flags
+        nr_pinned = yield from _get_user_pages_locked_65(
+            k, mm, start, nr_pages, pages, locked, gup_flags
         )
         if nr_pinned <= 0:
             return nr_pinned
@@ -171,6 +212,33 @@ def __gup_longterm_locked(
         rc = yield from check_and_migrate_movable_pages(k, nr_pinned, pages, gup_flags)
         if rc != -errno.EAGAIN:
             return rc if rc else nr_pinned
+
+
+def is_valid_gup_args(
+    k: Kernel, pages: Pages | None, locked: Locked | None, gup_flags: int, to_set: int
+) -> int | None:
+    """v6.5 mm/gup.c is_valid_gup_args (:2209-2260): the flags to run with, or None (WARN).
+
+    The model's `locked` stands for FOLL_UNLOCKABLE; FOLL_HONOR_NUMA_FAULT (:2239, read only
+    by gup_can_follow_protnone) and FOLL_PCI_P2PDMA are not modelled.
+    """
+    if gup_flags & (FOLL_PIN | FOLL_TRIED | FOLL_REMOTE | FOLL_FAST_ONLY):
+        warn_on_once(k, "mm/gup.c is_valid_gup_args internal FOLL_ flag")
+        return None
+    flags = gup_flags | to_set
+    if locked is not None and not locked.held:
+        warn_on_once(k, "mm/gup.c is_valid_gup_args *locked != 1")
+        return None
+    if flags & (FOLL_PIN | FOLL_GET) == FOLL_PIN | FOLL_GET:
+        warn_on_once(k, "mm/gup.c is_valid_gup_args FOLL_PIN|FOLL_GET")
+        return None
+    if flags & FOLL_LONGTERM and not flags & FOLL_PIN:
+        warn_on_once(k, "mm/gup.c is_valid_gup_args FOLL_LONGTERM without FOLL_PIN")
+        return None
+    if flags & (FOLL_GET | FOLL_PIN) and pages is None:
+        warn_on_once(k, "mm/gup.c is_valid_gup_args pages == NULL")
+        return None
+    return flags
 
 
 def __get_user_pages_remote(
@@ -199,6 +267,12 @@ def get_user_pages(
     """v6.1 mm/gup.c get_user_pages (v4.4: write/force ints, here FOLL_WRITE/FOLL_FORCE)."""
     require_gup_api(k.profile, "get_user_pages")
     require_gup_flags(k, gup_flags)
+    if k.profile.valid_gup_args:
+        # v6.5 mm/gup.c get_user_pages (:2361-2372)
+        flags65 = is_valid_gup_args(k, pages, None, gup_flags, FOLL_TOUCH)
+        if flags65 is None:
+            return -errno.EINVAL
+        return (yield from __get_user_pages_locked(k, mm, start, nr_pages, pages, None, flags65))
     if not is_valid_gup_flags(k, gup_flags):
         return -errno.EINVAL
     flags = gup_flags | FOLL_TOUCH
@@ -217,6 +291,12 @@ def get_user_pages_remote(
     """v6.1 mm/gup.c get_user_pages_remote."""
     require_gup_api(k.profile, "get_user_pages_remote")
     require_gup_flags(k, gup_flags)
+    if k.profile.valid_gup_args:
+        # v6.5 mm/gup.c get_user_pages_remote (:2320-2335)
+        flags65 = is_valid_gup_args(k, pages, locked, gup_flags, FOLL_TOUCH | FOLL_REMOTE)
+        if flags65 is None:
+            return -errno.EINVAL
+        return (yield from __get_user_pages_locked(k, mm, start, nr_pages, pages, locked, flags65))
     if not is_valid_gup_flags(k, gup_flags):
         return -errno.EINVAL
     return (yield from __get_user_pages_remote(k, mm, start, nr_pages, gup_flags, pages, locked))
@@ -228,6 +308,16 @@ def get_user_pages_unlocked(
     """v6.1 mm/gup.c get_user_pages_unlocked: takes mmap_lock itself; no FOLL_LONGTERM."""
     require_gup_api(k.profile, "get_user_pages_unlocked")
     require_gup_flags(k, gup_flags)
+    if k.profile.valid_gup_args:
+        # v6.5 mm/gup.c get_user_pages_unlocked (:2389-2399): *locked == 0
+        flags65 = is_valid_gup_args(k, pages, None, gup_flags, FOLL_TOUCH)
+        if flags65 is None:
+            return -errno.EINVAL
+        return (
+            yield from _get_user_pages_locked_65(
+                k, mm, start, nr_pages, pages, Locked(held=False), flags65
+            )
+        )
     if gup_flags & FOLL_LONGTERM:
         warn_on_once(k, "mm/gup.c get_user_pages_unlocked FOLL_LONGTERM")
         return -errno.EINVAL
@@ -258,6 +348,14 @@ def pin_user_pages(
     k: Kernel, mm: MmStruct, start: int, nr_pages: int, gup_flags: int, pages: Pages | None
 ) -> Generator[Yield, None, int]:
     """v6.1 mm/gup.c pin_user_pages: FOLL_PIN, no FOLL_TOUCH."""
+    if k.profile.valid_gup_args:
+        # v6.5 mm/gup.c pin_user_pages (:3364-3373): bad arguments return 0
+        require_gup_api(k.profile, "pin_user_pages")
+        require_gup_flags(k, gup_flags)
+        flags65 = is_valid_gup_args(k, pages, None, gup_flags, FOLL_PIN)
+        if flags65 is None:
+            return 0
+        return (yield from __gup_longterm_locked(k, mm, start, nr_pages, pages, flags65))
     if not _pin_args_ok(k, gup_flags, pages, "pin_user_pages"):
         return -errno.EINVAL
     flags = gup_flags | FOLL_PIN
@@ -273,7 +371,18 @@ def pin_user_pages_remote(
     pages: Pages | None,
     locked: Locked | None = None,
 ) -> Generator[Yield, None, int]:
-    """v6.1 mm/gup.c pin_user_pages_remote."""
+    """v6.1 mm/gup.c pin_user_pages_remote.
+
+    v6.5 (:3330-3343): bad arguments return 0; FOLL_LONGTERM with `locked` is allowed.
+    """
+    if k.profile.valid_gup_args:
+        require_gup_api(k.profile, "pin_user_pages_remote")
+        require_gup_flags(k, gup_flags)
+        to_set = FOLL_PIN | FOLL_TOUCH | FOLL_REMOTE
+        flags65 = is_valid_gup_args(k, pages, locked, gup_flags, to_set)
+        if flags65 is None:
+            return 0
+        return (yield from __gup_longterm_locked(k, mm, start, nr_pages, pages, flags65, locked))
     if not _pin_args_ok(k, gup_flags, pages, "pin_user_pages_remote"):
         return -errno.EINVAL
     flags = gup_flags | FOLL_PIN
@@ -283,7 +392,19 @@ def pin_user_pages_remote(
 def pin_user_pages_unlocked(
     k: Kernel, mm: MmStruct, start: int, nr_pages: int, pages: Pages | None, gup_flags: int
 ) -> Generator[Yield, None, int]:
-    """v6.1 mm/gup.c pin_user_pages_unlocked: get_user_pages_unlocked with FOLL_PIN."""
+    """v6.1 mm/gup.c pin_user_pages_unlocked: get_user_pages_unlocked with FOLL_PIN.
+
+    v6.5 (:3384-3395): bad arguments return 0; __gup_longterm_locked with *locked == 0, so
+    FOLL_LONGTERM is allowed.
+    """
+    if k.profile.valid_gup_args:
+        require_gup_api(k.profile, "pin_user_pages_unlocked")
+        require_gup_flags(k, gup_flags)
+        flags65 = is_valid_gup_args(k, pages, None, gup_flags, FOLL_PIN | FOLL_TOUCH)
+        if flags65 is None:
+            return 0
+        unlocked = Locked(held=False)
+        return (yield from __gup_longterm_locked(k, mm, start, nr_pages, pages, flags65, unlocked))
     if not _pin_args_ok(k, gup_flags, pages, "pin_user_pages_unlocked"):
         return -errno.EINVAL
     require_gup_api(k.profile, "get_user_pages_unlocked")
@@ -297,132 +418,3 @@ def pin_user_pages_unlocked(
     if locked.held:
         mmap_read_unlock(k, mm)
     return ret
-
-
-def put_page_api(k: Kernel, page: int) -> Generator[Yield, None, None]:
-    """v6.1 include/linux/mm.h put_page, as a gup caller releases a FOLL_GET reference."""
-    require_gup_api(k.profile, "put_page")
-    head = peek_head(k.mem, page)
-    if head != page and k.profile.thp_tail_refs_in_mapcount:
-        # v4.4 mm/swap.c:272 put_page -> put_compound_page: the tail's _mapcount too
-        yield from put_compound_page(k, page)
-        return
-    yield from gup_put_folio(k, head, 1, FOLL_GET, (page,))
-
-
-def unpin_user_page(k: Kernel, page: int) -> Generator[Yield, None, None]:
-    """v6.1 mm/gup.c unpin_user_page (the DEBUG_VM sanity check is not built on Debian)."""
-    require_gup_api(k.profile, "unpin_user_page")
-    if k.profile.pin_v5_7_order:
-        yield from unpin_folio_vmstat_last(k, compound_head(k.mem, page))
-    else:
-        yield from gup_put_folio(k, peek_head(k.mem, page), 1, FOLL_PIN, (page,))
-
-
-def _folio_runs(k: Kernel, pages: Sequence[int], peek: bool = False) -> list[tuple[int, int]]:
-    """v6.1 mm/gup.c gup_folio_next: runs of consecutive entries in one folio.
-
-    ``peek``: the heads are read only to name the footprints of the steps that follow
-    (memmap.peek_head); those steps read them again.
-    """
-    head = peek_head if peek else compound_head
-    runs: list[tuple[int, int]] = []
-    for page in pages:
-        folio = head(k.mem, page)
-        if runs and runs[-1][0] == folio:
-            runs[-1] = (folio, runs[-1][1] + 1)
-        else:
-            runs.append((folio, 1))
-    return runs
-
-
-def _page_list(pages: Pages | Sequence[int], npages: int) -> list[int]:
-    """The first npages entries of a page array as ints."""
-    if isinstance(pages, np.ndarray):
-        return [int(p) for p in pages[:npages].tolist()]
-    return [int(p) for p in pages[:npages]]
-
-
-def unpin_user_pages(
-    k: Kernel, pages: Pages | Sequence[int], npages: int
-) -> Generator[Yield, None, None]:
-    """v6.1 mm/gup.c unpin_user_pages: WARN on an -errno count, else one put per folio run."""
-    require_gup_api(k.profile, "unpin_user_pages")
-    if -MAX_ERRNO <= npages < 0:
-        warn_on(k, "mm/gup.c unpin_user_pages IS_ERR_VALUE(npages)")
-        return
-    if unpin_range_ok(k):
-        yield "unpin_user_pages:range"
-        unpin_folios_range(k, np.asarray(pages[:npages], dtype=np.int64))
-        return
-    if k.profile.pin_v5_7_order:
-        for page in _page_list(pages, npages):
-            yield from unpin_user_page(k, page)
-        return
-    page_list = _page_list(pages, npages)
-    i = 0
-    for folio, nr in _folio_runs(k, page_list, peek=True):
-        yield from gup_put_folio(k, folio, nr, FOLL_PIN, page_list[i : i + nr])
-        i += nr
-
-
-def _dirty_then_put(
-    k: Kernel, folio: int, nr: int, make_dirty: bool, run: Sequence[int] = ()
-) -> Generator[Yield, None, None]:
-    """The loop body of v6.1 unpin_user_pages_dirty_lock / unpin_user_page_range_dirty_lock.
-
-    ``run``: the pages of the run when ``folio`` was only peeked at (_folio_runs): its
-    compound_head is read after the first yield.
-    """
-    if make_dirty:
-        heads = frozenset(("page", page, "head") for page in run)
-        yield Point("folio_test_dirty", reads=frozenset({("page", folio, "flags")}) | heads)
-        if run:
-            folio = compound_head(k.mem, run[0])
-        if not int(k.mem.flags[folio]) & k.pf.mask("PG_dirty"):
-            yield from folio_lock(k, folio)
-            yield from folio_mark_dirty(k, folio)
-            folio_unlock(k, folio)
-    yield from gup_put_folio(k, folio, nr, FOLL_PIN)
-
-
-def unpin_user_pages_dirty_lock(
-    k: Kernel, pages: Pages | Sequence[int], npages: int, make_dirty: bool
-) -> Generator[Yield, None, None]:
-    """v6.1 mm/gup.c unpin_user_pages_dirty_lock: dirty clean folios under the folio lock, unpin.
-
-    v5.7 dirties and unpins page by page (set_page_dirty_lock, unpin_user_page).
-    """
-    require_gup_api(k.profile, "unpin_user_pages_dirty_lock")
-    if not make_dirty:
-        yield from unpin_user_pages(k, pages, npages)
-        return
-    if k.profile.pin_v5_7_order:
-        for page in _page_list(pages, npages):
-            head = compound_head(k.mem, page)
-            yield Point("PageDirty", reads=frozenset({("page", head, "flags")}))
-            if not int(k.mem.flags[head]) & k.pf.mask("PG_dirty"):
-                yield from set_page_dirty_lock(k, head)
-            yield from unpin_user_page(k, head)
-        return
-    page_list = _page_list(pages, npages)
-    i = 0
-    for folio, nr in _folio_runs(k, page_list, peek=True):
-        yield from _dirty_then_put(k, folio, nr, True, page_list[i : i + nr])
-        i += nr
-
-
-def unpin_user_page_range_dirty_lock(
-    k: Kernel, page: int, npages: int, make_dirty: bool
-) -> Generator[Yield, None, None]:
-    """v6.1 mm/gup.c unpin_user_page_range_dirty_lock: consecutive PFNs from `page`."""
-    require_gup_api(k.profile, "unpin_user_page_range_dirty_lock")
-    i = 0
-    while i < npages:
-        nxt = page + i
-        folio = compound_head(k.mem, nxt)
-        nr = 1
-        if folio_nr_pages(k.mem, folio) > 1:
-            nr = min(npages - i, folio_nr_pages(k.mem, folio) - (nxt - folio))
-        yield from _dirty_then_put(k, folio, nr, make_dirty)
-        i += nr

@@ -24,6 +24,7 @@ from pinlab.kernel.bug import warn_on_once
 from pinlab.kernel.mm.gup import (
     __gup_longterm_locked,
     get_user_pages_unlocked,
+    is_valid_gup_args,
     mm_set_has_pinned_flag,
 )
 from pinlab.kernel.mm.gup_fast_range import fast_range_ok, lockless_range
@@ -34,12 +35,14 @@ from pinlab.kernel.mm.gup_flags import (
     FOLL_LONGTERM,
     FOLL_NOFAULT,
     FOLL_PIN,
+    FOLL_TOUCH,
     FOLL_WRITE,
     is_valid_gup_flags,
     require_gup_flags,
 )
-from pinlab.kernel.mm.gup_grab import gup_put_folio, try_grab_folio
-from pinlab.kernel.mm.gup_page import Pages, gup_must_unshare
+from pinlab.kernel.mm.gup_grab import try_grab_folio
+from pinlab.kernel.mm.gup_page import Locked, Pages, gup_must_unshare
+from pinlab.kernel.mm.gup_put import gup_put_folio
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
 from pinlab.kernel.mm.memmap import (
     HUGETLB_PAGE_DTOR,
@@ -178,7 +181,7 @@ def gup_pte_range(
             or slot in mm.pgtable.pmd
             or int(table[idx]) != pte
             or not folio_fast_pin_allowed(k, folio, flags)
-            or (not pte_write(pte) and gup_must_unshare(k, flags, page))
+            or (not pte_write(pte) and gup_must_unshare(k, flags, page, fast=True))
         ):
             yield from gup_put_folio(k, folio, 1, flags)
             return False
@@ -254,7 +257,7 @@ def gup_huge_entry(
     if (
         table.get(slot, 0) != orig
         or not folio_fast_pin_allowed(k, folio, flags)
-        or (not pte_write(orig) and gup_must_unshare(k, flags, folio))
+        or (not pte_write(orig) and gup_must_unshare(k, flags, folio, fast=True))
     ):
         yield from gup_put_folio(k, folio, refs, flags)
         return False
@@ -372,18 +375,28 @@ def internal_get_user_pages_fast(
     start &= ~(PAGE_SIZE - 1) & U64
     length = (nr << PAGE_SHIFT) & U64
     end = start + length
+    v6_5 = k.profile.valid_gup_args
     if end > U64:
-        return 0
-    # access_ok (v6.1 include/asm-generic/access_ok.h __access_ok)
+        # v6.5 mm/gup.c:3183-3184 -EOVERFLOW; 6.1.192 mm/gup.c:3060-3061 returns 0
+        return -errno.EOVERFLOW if v6_5 else 0
+    # access_ok (v6.1 include/asm-generic/access_ok.h __access_ok); v6.5 mm/gup.c:3185-3186
+    # tests end > TASK_SIZE_MAX first, and x86-64's access_ok (v6.5
+    # arch/x86/include/asm/uaccess_64.h:85-92) then passes: the same bound
     if not (length <= TASK_SIZE_MAX and start <= TASK_SIZE_MAX - length):
         return -errno.EFAULT
     nr_pinned = yield from lockless_pages_from_mm(k, mm, start, end, gup_flags, pages)
     if nr_pinned == nr or gup_flags & FOLL_FAST_ONLY:
         return nr_pinned
     rest = wrap_s32(nr - nr_pinned)
-    ret = yield from __gup_longterm_unlocked(
-        k, mm, start + (nr_pinned << PAGE_SHIFT), rest, gup_flags, pages[nr_pinned:]
-    )
+    addr = start + (nr_pinned << PAGE_SHIFT)
+    if v6_5:
+        # v6.5 mm/gup.c:3197-3199: __gup_longterm_locked with *locked == 0 and
+        # FOLL_TOUCH | FOLL_UNLOCKABLE, FOLL_LONGTERM or not
+        ret = yield from __gup_longterm_locked(
+            k, mm, addr, rest, pages[nr_pinned:], gup_flags | FOLL_TOUCH, Locked(held=False)
+        )
+    else:
+        ret = yield from __gup_longterm_unlocked(k, mm, addr, rest, gup_flags, pages[nr_pinned:])
     if ret < 0:
         return nr_pinned if nr_pinned else ret
     return ret + nr_pinned
@@ -403,6 +416,12 @@ def get_user_pages_fast(
     if k.profile.gup_fast == "x86":
         write = bool(gup_flags & FOLL_WRITE)
         return (yield from x86_gup.get_user_pages_fast(k, mm, start, nr_pages, write, pages))
+    if k.profile.valid_gup_args:
+        # v6.5 mm/gup.c get_user_pages_fast (:3264-3276)
+        flags65 = is_valid_gup_args(k, pages, None, gup_flags, FOLL_GET)
+        if flags65 is None:
+            return -errno.EINVAL
+        return (yield from internal_get_user_pages_fast(k, mm, start, nr_pages, flags65, pages))
     if not is_valid_gup_flags(k, gup_flags):
         return -errno.EINVAL
     return (
@@ -413,9 +432,18 @@ def get_user_pages_fast(
 def get_user_pages_fast_only(
     k: Kernel, mm: MmStruct, start: int, nr_pages: int, gup_flags: int, pages: Pages
 ) -> Generator[Yield, None, int]:
-    """v6.1 mm/gup.c get_user_pages_fast_only: no flag check, no slow path, never < 0."""
+    """v6.1 mm/gup.c get_user_pages_fast_only: no flag check, no slow path, never < 0.
+
+    v6.5 (:3230-3245): is_valid_gup_args (-EINVAL) and internal_get_user_pages_fast's
+    return value as it is, -errno included.
+    """
     require_gup_api(k.profile, "get_user_pages_fast_only")
     require_gup_flags(k, gup_flags)
+    if k.profile.valid_gup_args:
+        flags65 = is_valid_gup_args(k, pages, None, gup_flags, FOLL_GET | FOLL_FAST_ONLY)
+        if flags65 is None:
+            return -errno.EINVAL
+        return (yield from internal_get_user_pages_fast(k, mm, start, nr_pages, flags65, pages))
     flags = gup_flags | FOLL_GET | FOLL_FAST_ONLY
     ret = yield from internal_get_user_pages_fast(k, mm, start, nr_pages, flags, pages)
     return max(ret, 0)
@@ -427,6 +455,12 @@ def pin_user_pages_fast(
     """v6.1 mm/gup.c pin_user_pages_fast: FOLL_GET or a NULL array is -EINVAL (WARN)."""
     require_gup_api(k.profile, "pin_user_pages_fast")
     require_gup_flags(k, gup_flags)
+    if k.profile.valid_gup_args:
+        # v6.5 mm/gup.c pin_user_pages_fast (:3298-3304)
+        flags65 = is_valid_gup_args(k, pages, None, gup_flags, FOLL_PIN)
+        if flags65 is None or pages is None:
+            return -errno.EINVAL
+        return (yield from internal_get_user_pages_fast(k, mm, start, nr_pages, flags65, pages))
     if gup_flags & FOLL_GET:
         warn_on_once(k, "mm/gup.c pin_user_pages_fast FOLL_GET")
         return -errno.EINVAL

@@ -107,6 +107,16 @@ def _file_pin_refused(k: Kernel, heads: I64, flags: int) -> Bools:
     return out
 
 
+def _non_anon_unshare(k: Kernel, heads: I64, flags: int) -> Bools:
+    """v6.5 mm/internal.h:985-993 gup_must_unshare from gup-fast (no VMA): a R/O long-term pin
+    unshares every folio that is not anon (profile.unshare_non_anon)."""
+    ro_longterm = flags & (FOLL_WRITE | FOLL_PIN | FOLL_LONGTERM) == FOLL_PIN | FOLL_LONGTERM
+    if not (k.profile.unshare_non_anon and k.profile.page_anon_exclusive and ro_longterm):
+        return np.zeros(heads.shape, np.bool_)
+    result: Bools = (k.mem.mapping[heads] & PAGE_MAPPING_ANON) == 0
+    return result
+
+
 def lockless_range(
     k: Kernel, mm: MmStruct, start: int, end: int, flags: int, pages: I64
 ) -> int | None:
@@ -139,6 +149,7 @@ def lockless_range(
     if ro.any():
         unshare_at = np.where(is_pte[:limit], first[:limit], heads)
         after |= ro & _must_unshare(k, unshare_at, heads, flags)
+        after |= ro & _non_anon_unshare(k, heads, flags)
     got = int(np.argmax(after)) if after.any() else limit
     churn = got < limit
     tried = got + 1 if churn else got

@@ -3,6 +3,7 @@
 The constants carry v6.1's values (include/linux/mm.h), which the flags the
 kernels share keep in v4.4 and v5.7 too, save bit 0x80: FOLL_SPLIT in v4.4 and
 v5.7, FOLL_NOFAULT in v6.1 (foll_split / foll_nofault read it per profile).
+v6.5 renumbered every flag; the model keeps v6.1's encoding for it (FOLL_FLAGS_6_5).
 """
 
 from __future__ import annotations
@@ -73,7 +74,20 @@ FOLL_FLAGS_6_1 = {
     "FOLL_NOFAULT": FOLL_NOFAULT,
     "FOLL_FAST_ONLY": FOLL_FAST_ONLY,
 }
-FOLL_TABLES = {"4.4": FOLL_FLAGS_4_4, "5.7": FOLL_FLAGS_5_7, "6.1": FOLL_FLAGS_6_1}
+# v6.5 defines its flags as enums with new values: include/linux/mm_types.h:1257-1298 (WRITE
+# 1 << 0, GET, DUMP, FORCE, NOWAIT, NOFAULT, HWPOISON, ANON, LONGTERM 1 << 8, SPLIT_PMD,
+# PCI_P2PDMA, INTERRUPTIBLE, HONOR_NUMA_FAULT 1 << 12) and mm/internal.h:934-947 (TOUCH
+# 1 << 16, TRIED, REMOTE, PIN, FAST_ONLY, UNLOCKABLE 1 << 21).  The names it shares with the
+# model keep the model's (v6.1) encoding here; FOLL_MIGRATION is gone (v6.2), and the
+# four flags new since 6.1 (PCI_P2PDMA, INTERRUPTIBLE, HONOR_NUMA_FAULT, UNLOCKABLE) are
+# not modelled.
+FOLL_FLAGS_6_5 = {n: v for n, v in FOLL_FLAGS_6_1.items() if n != "FOLL_MIGRATION"}
+FOLL_TABLES = {
+    "4.4": FOLL_FLAGS_4_4,
+    "5.7": FOLL_FLAGS_5_7,
+    "6.1": FOLL_FLAGS_6_1,
+    "6.5": FOLL_FLAGS_6_5,
+}
 
 
 def foll_flags(profile: Profile) -> dict[str, int]:
@@ -87,7 +101,7 @@ def foll_split(k: Kernel, gup_flags: int) -> bool:
 
 
 def foll_nofault(k: Kernel, gup_flags: int) -> bool:
-    """Whether ``gup_flags`` asks for FOLL_NOFAULT in the profile's kernel (v6.1)."""
+    """Whether ``gup_flags`` asks for FOLL_NOFAULT in the profile's kernel (v6.1, v6.5)."""
     return bool(gup_flags & FOLL_NOFAULT) and "FOLL_NOFAULT" in foll_flags(k.profile)
 
 

@@ -198,7 +198,7 @@ def follow_page_pte(
             if pfn != k.zero_pfn:
                 return -errno.EEXIST
             page = pfn
-        if not pte_write(pte) and gup_must_unshare(k, flags, page):
+        if not pte_write(pte) and gup_must_unshare(k, flags, page, vma):
             return -errno.EMLINK
         refused = yield from gup_page_hook(k, vma, page, flags)
         if refused:
@@ -241,9 +241,14 @@ def follow_page_mask(
         return (yield from _follow_trans_huge_4_4(k, mm, vma, address, flags))
     # pmd_lock: the model's split lock for this PMD slot
     yield from pte_lock(k, mm, address)
-    try:
-        if not pmd_trans_huge(mm.pgtable.pmd.get(slot, 0)):
+    if not pmd_trans_huge(mm.pgtable.pmd.get(slot, 0)):
+        pte_unlock(k, mm, address)
+        # v6.1 mm/gup.c:751-754 (v5.7.14 :617-620) none; :763-766 (:628-631) split
+        # meanwhile: the PTEs the split left
+        if slot not in mm.pgtable.pte:
             return no_page_table(vma, flags), 0
+        return (yield from follow_page_pte(k, mm, vma, address, flags)), 0
+    try:
         page = yield from follow_trans_huge_pmd(k, mm, vma, address, flags)
     finally:
         pte_unlock(k, mm, address)

@@ -33,13 +33,13 @@ from pinlab.interleave import Point, Unmodelled, Yield
 from pinlab.kernel import errno
 from pinlab.kernel.mm.gup_flags import FOLL_PIN
 from pinlab.kernel.mm.gup_grab import (
-    gup_put_folio,
     head_key,
     is_longterm_pinnable_page,
     put_reads,
     put_writes,
     ref_key,
 )
+from pinlab.kernel.mm.gup_put import gup_put_folio
 from pinlab.kernel.mm.gup_range import unpinnable
 from pinlab.kernel.mm.locking import folio_lock, folio_unlock
 from pinlab.kernel.mm.memmap import (
@@ -136,12 +136,18 @@ def folio_expected_ref_count(k: Kernel, folio: int) -> int:
 def collect_longterm_unpinnable_pages(
     k: Kernel, nr_pages: int, pages: NDArray[np.int64]
 ) -> Generator[Yield, None, tuple[int, list[int]]]:
-    """v6.1 mm/gup.c collect_longterm_unpinnable_pages: (count, folios isolated from the LRU)."""
+    """v6.1 mm/gup.c collect_longterm_unpinnable_pages: (count, folios isolated from the LRU).
+
+    Its LRU drains are profile.longterm_lru_drain's: 6.1.192 ("refcount") drains locally,
+    then on every CPU, for a small folio with references beyond the pin's; v6.5 ("not_lru",
+    mm/gup.c:2044-2047) drains every CPU once, for the first folio without PG_lru.
+    """
     collected = 0
     movable: list[int] = []
     prev = -1
     drained = 0
     lru = k.pf.mask("PG_lru")
+    by_lru = k.profile.longterm_lru_drain == "not_lru"
     for page in pages[:nr_pages].tolist():
         folio = compound_head(k.mem, page)
         if folio == prev:
@@ -150,6 +156,14 @@ def collect_longterm_unpinnable_pages(
         if is_longterm_pinnable_page(k, folio):
             continue
         collected += 1
+        if by_lru:
+            if not int(k.mem.flags[folio]) & lru and not drained:
+                yield from lru_add_drain_all(k)
+                drained = 2
+            if not _isolate(k, folio):
+                continue
+            movable.append(folio)
+            continue
         small = not folio_test_large(k.mem, folio)
         if drained == 0 and small and _extra_refs(k, folio):
             yield from lru_add_drain(k)
@@ -157,13 +171,20 @@ def collect_longterm_unpinnable_pages(
         if drained == 1 and small and _extra_refs(k, folio):
             yield from lru_add_drain_all(k)
             drained = 2
-        # v6.1 mm/vmscan.c folio_isolate_lru: needs PG_lru, takes a reference
-        if not int(k.mem.flags[folio]) & lru:
+        if not _isolate(k, folio):
             continue
-        k.mem.flags[folio] &= ~lru & _ALL
-        page_ref_add(k.mem, folio, 1)
         movable.append(folio)
     return collected, movable
+
+
+def _isolate(k: Kernel, folio: int) -> bool:
+    """v6.1 mm/vmscan.c folio_isolate_lru (v6.5 :2421-2438): needs PG_lru, takes a reference."""
+    lru = k.pf.mask("PG_lru")
+    if not int(k.mem.flags[folio]) & lru:
+        return False
+    k.mem.flags[folio] &= ~lru & _ALL
+    page_ref_add(k.mem, folio, 1)
+    return True
 
 
 def _extra_refs(k: Kernel, folio: int) -> bool:

@@ -14,13 +14,27 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from pinlab.interleave import Violation, Yield
+from pinlab.interleave import Unmodelled, Violation, Yield
 from pinlab.kernel import errno
-from pinlab.kernel.mm.gup_flags import FOLL_COW, FOLL_FORCE, FOLL_HWPOISON, FOLL_PIN, FOLL_WRITE
+from pinlab.kernel.mm.gup_flags import (
+    FOLL_COW,
+    FOLL_FORCE,
+    FOLL_HWPOISON,
+    FOLL_LONGTERM,
+    FOLL_PIN,
+    FOLL_WRITE,
+)
 from pinlab.kernel.mm.gup_grab import folio_test_anon
 from pinlab.kernel.mm.memmap import HUGETLB_PAGE_DTOR, compound_head
 from pinlab.kernel.mm.pgtable import pte_dirty, pte_write
-from pinlab.kernel.mm.types import VM_MAYSHARE, VM_MAYWRITE, VM_SHARED, VM_WRITE, VmArea
+from pinlab.kernel.mm.types import (
+    VM_MAYSHARE,
+    VM_MAYWRITE,
+    VM_SHARED,
+    VM_WRITE,
+    VmArea,
+    is_cow_mapping,
+)
 
 if TYPE_CHECKING:
     from pinlab.kernel.state import Kernel
@@ -43,10 +57,15 @@ def page_anon_exclusive(k: Kernel, page: int) -> bool:
     return bool(int(k.mem.flags[page]) & k.pf.mask("PG_anon_exclusive"))
 
 
-def gup_must_unshare(k: Kernel, flags: int, page: int) -> bool:
+def gup_must_unshare(
+    k: Kernel, flags: int, page: int, vma: VmArea | None = None, fast: bool = False
+) -> bool:
     """v6.1 include/linux/mm.h gup_must_unshare: R/O pin of a possibly shared anon page.
 
-    Kernels before v5.19 had no PageAnonExclusive and never unshared.
+    Kernels before v5.19 had no PageAnonExclusive and never unshared.  v6.5
+    (profile.unshare_non_anon; mm/internal.h:985-1000) also unshares a page that is not
+    anon for a R/O FOLL_LONGTERM pin: always from gup-fast (`fast`: no VMA there), in a
+    COW mapping from the slow path, which must pass its `vma`.
     """
     if not k.profile.page_anon_exclusive:
         return False
@@ -54,7 +73,17 @@ def gup_must_unshare(k: Kernel, flags: int, page: int) -> bool:
         return False
     head = compound_head(k.mem, page)
     if not folio_test_anon(k, head):
-        return False
+        if not k.profile.unshare_non_anon or not flags & FOLL_LONGTERM:
+            return False
+        if fast:
+            return True
+        if vma is None:
+            raise Unmodelled(
+                "gup_must_unshare",
+                "v6.5 R/O long-term pin of a non-anon page: this walker passes no VMA"
+                " for is_cow_mapping (mm/internal.h:992-1000)",
+            )
+        return is_cow_mapping(vma.vm_flags)
     if head != page and int(k.mem.dtor[head + 1]) == HUGETLB_PAGE_DTOR:
         page = head
     return not page_anon_exclusive(k, page)

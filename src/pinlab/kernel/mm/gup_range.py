@@ -451,7 +451,7 @@ def unpin_folios_range(k: Kernel, pages: I64) -> None:
 def _unpin_runs(k: Kernel, pages: I64) -> None:
     """The page-by-page unpin (runs of one folio), for the cases the step cannot mirror."""
     from pinlab.interleave import run_to_completion
-    from pinlab.kernel.mm.gup_grab import gup_put_folio
+    from pinlab.kernel.mm.gup_put import gup_put_folio
 
     heads = _heads(k, pages).tolist()
     i = 0

@@ -24,6 +24,7 @@ from pinlab.kernel.mm.huge_memory_4_4 import (
     wait_split_huge_page,
 )
 from pinlab.kernel.mm.huge_pmd_4_4 import do_huge_pmd_wp_page as do_huge_pmd_wp_page_4_4
+from pinlab.kernel.mm.huge_pmd_5_7 import do_huge_pmd_wp_page as do_huge_pmd_wp_page_5_7
 from pinlab.kernel.mm.locking import pte_lock, pte_unlock
 from pinlab.kernel.mm.memmap import TRANSHUGE_PAGE_DTOR
 from pinlab.kernel.mm.page_alloc import (
@@ -122,8 +123,17 @@ def transhuge_vma_suitable(vma: VmArea, addr: int) -> bool:
 
 
 def mm_get_huge_zero_page(k: Kernel, mm: MmStruct) -> int | None:
-    """v6.1 mm/huge_memory.c mm_get_huge_zero_page: allocated zeroed on first use; marks the mm."""
+    """v6.1 mm/huge_memory.c:199 mm_get_huge_zero_page (v5.7.14 :116): marks the mm
+    (test_and_set_bit, :207 / :124) and takes the huge zero page."""
     mm.flags |= 1 << MMF_HUGE_ZERO_PAGE
+    return get_huge_zero_page(k)
+
+
+def get_huge_zero_page(k: Kernel) -> int | None:
+    """v5.7.14 mm/huge_memory.c:80 (v4.4 :176, v6.1 :156) get_huge_zero_page: allocated zeroed on
+    first use.  (huge_zero_refcount is not modelled.)  v4.4 callers take it with this
+    alone: no per-mm MMF_HUGE_ZERO_PAGE (v4.4 include/linux/sched.h:504-509 ends at bit
+    20; v5.7.14 include/linux/sched/coredump.h:71 has it)."""
     if k.huge_zero_pfn < 0:
         pfn = alloc_pages(k, GFP_KERNEL | __GFP_COMP, HPAGE_PMD_ORDER)
         if pfn is None:
@@ -175,7 +185,11 @@ def do_huge_pmd_anonymous_page(
     key = pmd_key(mm.id, haddr)
     slot = haddr >> PMD_SHIFT
     if not flags & FAULT_FLAG_WRITE and k.thp_use_zero_page:
-        zero = mm_get_huge_zero_page(k, mm)
+        # v4.4 mm/huge_memory.c:832 get_huge_zero_page; v5.7.14 :742 mm_get_huge_zero_page
+        if not k.profile.mmf_huge_zero_page:
+            zero = get_huge_zero_page(k)
+        else:
+            zero = mm_get_huge_zero_page(k, mm)
         if zero is None:
             return VM_FAULT_FALLBACK
         yield from pte_lock(k, mm, haddr)
@@ -212,17 +226,22 @@ def do_huge_pmd_anonymous_page(
 
 
 def huge_pmd_set_accessed(
-    k: Kernel, mm: MmStruct, address: int, flags: int
+    k: Kernel, mm: MmStruct, address: int, flags: int, orig: int
 ) -> Generator[Yield, None, None]:
-    """v6.1 mm/huge_memory.c huge_pmd_set_accessed: young, and dirty on a write."""
+    """v6.1 mm/huge_memory.c huge_pmd_set_accessed -> touch_pmd: if the PMD is still
+    ``orig``, young, and dirty on a write (profile.thp_access_dirties; 4.4.178 :1002 only
+    makes it young); x86's pmdp_set_access_flags (v6.1 / 4.4.178 arch/x86/mm/pgtable.c)
+    stores the entry only for a write fault."""
     from pinlab.kernel.mm.memory import FAULT_FLAG_WRITE
 
     slot = address >> PMD_SHIFT
+    key = frozenset({pmd_key(mm.id, address)})
+    write = bool(flags & FAULT_FLAG_WRITE)
     yield from pte_lock(k, mm, address)
-    yield Point("pmd mkyoung", writes=frozenset({pmd_key(mm.id, address)}))
-    if slot in mm.pgtable.pmd:
-        bits = _PAGE_ACCESSED | (_PAGE_DIRTY if flags & FAULT_FLAG_WRITE else 0)
-        mm.pgtable.pmd[slot] |= bits
+    yield Point("pmd mkyoung", reads=key, writes=key)
+    if mm.pgtable.pmd.get(slot, 0) == orig and write:
+        dirty = _PAGE_DIRTY if k.profile.thp_access_dirties else 0
+        mm.pgtable.pmd[slot] = orig | _PAGE_ACCESSED | dirty
     pte_unlock(k, mm, address)
 
 
@@ -231,10 +250,11 @@ def do_huge_pmd_wp_page(
 ) -> Generator[Yield, None, int]:
     """v6.1 mm/huge_memory.c do_huge_pmd_wp_page: reuse an exclusive/sole THP, else split.
 
-    v5.7: reuse when reuse_swap_page(page) (mapcount).  v4.4 reuses or copies the
-    whole THP (profile.thp_tail_refs_in_mapcount: huge_pmd_4_4.do_huge_pmd_wp_page).
+    v4.4 and v5.7 reuse a THP mapped once or copy it whole (v5.8 "thp: change CoW
+    semantics for anon-THP" made it a split; profile.thp_cow_copies): huge_pmd_4_4
+    do_huge_pmd_wp_page under 4.4's THP refcounting (profile.thp_tail_refs_in_mapcount),
+    else huge_pmd_5_7's.
     """
-    from pinlab.kernel.mm.cow import reuse_swap_page
     from pinlab.kernel.mm.memory import (
         FAULT_FLAG_UNSHARE,
         VM_FAULT_FALLBACK,
@@ -244,6 +264,8 @@ def do_huge_pmd_wp_page(
 
     if k.profile.thp_tail_refs_in_mapcount:
         return (yield from do_huge_pmd_wp_page_4_4(k, mm, vma, address, cpu))
+    if k.profile.thp_cow_copies:
+        return (yield from do_huge_pmd_wp_page_5_7(k, mm, vma, address, cpu))
     unshare = bool(flags & FAULT_FLAG_UNSHARE)
     haddr = address & ~(PMD_SIZE - 1)
     slot = haddr >> PMD_SHIFT
@@ -262,13 +284,10 @@ def do_huge_pmd_wp_page(
         if mm.pgtable.pmd.get(slot, 0) != orig:
             pte_unlock(k, mm, haddr)
             return 0
-        if k.profile.wp_reuse_by_refcount:
-            reuse = k.profile.page_anon_exclusive and PageAnonExclusive(k, page)
-            if not reuse and int(k.mem.refcount[page]) == 1:
-                page_move_anon_rmap(k, page, vma)
-                reuse = True
-        else:
-            reuse, _ = reuse_swap_page(k, page)
+        reuse = k.profile.page_anon_exclusive and PageAnonExclusive(k, page)
+        if not reuse and int(k.mem.refcount[page]) == 1:
+            page_move_anon_rmap(k, page, vma)
+            reuse = True
         if reuse:
             if not unshare:
                 entry = maybe_mkwrite(orig | _PAGE_ACCESSED | _PAGE_DIRTY, vma)

@@ -6,6 +6,8 @@ THP, or, when no THP can be allocated, into 512 small pages (mapped by a new PTE
 table), or, when even those cannot be had, splits the compound page and lets
 the PTE-level fault copy one small page.  mprotect of a whole THP waits out a
 split in progress (__pmd_trans_huge_lock), and so does fork (copy_huge_pmd).
+v5.7 copies as v4.4 does (huge_pmd_wp_copy, do_huge_pmd_wp_page_fallback) once its own
+reuse test (huge_pmd_5_7) has failed; only what runs out of memory differs.
 """
 
 from __future__ import annotations
@@ -100,9 +102,9 @@ def do_huge_pmd_wp_page(
     The huge zero page goes straight to the allocation (:1166); a THP is reused when
     page_mapcount(head) == 1 (:1174), the PMD's mappings only (a tail's gup
     references are on its own _mapcount); else it is held (get_user_huge_page
-    :1183), the lock dropped, a THP allocated and the old one copied into it.
+    :1183), the lock dropped, and huge_pmd_wp_copy copies it.
     """
-    from pinlab.kernel.mm.memory import VM_FAULT_WRITE, maybe_mkwrite, vma_page_prot
+    from pinlab.kernel.mm.memory import VM_FAULT_WRITE, maybe_mkwrite
 
     haddr = address & ~(PMD_SIZE - 1)
     slot = haddr >> PMD_SHIFT
@@ -128,29 +130,62 @@ def do_huge_pmd_wp_page(
             return VM_FAULT_WRITE
         get_page(k, page)
         pte_unlock(k, mm, haddr)
-    # :1185-1191 alloc: transparent_hugepage_debug_cow() is 0 without CONFIG_DEBUG_VM
+    return (yield from huge_pmd_wp_copy(k, mm, vma, address, orig, page, cpu))
+
+
+def thp_fault_enabled(k: Kernel, mm: MmStruct, vma: VmArea) -> bool:
+    """Whether the COW of a huge PMD may allocate a THP: v4.4 transparent_hugepage_enabled
+    (mm/huge_memory.c:1185); v5.7.14 mm/huge_memory.c:1425 __transparent_hugepage_enabled
+    (include/linux/huge_mm.h:133) also refuses an mm with MMF_DISABLE_THP (:141)."""
+    from pinlab.kernel.mm.huge_memory import MMF_DISABLE_THP
+
+    if k.profile.mmf_huge_zero_page and mm.flags >> MMF_DISABLE_THP & 1:
+        return False
+    return transparent_hugepage_enabled(k, vma)
+
+
+def huge_pmd_wp_copy(
+    k: Kernel, mm: MmStruct, vma: VmArea, address: int, orig: int, page: int | None, cpu: int
+) -> Generator[Yield, None, int]:
+    """The copy of do_huge_pmd_wp_page (its alloc: label), the same in v4.4 and v5.7.14:
+    v4.4 mm/huge_memory.c:1185-1265, v5.7.14 mm/huge_memory.c:1424-1514.
+
+    ``page``: the THP held by the caller, or None for the huge zero page.  A THP is
+    allocated, the old one copied into it (or it is cleared), and, under the lock, if
+    the PMD is unchanged, it replaces the old THP; without a THP, _no_huge_page.
+    """
+    from pinlab.kernel.mm.memory import VM_FAULT_WRITE, maybe_mkwrite, vma_page_prot
+
+    haddr = address & ~(PMD_SIZE - 1)
+    slot = haddr >> PMD_SHIFT
+    key = pmd_key(mm.id, haddr)
+    # v4.4 :1185-1191, v5.7.14 :1425-1430; transparent_hugepage_debug_cow() is 0 without
+    # CONFIG_DEBUG_VM
     yield Point(
         "alloc_hugepage_vma",
-        reads=frozenset() if page is None else page_keys(page, HPAGE_PMD_NR, ("data",)),
+        reads=frozenset({("mm", mm.id, "flags")})
+        | (frozenset() if page is None else page_keys(page, HPAGE_PMD_NR, ("data",))),
         writes=alloc_writes(k, GFP_TRANSHUGE, HPAGE_PMD_ORDER),
     )
     new = None
-    if transparent_hugepage_enabled(k, vma):
+    if thp_fault_enabled(k, mm, vma):
         new = alloc_pages(k, GFP_TRANSHUGE, HPAGE_PMD_ORDER)
     if new is None:
         return (yield from _no_huge_page(k, mm, vma, address, orig, page, cpu))
-    # the memcg charge (:1210) is not modelled: it never fails
+    # the memcg charge (v4.4 :1210, v5.7.14 :1450) is not modelled: it never fails
     m = k.mem
     # as the model's THP fault (huge_memory.do_huge_pmd_anonymous_page) marks its THPs
     m.dtor[new + 1] = TRANSHUGE_PAGE_DTOR
-    # :1224-1228 clear_huge_page for the huge zero page, else copy_user_huge_page
+    # v4.4 :1224-1228, v5.7.14 :1465-1469 clear_huge_page for the huge zero page, else
+    # copy_user_huge_page
     if page is None:
         m.data[new : new + HPAGE_PMD_NR] = 0
     else:
         m.data[new : new + HPAGE_PMD_NR] = m.data[page : page + HPAGE_PMD_NR]
     m.flags[new] |= k.pf.mask("PG_uptodate")
     yield from pte_lock(k, mm, haddr)
-    # :1235-1236 the reference taken at :1183 is dropped first, under the lock
+    # v4.4 :1235-1236, v5.7.14 :1476-1478 the caller's reference is dropped first, under
+    # the lock
     yield Point(
         "wp huge pmd install",
         reads=folio_put_footprint(k, new) | free_reads(new) | {key},
@@ -165,14 +200,15 @@ def do_huge_pmd_wp_page(
         put_page(k, new)
         return 0
     entry = maybe_mkwrite(pfn_pte(new, vma_page_prot(k, vma)) | _PAGE_PSE | _PAGE_DIRTY, vma)
-    # :1246 pmdp_huge_clear_flush_notify: clear the PMD, flush the TLB (waits for gup-fast)
+    # v4.4 :1246, v5.7.14 :1488 pmdp_huge_clear_flush_notify: clear the PMD, flush the TLB
+    # (v4.4: waits for gup-fast)
     del mm.pgtable.pmd[slot]
     yield from flush_tlb_mm_range(k, mm)
     page_add_new_anon_rmap(k, new, vma, haddr)
-    # :1249 lru_cache_add_active_or_unevictable
+    # v4.4 :1249, v5.7.14 :1491 lru_cache_add_active_or_unevictable
     yield from folio_add_lru_vma(k, new, vma, cpu, _after_install(k, key, page))
     mm.pgtable.pmd[slot] = entry
-    # (for the huge zero page, put_huge_zero_page: its refcount is not modelled)
+    # (for the huge zero page, v4.4's put_huge_zero_page: its refcount is not modelled)
     if page is not None:
         page_remove_rmap(k, page, vma, True)
         put_page(k, page)
@@ -180,32 +216,54 @@ def do_huge_pmd_wp_page(
     return VM_FAULT_WRITE
 
 
+def _rmap_drop_keys(k: Kernel, page: int) -> frozenset[Hashable]:
+    """What page_remove_rmap(page, compound) of a THP's PMD writes: its entire mapcount, and
+    after v4.4 (the last PMD of a PageDoubleMap THP) PageDoubleMap, each page's _mapcount
+    and what PageAnon and PageHuge read."""
+    keys = frozenset({("page", page + 1, "compound_mapcount")})
+    if k.profile.thp_tail_refs_in_mapcount:
+        return keys
+    tests = page_keys(page, 1, ("mapping", "flags")) | page_keys(page + 1, 1, ("flags", "dtor"))
+    return keys | page_keys(page, HPAGE_PMD_NR, ("mapcount",)) | tests
+
+
 def _after_install(k: Kernel, key: Hashable, page: int | None) -> frozenset[Hashable]:
-    """What follows the new THP's LRU add: set_pmd_at (:1250), and the old THP's loss of
-    this mapping and of its reference (:1257-1258)."""
+    """What follows the new THP's LRU add: set_pmd_at (v4.4 :1250, v5.7.14 :1492), and the
+    old THP's loss of this mapping and of its reference (v4.4 :1257-1258, v5.7.14
+    :1498-1499)."""
     if page is None:
         return frozenset({key})
-    return folio_put_footprint(k, page) | {key, ("page", page + 1, "compound_mapcount")}
+    return folio_put_footprint(k, page) | {key} | _rmap_drop_keys(k, page)
 
 
 def _no_huge_page(
     k: Kernel, mm: MmStruct, vma: VmArea, address: int, orig: int, page: int | None, cpu: int
 ) -> Generator[Yield, None, int]:
-    """v4.4 mm/huge_memory.c:1193-1208: no THP for the copy.
+    """No THP for the copy: v4.4 mm/huge_memory.c:1193-1208, v5.7.14 :1433-1446.
 
-    The huge zero page's PMD is split (split_huge_page_pmd); a THP is copied to
-    small pages (do_huge_pmd_wp_page_fallback), and if that runs out of memory it
-    is split (split_huge_page); either way the fault goes on at the PTE level
-    (VM_FAULT_FALLBACK).  Last, the reference taken at :1183 is dropped (:1204).
+    The huge zero page's PMD is split; a THP is copied to small pages
+    (do_huge_pmd_wp_page_fallback), and if that runs out of memory v4.4 splits the
+    THP itself (split_huge_page :1200), v5.7 the PMD alone (split_huge_pmd :1441);
+    either way the fault goes on at the PTE level (VM_FAULT_FALLBACK).  Last, the
+    caller's reference is dropped (v4.4 put_user_huge_page :1204, v5.7 put_page :1444).
     """
+    from pinlab.kernel.mm.huge_memory import split_huge_pmd
     from pinlab.kernel.mm.memory import VM_FAULT_FALLBACK, VM_FAULT_OOM
 
+    v4_4 = k.profile.thp_tail_refs_in_mapcount
     if page is None:
-        yield from split_huge_page_pmd(k, mm, vma, address)
+        # v4.4 :1195 split_huge_page_pmd, v5.7.14 :1436 split_huge_pmd
+        if v4_4:
+            yield from split_huge_page_pmd(k, mm, vma, address)
+        else:
+            yield from split_huge_pmd(k, mm, vma, address)
         return VM_FAULT_FALLBACK
     ret = yield from do_huge_pmd_wp_page_fallback(k, mm, vma, address, orig, page, cpu)
     if ret & VM_FAULT_OOM:
-        yield from split_huge_page(k, page)
+        if v4_4:
+            yield from split_huge_page(k, page)
+        else:
+            yield from split_huge_pmd(k, mm, vma, address)
         ret |= VM_FAULT_FALLBACK
     yield Point("put_user_huge_page", writes=folio_put_footprint(k, page))
     put_page(k, page)
@@ -217,12 +275,14 @@ def _puts(k: Kernel, pages: list[int]) -> frozenset[Hashable]:
     return frozenset().union(*(folio_put_footprint(k, p) for p in pages))
 
 
-def _after_lru_add(key: Hashable, page: int, pages: list[int], i: int) -> frozenset[Hashable]:
+def _after_lru_add(
+    k: Kernel, key: Hashable, page: int, pages: list[int], i: int
+) -> frozenset[Hashable]:
     """What the fallback writes after adding ``pages[i]`` to the LRU, before it yields again:
     the next page's rmap, or after the last the PMD and the THP's mapcount."""
     if i + 1 < len(pages):
         return page_keys(pages[i + 1], 1, _NEW_RMAP)
-    return frozenset({key, ("page", page + 1, "compound_mapcount")})
+    return frozenset({key}) | _rmap_drop_keys(k, page)
 
 
 def do_huge_pmd_wp_page_fallback(
@@ -235,6 +295,8 @@ def do_huge_pmd_wp_page_fallback(
     PMD is unchanged (:1099), it is cleared and flushed (:1103), each new page rmapped
     and added to the LRU (:1115-1120) in a PTE table that then replaces it (:1126),
     and the THP loses this mapping (:1127) and, after the lock, its reference (:1133).
+    v5.7.14 mm/huge_memory.c:1258 is the same: :1279, :1283-1295, :1301, :1311-1312,
+    :1324, :1329-1341, :1346, :1347, :1357.
     """
     from pinlab.kernel.mm.memory import VM_FAULT_OOM, VM_FAULT_WRITE, maybe_mkwrite, mk_pte
 
@@ -274,7 +336,7 @@ def do_huge_pmd_wp_page_fallback(
     for i, p in enumerate(pages):
         page_add_new_anon_rmap(k, p, vma, haddr + (i << PAGE_SHIFT))
         # :1117 lru_cache_add_active_or_unevictable
-        yield from folio_add_lru_vma(k, p, vma, cpu, _after_lru_add(key, page, pages, i))
+        yield from folio_add_lru_vma(k, p, vma, cpu, _after_lru_add(k, key, page, pages, i))
     entries = [maybe_mkwrite(mk_pte(k, p, vma) | _PAGE_DIRTY, vma) for p in pages]
     mm.pgtable.pte[slot] = np.array(entries, dtype=np.uint64)
     page_remove_rmap(k, page, vma, True)

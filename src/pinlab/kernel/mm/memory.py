@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Generator, Hashable
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from pinlab.interleave import Point, Yield
 from pinlab.kernel.mm.filemap import folio_put_footprint
 from pinlab.kernel.mm.huge_memory import (
@@ -20,7 +22,9 @@ from pinlab.kernel.mm.huge_memory import (
     hugepage_vma_check,
     pmd_none,
 )
-from pinlab.kernel.mm.huge_memory_4_4 import pmd_trans_splitting
+from pinlab.kernel.mm.huge_memory_4_4 import pmd_trans_huge as pmd_trans_huge_4_4
+from pinlab.kernel.mm.huge_memory_4_4 import pmd_trans_splitting, wait_split_huge_page
+from pinlab.kernel.mm.huge_pmd_4_4 import transparent_hugepage_enabled
 from pinlab.kernel.mm.locking import folio_unlock, pte_lock, pte_unlock
 from pinlab.kernel.mm.memmap import compound_head, peek_head
 from pinlab.kernel.mm.page_alloc import GFP_HIGHUSER_MOVABLE, alloc_pages, free_reads, page_keys
@@ -34,6 +38,7 @@ from pinlab.kernel.mm.pgtable import (
     PAGE_SHARED,
     PAGE_SHIFT,
     PAGE_SIZE,
+    PMD_SHIFT,
     PTRS_PER_PTE,
     get_pmd,
     pfn_pte,
@@ -198,11 +203,24 @@ def handle_mm_fault(
 def __handle_mm_fault(
     k: Kernel, mm: MmStruct, vma: VmArea, address: int, flags: int, cpu: int
 ) -> Generator[Yield, None, int]:
-    """v6.1 mm/memory.c __handle_mm_fault: PMD level (THP), then handle_pte_fault."""
+    """v6.1 mm/memory.c __handle_mm_fault: PMD level (THP), then handle_pte_fault.
+
+    v4.4 mm/memory.c:3390 tests transparent_hugepage_enabled (:3408, under its THP scheme:
+    profile.thp_tail_refs_in_mapcount) and, once the PMD was none or huge, goes through
+    _pte_level_4_4 first (profile.fault_pte_alloc_early).  A PMD that was a PTE table
+    stays one while the fault holds mmap_sem for read (:3466-3470: only khugepaged, with
+    it held for write, makes a table huge; free_pgtables too needs it), so for it the
+    recheck always passes and is not modelled.
+    """
     address &= ~(PAGE_SIZE - 1)
     pt = mm.pgtable
+    v4_4 = k.profile.thp_tail_refs_in_mapcount
+    early = k.profile.fault_pte_alloc_early
     yield Point("pmd read", reads=frozenset({pmd_key(mm.id, address)}))
-    if pmd_none(pt, address) and hugepage_vma_check(k, mm, vma):
+    table = address >> PMD_SHIFT in pt.pte
+    if pmd_none(pt, address) and (
+        thp_fault_4_4(k, vma) if v4_4 else hugepage_vma_check(k, mm, vma)
+    ):
         ret = yield from do_huge_pmd_anonymous_page(k, mm, vma, address, flags, cpu)
         if not ret & VM_FAULT_FALLBACK:
             return ret
@@ -217,9 +235,45 @@ def __handle_mm_fault(
                 if not ret & VM_FAULT_FALLBACK:
                     return ret
             else:
-                yield from huge_pmd_set_accessed(k, mm, address, flags)
+                yield from huge_pmd_set_accessed(k, mm, address, flags, pmd)
                 return 0
+    if early and not table and not (yield from _pte_level_4_4(k, mm, vma, address)):
+        return 0
     return (yield from handle_pte_fault(k, mm, vma, address, flags, cpu))
+
+
+def thp_fault_4_4(k: Kernel, vma: VmArea) -> bool:
+    """v4.4 mm/memory.c:3408 transparent_hugepage_enabled(vma), then create_huge_pmd (:3286)
+    faults a THP into an anonymous VMA only (a file's pmd_fault, DAX, is not modelled)."""
+    return transparent_hugepage_enabled(k, vma) and vma_is_anonymous(vma)
+
+
+def _pte_level_4_4(
+    k: Kernel, mm: MmStruct, vma: VmArea, address: int
+) -> Generator[Yield, None, bool]:
+    """v4.4 mm/memory.c:3450-3465: whether the fault goes on to handle_pte_fault.
+
+    A none PMD gets a PTE table (__pte_alloc :3451, :555: populated under the PMD
+    lock if still none, :581; a PMD being split is waited out, :588-591); then a PMD
+    that is none or huge (pmd_trans_unstable :3464, include/asm-generic/pgtable.h:737,
+    :695; v4.4 pmd_trans_huge is _PAGE_PSE alone) ends the fault with 0, to be
+    retried: a THP another thread installed after this one fell back is not
+    overlaid with a PTE table.
+    """
+    slot = address >> PMD_SHIFT
+    key = pmd_key(mm.id, address)
+    if pmd_none(mm.pgtable, address):
+        yield from pte_lock(k, mm, address)
+        yield Point("__pte_alloc", reads=frozenset({key}), writes=frozenset({key}))
+        pmd = get_pmd(mm.pgtable, address)
+        if pmd_none(mm.pgtable, address):
+            mm.pgtable.pte[slot] = np.zeros(PTRS_PER_PTE, np.uint64)
+        pte_unlock(k, mm, address)
+        if pmd_trans_splitting(pmd):
+            yield from wait_split_huge_page(k, vma.anon_vma)
+    yield Point("pmd_trans_unstable", reads=frozenset({key}))
+    pmd = get_pmd(mm.pgtable, address)
+    return not pmd_none(mm.pgtable, address) and not pmd_trans_huge_4_4(pmd)
 
 
 def handle_pte_fault(

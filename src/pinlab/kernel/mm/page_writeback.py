@@ -24,6 +24,7 @@ from pinlab.kernel.bug import bug_on
 from pinlab.kernel.errno import EIO
 from pinlab.kernel.mm.filemap import (
     dirty_footprint,
+    end_page_writeback_reclaim,
     folio_mapping,
     folio_mark_dirty,
     folio_put_footprint,
@@ -279,13 +280,12 @@ def folio_end_writeback(
 
     A temporary reference keeps the folio alive across the wake-up (writeback
     holds none of its own); __folio_end_writeback moves the pages from
-    NR_WRITEBACK to NR_WRITTEN.  PG_reclaim, set only by reclaim's pageout
-    (not modelled), would rotate the folio (folio_rotate_reclaimable).  ``then_reads``,
-    ``then_writes``: what the caller reads and writes after this returns, before it yields
-    again (footprint only).
+    NR_WRITEBACK to NR_WRITTEN.  A PG_reclaim folio is first rotated
+    (filemap.end_page_writeback_reclaim).  ``then_reads``, ``then_writes``: what the caller
+    reads and writes after this returns, before it yields again (footprint only).
     """
     if _has(k, folio, "PG_reclaim"):
-        raise Unmodelled("folio_end_writeback", "a PG_reclaim folio (folio_rotate_reclaimable)")
+        yield from end_page_writeback_reclaim(k, folio)
     keys = folio_put_footprint(k, folio) | {("vmstat", NR_WRITEBACK), ("vmstat", NR_WRITTEN)}
     yield Point(
         "folio_end_writeback",

@@ -12,15 +12,10 @@ from typing import TYPE_CHECKING
 from pinlab.interleave import Point, Yield
 from pinlab.kernel.errno import EFAULT, EINVAL
 from pinlab.kernel.mm.filemap import set_page_dirty_lock
-from pinlab.kernel.mm.gup import (
-    get_user_pages_unlocked,
-    page_array,
-    pin_user_pages_remote,
-    put_page_api,
-    unpin_user_pages_dirty_lock,
-)
+from pinlab.kernel.mm.gup import get_user_pages_unlocked, page_array, pin_user_pages_remote
 from pinlab.kernel.mm.gup_flags import FOLL_WRITE
 from pinlab.kernel.mm.gup_page import Locked
+from pinlab.kernel.mm.gup_unpin import put_page_api, unpin_user_pages_dirty_lock
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
 from pinlab.kernel.mm.pgtable import PAGE_SHIFT, PAGE_SIZE
 from pinlab.kernel.mm.types import Task

@@ -195,11 +195,67 @@ def folio_mark_accessed(k: Kernel, folio: int, cpu: int = 0) -> Generator[Yield,
     k.mem.flags[folio] &= ~ref & _ALL_BITS
 
 
+def pagevec_move_tail(k: Kernel, cpu: int) -> None:
+    """v4.4.178 mm/swap.c:463 pagevec_move_tail of this CPU's lru_rotate_pvecs.
+
+    pagevec_move_tail_fn (:447) moves a page still on the inactive list to its tail, which
+    changes no flag (the lists' order is not modelled; PG_reclaim was cleared by
+    end_page_writeback already); then pagevec_lru_move_fn's release_pages (:443, :909)
+    drops the pagevec's references, freeing a page whose last one it was.
+    """
+    batch = k.lru_rotate[cpu]
+    k.lru_rotate[cpu] = []
+    for page in batch:
+        folio_put(k, page)
+
+
+def rotate_footprint(
+    k: Kernel, page: int, cpu: int
+) -> tuple[frozenset[Hashable], frozenset[Hashable]]:
+    """(reads, writes) of rotate_reclaimable_page adding `page` to this CPU's pagevec."""
+    writes = _batch_footprint(k, [*k.lru_rotate[cpu], page], ("lru_rotate", cpu))
+    return writes | _batch_reads([*k.lru_rotate[cpu], page]), writes
+
+
+def rotate_reclaimable_page(k: Kernel, page: int, cpu: int) -> Generator[Yield, None, None]:
+    """v4.4.178 mm/swap.c:476 rotate_reclaimable_page, one step (irqs off on this CPU).
+
+    A page neither locked, dirty, active nor unevictable and on the LRU gets a reference
+    (page_cache_get, :482) in this CPU's lru_rotate_pvecs; the pagevec is moved once
+    pagevec_add leaves it no room (:486-487, PAGEVEC_SIZE: profile.pagevec_size).
+    """
+    reads, writes = rotate_footprint(k, page, cpu)
+    yield Point("rotate_reclaimable_page", reads=reads, writes=writes)
+    flags = int(k.mem.flags[page])
+    busy = ("PG_locked", "PG_dirty", "PG_active", "PG_unevictable")
+    if any(flags & k.pf.mask(flag) for flag in busy) or not flags & k.pf.mask("PG_lru"):
+        return
+    folio_get(k, page)
+    k.lru_rotate[cpu].append(page)
+    if len(k.lru_rotate[cpu]) >= k.profile.pagevec_size:
+        pagevec_move_tail(k, cpu)
+
+
 def lru_add_drain_cpu(k: Kernel, cpu: int) -> Generator[Yield, None, None]:
-    """v6.1 mm/swap.c lru_add_drain_cpu: the lru_add batch, then folio_activate_drain."""
+    """v6.1 mm/swap.c lru_add_drain_cpu: the lru_add batch, the lru_rotate batch, then
+    folio_activate_drain.
+
+    The rotate batch is filled only by v4.4.178's rotate_reclaimable_page; v4.4.178
+    mm/swap.c:814-821 drains it after lru_add_pvec, as v5.7.14 :601 and v6.1 :662 do.
+    The deactivate and lazyfree batches are not modelled.
+    """
     if k.lru_add[cpu]:
         yield Point("lru_add_drain", writes=_batch_footprint(k, k.lru_add[cpu], ("lru", cpu)))
         folio_batch_move_lru(k, cpu)
+    if k.lru_rotate[cpu]:
+        key = ("lru_rotate", cpu)
+        batch = k.lru_rotate[cpu]
+        yield Point(
+            "pagevec_move_tail",
+            reads=_batch_reads(batch),
+            writes=_batch_footprint(k, batch, key),
+        )
+        pagevec_move_tail(k, cpu)
     if k.lru_activate[cpu]:
         key = ("lru_activate", cpu)
         yield Point("folio_activate_drain", writes=_batch_footprint(k, k.lru_activate[cpu], key))
@@ -219,4 +275,5 @@ def lru_add_drain_all(k: Kernel) -> Generator[Yield, None, None]:
 
 def folio_in_lru_batch(k: Kernel, folio: int) -> int:
     """How many references the per-CPU batches hold on `folio` (for invariants and probes)."""
-    return sum(batch.count(folio) for batch in (*k.lru_add, *k.lru_activate))
+    batches = (*k.lru_add, *k.lru_activate, *k.lru_rotate)
+    return sum(batch.count(folio) for batch in batches)
