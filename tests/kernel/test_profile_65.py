@@ -11,7 +11,7 @@ from collections.abc import Callable, Generator
 
 import pytest
 
-from pinlab.interleave import Unmodelled, Yield
+from pinlab.interleave import Yield
 from pinlab.interleave import run_to_completion as run
 from pinlab.kernel import errno
 from pinlab.kernel import process as P
@@ -376,19 +376,32 @@ def test_readonly_longterm_pin_of_non_anon_page(
         assert _ref(k, old) == old_ref + (1024 if pinned else 0)
 
 
-def test_pmd_level_non_anon_unshare_is_unmodelled() -> None:
-    """v6.5 mm/huge_memory.c:1473 follow_trans_huge_pmd calls gup_must_unshare with the VMA:
-    the model's PMD walker passes none, so a R/O long-term pin of the huge zero page raises
-    Unmodelled on 6.5 instead of running 6.1's answer."""
-    k, task, mm = _task("6.5")
+# (profile, the pin lands on a fresh anon copy, source)
+HUGE_ZERO_ROWS = [
+    (
+        "6.5",
+        True,
+        "v6.5 mm/huge_memory.c:1473 follow_trans_huge_pmd -> gup_must_unshare (-EMLINK); "
+        "do_huge_pmd_wp_page falls back for the huge zero PMD, do_wp_page copies",
+    ),
+    ("6.1", False, "6.1.192 include/linux/mm.h:3202-3203 gup_must_unshare: anon pages only"),
+]
+
+
+@pytest.mark.parametrize(("profile", "copied", "cite"), HUGE_ZERO_ROWS)
+def test_readonly_longterm_pin_of_the_huge_zero_pmd(profile: str, copied: bool, cite: str) -> None:
+    k, task, mm = _task(profile)
     k.thp_enabled = "always"
     addr = run(P.sys_mmap(k, task, None, 2 * PMD_SIZE, RW, ANON))
     addr = (addr + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
     run(user_access(k, task, addr, False))
-    if _pfn(k, task, addr) == k.zero_pfn or not getattr(k, "huge_zero_page", True):
-        pytest.skip("no huge zero PMD in this model configuration")
-    with pytest.raises(Unmodelled, match="gup_must_unshare"):
-        _pin_ro(k, mm, addr, FOLL_LONGTERM, False)
+    assert k.huge_zero_pfn >= 0 and _pfn(k, task, addr) == k.huge_zero_pfn
+    ret, page = _pin_ro(k, mm, addr, FOLL_LONGTERM, False)
+    assert ret == 1, cite
+    assert (page != k.huge_zero_pfn) == copied, cite
+    if copied:
+        assert _pfn(k, task, addr) == page, cite
+        assert folio_pincount(k, page) == 0 and _ref(k, page) >= 1 + 1024, cite
 
 
 # ---- 6. FOLL_LONGTERM's LRU drain ----

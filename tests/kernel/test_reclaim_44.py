@@ -38,7 +38,7 @@ from pinlab.kernel.mm.pgtable import (
     pte_young,
     set_pte_at,
 )
-from pinlab.kernel.mm.rmap import SWAP_FAIL, SWAP_SUCCESS, try_to_unmap
+from pinlab.kernel.mm.rmap_4_4 import SWAP_FAIL, SWAP_SUCCESS, try_to_unmap
 from pinlab.kernel.mm.swap import lru_add_drain
 from pinlab.kernel.mm.types import VM_EXEC, AddressSpace, MmStruct, find_vma
 from pinlab.kernel.mm.vmscan import (

@@ -26,7 +26,8 @@ from pinlab.interleave import run_to_completion as run
 from pinlab.kernel import process as P
 from pinlab.kernel.mm.fork_copy import copy_present_pte, raw_write_seqcount
 from pinlab.kernel.mm.gup import mm_set_has_pinned_flag, page_array
-from pinlab.kernel.mm.gup_fast import gup_pte_range, pin_user_pages_fast
+from pinlab.kernel.mm.gup_fast import pin_user_pages_fast
+from pinlab.kernel.mm.gup_fast_walk import gup_pte_range
 from pinlab.kernel.mm.gup_flags import FOLL_WRITE
 from pinlab.kernel.mm.gup_grab import _pin_folio, node_stat_mod_folio, try_get_folio
 from pinlab.kernel.mm.gup_put import gup_put_folio

@@ -13,12 +13,13 @@ from collections.abc import Generator
 
 import pytest
 
-from pinlab.explore import FinalCheck, GenThread, Options, Result, explore
+from pinlab.explore import FinalCheck, GenThread
 from pinlab.interleave import Point, Violation, Yield, run_to_completion
 from pinlab.kernel.fs import LLONG_MAX, vfs_fsync, vfs_write, writepages
-from pinlab.kernel.mm.gup import page_array, unpin_user_pages
+from pinlab.kernel.mm.gup import page_array
 from pinlab.kernel.mm.gup_fast import pin_user_pages_fast
 from pinlab.kernel.mm.gup_flags import FOLL_WRITE
+from pinlab.kernel.mm.gup_unpin import unpin_user_pages
 from pinlab.kernel.mm.mmap import (
     MADV_DONTNEED,
     MAP_ANONYMOUS,
@@ -30,11 +31,10 @@ from pinlab.kernel.mm.mmap import (
 from pinlab.kernel.mm.page_writeback import LONG_MAX, WB_SYNC_NONE, WritebackControl
 from pinlab.kernel.mm.pgtable import get_pte, pte_pfn, pte_present
 from pinlab.kernel.mm.truncate import truncate_setsize
-from pinlab.kernel.mm.types import MmStruct, Task
 from pinlab.kernel.process import ext4_create, fd_install, fget, new_task, sys_madvise, sys_mmap
 from pinlab.kernel.state import BootParams, Kernel, boot
 from pinlab.kernel.uaccess import UserFault, user_access
-from pinlab.scenarios.harness import kernel_program
+from tests.scenarios.searching import only_mm, only_task, search
 
 PAGE = 4096
 ADDR = 0x7F00_0000_0000  # the page every program starts from
@@ -42,19 +42,6 @@ NEXT = ADDR + PAGE  # the page after it, in the same VMA and page table
 RW = PROT_READ | PROT_WRITE
 DMA = 99  # the token the device stands-in writes
 CPU_STORE = 2
-
-
-def _task(k: Kernel) -> Task:
-    return next(iter(k.tasks.values()))
-
-
-def _mm(k: Kernel) -> MmStruct:
-    return k.mms[_task(k).mm]
-
-
-def _search(name: str, make: object, threads: tuple[GenThread, ...], finals=()) -> Result:  # type: ignore[no-untyped-def]
-    prog = kernel_program(name, make, threads, finals=finals)  # type: ignore[arg-type]
-    return explore(prog, Options(strategy="dfs", cache=True, shrink=False))
 
 
 # --- gup-fast's recheck of the PTE after the speculative grab ------------------------
@@ -75,7 +62,7 @@ def _anon_kernel() -> Kernel:
 def pin_dma_unpin(k: Kernel) -> Generator[Yield, None, None]:
     """Pin the page at ADDR with gup-fast, let the device write into it, unpin."""
     pages = page_array(1)
-    got = yield from pin_user_pages_fast(k, _mm(k), ADDR, 1, FOLL_WRITE, pages)
+    got = yield from pin_user_pages_fast(k, only_mm(k), ADDR, 1, FOLL_WRITE, pages)
     if got == 1:
         page = int(pages[0])
         yield Point("device DMA", writes=frozenset({("page", page, "data")}))
@@ -86,21 +73,21 @@ def pin_dma_unpin(k: Kernel) -> Generator[Yield, None, None]:
 def drop_and_fault_next(k: Kernel) -> Generator[Yield, None, None]:
     """MADV_DONTNEED the page (its frame is freed, the page table stays), then a store to
     the next page (the allocator hands the freed frame out again)."""
-    task = _task(k)
+    task = only_task(k)
     yield from sys_madvise(k, task, ADDR, PAGE, MADV_DONTNEED)
     yield from user_access(k, task, NEXT, True, CPU_STORE)
 
 
 def _next_keeps_its_store(k: Kernel) -> bool:
     """The page mapped at NEXT holds the store made to it, not the device's write."""
-    pte = get_pte(_mm(k).pgtable, NEXT)
+    pte = get_pte(only_mm(k).pgtable, NEXT)
     return pte_present(pte) and int(k.mem.data[pte_pfn(pte)]) == CPU_STORE
 
 
 def test_gup_fast_recheck_keeps_a_dma_out_of_a_reused_frame() -> None:
     threads = (GenThread("pin", pin_dma_unpin), GenThread("dontneed", drop_and_fault_next))
     finals = (FinalCheck("dma-into-reused-frame", _next_keeps_its_store),)
-    res = _search("recheck", _anon_kernel, threads, finals)
+    res = search("recheck", _anon_kernel, threads, finals)
     assert not res.errors and not res.unmodelled, res
     assert not res.violated, res.counterexamples
     assert res.complete, res.limits_hit
@@ -129,31 +116,31 @@ def _file_kernel() -> Kernel:
 
 
 def _mapping_of(k: Kernel):  # type: ignore[no-untyped-def]
-    vma = _mm(k).vmas[0]
+    vma = only_mm(k).vmas[0]
     assert vma.vm_file is not None
     return k.mappings[vma.vm_file]
 
 
 def truncate_to_zero(k: Kernel) -> Generator[Yield, None, None]:
-    yield from truncate_setsize(k, _mapping_of(k), 0, _task(k).cpu)
+    yield from truncate_setsize(k, _mapping_of(k), 0, only_task(k).cpu)
 
 
 def cow_store(k: Kernel) -> Generator[Yield, None, None]:
     """A store to the private file mapping: a read fault, then the COW (SIGBUS past EOF)."""
     try:
-        yield from user_access(k, _task(k), ADDR, True, CPU_STORE)
+        yield from user_access(k, only_task(k), ADDR, True, CPU_STORE)
     except UserFault as fault:
         assert fault.signal == "SIGBUS"
 
 
 def _nothing_mapped_past_eof(k: Kernel) -> bool:
-    return not get_pte(_mm(k).pgtable, ADDR)
+    return not get_pte(only_mm(k).pgtable, ADDR)
 
 
 def test_truncate_second_unmap_leaves_no_cow_page_past_eof() -> None:
     threads = (GenThread("truncate", truncate_to_zero), GenThread("store", cow_store))
     finals = (FinalCheck("page-past-eof-mapped", _nothing_mapped_past_eof),)
-    res = _search("truncate", _file_kernel, threads, finals)
+    res = search("truncate", _file_kernel, threads, finals)
     assert not res.errors and not res.unmodelled, res
     assert not res.violated, res.counterexamples
     assert res.complete, res.limits_hit
@@ -178,7 +165,7 @@ def fsync_then_look(k: Kernel) -> Generator[Yield, None, None]:
     """fsync the file; once it returns, the page's data must be on the disk."""
     mapping = next(iter(k.mappings.values()))
     file = next(iter(k.files.values()))
-    assert not (yield from vfs_fsync(k, file, _task(k).cpu))
+    assert not (yield from vfs_fsync(k, file, only_task(k).cpu))
     yield Point("look at the disk", reads=None)
     page = mapping.i_pages[0]
     if mapping.store.get(0) != int(k.mem.data[page]):
@@ -189,7 +176,7 @@ def background_writeback(k: Kernel) -> Generator[Yield, None, None]:
     """The flusher: WB_SYNC_NONE writeback of the file."""
     mapping = next(iter(k.mappings.values()))
     wbc = WritebackControl(WB_SYNC_NONE, LONG_MAX, 0, LLONG_MAX)
-    yield from writepages(k, mapping, wbc, _task(k).cpu)
+    yield from writepages(k, mapping, wbc, only_task(k).cpu)
 
 
 @pytest.mark.parametrize("order", ["fsync-first", "flusher-first"])
@@ -197,7 +184,7 @@ def test_fsync_waits_for_writeback_under_way(order: str) -> None:
     threads = (GenThread("fsync", fsync_then_look), GenThread("flusher", background_writeback))
     if order == "flusher-first":
         threads = threads[::-1]
-    res = _search("fsync", _dirty_file_kernel, threads)
+    res = search("fsync", _dirty_file_kernel, threads)
     assert not res.errors and not res.unmodelled, res
     assert not res.violated, res.counterexamples
     assert res.complete, res.limits_hit

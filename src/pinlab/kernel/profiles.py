@@ -267,7 +267,10 @@ class Profile:
     # pin_user_pages / _remote / _unlocked returns 0 (:3337-3341, :3369-3370, :3389-3390);
     # 6.1.192 mm/gup.c is_valid_gup_flags (:2171-2186) refuses FOLL_PIN and FOLL_LONGTERM only,
     # pin_* refuse FOLL_GET / NULL pages with -EINVAL (:3272-3276, :3309-3313, :3333-3337);
-    # 5.7.14 and 4.4.178 mm/gup.c as the model's older paths (no is_valid_gup_args).
+    # 5.7.14 and 4.4.178 mm/gup.c as the model's older paths (no is_valid_gup_args).  This
+    # field also selects what v6.5 has beside it and 6.1.192 lacks: the unlocked and
+    # gup-fast slow paths through __gup_longterm_locked with FOLL_UNLOCKABLE (v6.5
+    # :3194-3199, :1451-1590) and gup-fast's -EOVERFLOW (v6.5 :3183-3184).
     valid_gup_args: bool = False
     # v6.5 mm/internal.h:985-1000 gup_must_unshare: a R/O FOLL_LONGTERM pin of a page that is
     # not anon (a page-cache page, the zero page) must unshare it in a COW mapping (always from
@@ -322,6 +325,10 @@ class Profile:
     # A spurious write fault on a huge PMD also makes it dirty: 5.7.14 mm/huge_memory.c
     # :1248-1249, 6.1 touch_pmd; 4.4.178 :1002 huge_pmd_set_accessed only makes it young.
     thp_access_dirties: bool = True
+    # Whose reclaim (mm/vmscan.c shrink_page_list, mm/rmap.c try_to_unmap), buffer release,
+    # PG_reclaim rotate and ext4 data=journal code the model runs: "4.4" (read from the
+    # 4.4.178 tree); None: not modelled yet, and reaching it is `unmodelled`.
+    consumers: str | None = None
 
     def flag_bit(self, name: str) -> int:
         """Bit number of page flag `name` (aliases resolved) in this kernel."""
@@ -403,6 +410,7 @@ P6_1 = Profile(
     fork_huge_zero_fresh=False,
     fault_pte_alloc_early=False,
     thp_access_dirties=True,
+    consumers=None,
 )
 
 P6_5 = Profile(
@@ -541,6 +549,7 @@ P6_5 = Profile(
     fork_huge_zero_fresh=False,
     fault_pte_alloc_early=False,
     thp_access_dirties=True,
+    consumers=None,
 )
 
 P5_7 = Profile(
@@ -623,6 +632,7 @@ P5_7 = Profile(
     fork_huge_zero_fresh=True,
     fault_pte_alloc_early=False,
     thp_access_dirties=True,
+    consumers=None,
 )
 
 P4_4 = Profile(
@@ -700,6 +710,7 @@ P4_4 = Profile(
     fork_huge_zero_fresh=True,
     fault_pte_alloc_early=True,
     thp_access_dirties=False,
+    consumers="4.4",
 )
 
 # Not a released kernel: "[PATCH v4 07/12] mm/gup: track FOLL_PIN pages"

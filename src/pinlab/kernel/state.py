@@ -86,8 +86,8 @@ class Kernel:
     ext4_data: str = "ordered"
     # That filesystem's jbd2 journal (fs/jbd2.py).
     jbd2: Journal = field(default_factory=Journal)
-    # The zone's reclaim flags (v4.4.178 include/linux/mmzone.h:521 zone_flags: ZONE_DIRTY,
-    # ZONE_WRITEBACK), set by shrink_inactive_list (mm/vmscan.c:1670-1681); one zone.
+    # The zone's reclaim flags (v4.4.178 include/linux/mmzone.h:534 zone_flags: ZONE_DIRTY,
+    # ZONE_WRITEBACK), set by shrink_inactive_list (mm/vmscan.c:1672-1694); one zone.
     zone_flags: set[str] = field(default_factory=set)
 
 

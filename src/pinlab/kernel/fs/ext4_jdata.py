@@ -2,7 +2,7 @@
 
 File data goes through the journal (fs/jbd2.py) as metadata does: ->page_mkwrite and a
 writepage of a page dirtied through a mapping (PageChecked, PG_owner_priv_1 in v4.4.178
-include/linux/page-flags.h:108) file its buffer with the running transaction; a commit
+include/linux/page-flags.h:114) file its buffer with the running transaction; a commit
 exposes the buffer to the VM as dirty again, and a second writepage then writes it in
 place (ext4_bio_write_page).  Only v4.4.178 is modelled: other kernels raise Unmodelled.
 Blocks are not allocated in the model, so only pages whose block exists (in `store`) are
@@ -57,7 +57,7 @@ def ext4_should_journal_data(k: Kernel, mapping: AddressSpace) -> bool:
     """
     if mapping.fs is not FsType.EXT4 or k.ext4_data != "journal":
         return False
-    if k.profile.name != "4.4":
+    if k.profile.consumers != "4.4":
         raise Unmodelled("ext4_should_journal_data", f"data=journal on {k.profile.name}")
     return True
 
@@ -91,7 +91,7 @@ def ext4_journalled_releasepage(k: Kernel, mapping: AddressSpace, folio: int) ->
 
 
 def do_journal_get_write_access(k: Kernel, folio: int) -> None:
-    """v4.4.178 fs/ext4/inode.c:1041 do_journal_get_write_access on the page's buffer: a dirty
+    """v4.4.178 fs/ext4/inode.c:904 do_journal_get_write_access on the page's buffer: a dirty
     one is cleaned, given write access, then journalled (ext4_handle_dirty_metadata)."""
     dirty = int(k.mem.private[folio]) & BH_DIRTY
     if dirty:
@@ -220,8 +220,8 @@ def ext4_writepage(
 
     page_buffers (:1894) BUG_ONs a page without buffers: the 2018 report's crash.  Buffers
     are never delayed or unwritten here (no delalloc under data=journal, blocks exist);
-    PageChecked -> __ext4_journalled_writepage (:1933-1938), else ext4_bio_write_page and
-    ext4_io_submit (:1940-1950).
+    PageChecked -> __ext4_journalled_writepage (:1930-1934), else ext4_bio_write_page and
+    ext4_io_submit (:1936-1948).
     """
     from pinlab.kernel.fs.ext4 import Ext4IoSubmit, ext4_io_submit
 
@@ -229,8 +229,8 @@ def ext4_writepage(
     yield Point("ext4_writepage", reads=keys)
     index, size = int(k.mem.index[folio]), mapping.i_size
     length = size & (PAGE_SIZE - 1) if index == size >> PAGE_SHIFT else PAGE_SIZE
-    if 0 < length < PAGE_SIZE:
-        raise Unmodelled("ext4_writepage", "the page straddling EOF")
+    if length < PAGE_SIZE:
+        raise Unmodelled("ext4_writepage", "a page straddling or past EOF")
     page_buffers(k, folio)
     if int(k.mem.flags[folio]) & k.pf.mask(PG_CHECKED):
         return (yield from __ext4_journalled_writepage(k, mapping, folio))

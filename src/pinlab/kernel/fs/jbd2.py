@@ -3,7 +3,7 @@
 One journal, of the one modelled ext4 filesystem.  A page's one buffer (4 KiB blocks on
 4 KiB pages, mkfs.ext4's default) carries in page->private (fs/buffer.py) whether it
 has a journal_head (BH_JBD, holding one b_count: jbd2_journal_add_journal_head's get_bh,
-v4.4.178 fs/jbd2/journal.c:2444) and BH_JBDDirty.  The journal keeps which buffers are
+v4.4.178 fs/jbd2/journal.c:2454) and BH_JBDDirty.  The journal keeps which buffers are
 filed on the running transaction, on which list (BJ_Reserved, BJ_Metadata), and which
 are on a checkpoint list (jh->b_cp_transaction).
 
@@ -38,7 +38,7 @@ from pinlab.kernel.mm.types import AddressSpace
 if TYPE_CHECKING:
     from pinlab.kernel.state import Kernel
 
-# v4.4.178 include/linux/jbd2.h:1075-1082 the transaction lists of a journal_head
+# v4.4.178 include/linux/jbd2.h:1460-1465 the transaction lists of a journal_head
 BJ_METADATA = "BJ_Metadata"
 BJ_RESERVED = "BJ_Reserved"
 JOURNAL_KEY = ("journal",)
@@ -73,28 +73,28 @@ def buffer_jbd(k: Kernel, folio: int) -> bool:
 
 
 def jbd2_journal_add_journal_head(k: Kernel, folio: int) -> None:
-    """v4.4.178 fs/jbd2/journal.c:2444 jbd2_journal_add_journal_head: BH_JBD and get_bh."""
+    """v4.4.178 fs/jbd2/journal.c:2454 jbd2_journal_add_journal_head: BH_JBD and get_bh."""
     if not buffer_jbd(k, folio):
         k.mem.private[folio] = _private(k, folio) | BH_JBD
         k.mem.private[folio] += 1 << B_COUNT_SHIFT
 
 
 def __journal_remove_journal_head(k: Kernel, folio: int) -> None:
-    """v4.4.178 fs/jbd2/journal.c:2478 __journal_remove_journal_head (b_jcount reached 0,
+    """v4.4.178 fs/jbd2/journal.c:2508 __journal_remove_journal_head (b_jcount reached 0,
     no transaction, no checkpoint): clear BH_JBD and __brelse the buffer."""
     k.mem.private[folio] = _private(k, folio) & ~BH_JBD
     k.mem.private[folio] -= 1 << B_COUNT_SHIFT
 
 
 def _put_journal_head(k: Kernel, folio: int) -> None:
-    """v4.4.178 fs/jbd2/journal.c:2517 jbd2_journal_put_journal_head: free an unused jh."""
+    """v4.4.178 fs/jbd2/journal.c:2538 jbd2_journal_put_journal_head: free an unused jh."""
     j = k.jbd2
     if folio not in j.t_buffers and folio not in j.checkpoint:
         __journal_remove_journal_head(k, folio)
 
 
 def jbd2_journal_start(k: Kernel, folio: int) -> Generator[Yield, None, None]:
-    """v4.4.178 fs/jbd2/transaction.c:436 jbd2__journal_start -> start_this_handle: join the
+    """v4.4.178 fs/jbd2/transaction.c:426 jbd2__journal_start -> start_this_handle: join the
     running transaction (t_updates + 1); a commit is one step, so never waits here."""
     yield Point(
         f"jbd2_journal_start {folio}",
@@ -129,7 +129,7 @@ def jbd2_journal_get_write_access(k: Kernel, folio: int) -> None:
 
 def jbd2_journal_dirty_metadata(k: Kernel, folio: int) -> None:
     """v4.4.178 fs/jbd2/transaction.c:1331 jbd2_journal_dirty_metadata: BH_JBDDirty, filed
-    BJ_Metadata on the running transaction (:1426, :1455).  The buffer had write access."""
+    BJ_Metadata on the running transaction (:1426, :1467).  The buffer had write access."""
     bug_on(folio not in k.jbd2.t_buffers, "jbd2_journal_dirty_metadata without write access")
     k.mem.private[folio] = _private(k, folio) | BH_JBDDIRTY
     k.jbd2.t_buffers[folio] = BJ_METADATA
@@ -148,7 +148,7 @@ def __jbd2_journal_unfile_buffer(k: Kernel, folio: int) -> None:
 
 
 def jbd2_journal_commit_transaction(k: Kernel) -> Generator[Yield, None, None]:
-    """kjournald2's commit of the running transaction (v4.4.178 fs/jbd2/commit.c:375).
+    """kjournald2's commit of the running transaction (v4.4.178 fs/jbd2/commit.c:368).
 
     Waits until no handle is open (T_LOCKED, :438-465); BJ_Reserved buffers are refiled
     (:487-503: unfiled, so a BH_JBDDirty one is marked dirty); BJ_Metadata buffers go to

@@ -290,7 +290,7 @@ def end_page_writeback_reclaim(k: Kernel, page: int) -> Generator[Yield, None, N
     folio_end_writeback rotate likewise, but their PG_reclaim is only ever set by reclaim,
     which the model has only for v4.4.178: they raise Unmodelled.
     """
-    if k.profile.name != "4.4":
+    if k.profile.consumers != "4.4":
         raise Unmodelled("end_page_writeback", "a PG_reclaim page (rotate_reclaimable_page)")
     keys = frozenset({("page", page, "flags")})
     yield Point("end_page_writeback PageReclaim", reads=keys, writes=keys)

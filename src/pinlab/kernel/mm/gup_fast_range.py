@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pinlab.kernel.mm.gup_flags import FOLL_FORCE, FOLL_LONGTERM, FOLL_PIN, FOLL_WRITE
+from pinlab.kernel.mm.gup_page import folio_fast_pin_allowed
 from pinlab.kernel.mm.gup_range import _folio_facts, _heads, _must_unshare, unpinnable
 from pinlab.kernel.mm.memmap import HUGETLB_PAGE_DTOR, PAGE_MAPPING_ANON
 from pinlab.kernel.mm.page_ref import INT_MAX
@@ -96,8 +97,6 @@ def _file_pin_refused(k: Kernel, heads: I64, flags: int) -> Bools:
     out = np.zeros(heads.shape, np.bool_)
     if not k.profile.longterm_file_write_refused or flags & want != want:
         return out
-    from pinlab.kernel.mm.gup_fast import folio_fast_pin_allowed
-
     m = k.mem
     anon = (m.mapping[heads] & PAGE_MAPPING_ANON) != 0
     nxt = np.minimum(heads + 1, m.nr_pages - 1)

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from pinlab.interleave import Unmodelled, Violation, Yield
 from pinlab.kernel import errno
+from pinlab.kernel.bug import warn_on_once
 from pinlab.kernel.mm.gup_flags import (
     FOLL_COW,
     FOLL_FORCE,
@@ -25,8 +26,14 @@ from pinlab.kernel.mm.gup_flags import (
     FOLL_WRITE,
 )
 from pinlab.kernel.mm.gup_grab import folio_test_anon
-from pinlab.kernel.mm.memmap import HUGETLB_PAGE_DTOR, compound_head
+from pinlab.kernel.mm.memmap import (
+    HUGETLB_PAGE_DTOR,
+    PAGE_MAPPING_ANON,
+    compound_head,
+    folio_test_large,
+)
 from pinlab.kernel.mm.pgtable import pte_dirty, pte_write
+from pinlab.kernel.mm.rmap import PAGE_MAPPING_FLAGS
 from pinlab.kernel.mm.types import (
     VM_MAYSHARE,
     VM_MAYWRITE,
@@ -148,3 +155,29 @@ def store_pages(pages: Pages, at: int, first: int, n: int) -> None:
     if at + n > pages.shape[0]:
         raise Violation("gup pages[] overrun", f"entry {at + n - 1} of {pages.shape[0]}")
     pages[at : at + n] = np.arange(first, first + n, dtype=np.int64)
+
+
+def folio_fast_pin_allowed(k: Kernel, folio: int, flags: int) -> bool:
+    """v6.5 mm/gup.c folio_fast_pin_allowed: refuse PIN|LONGTERM|WRITE of file folios but shmem.
+
+    Same series as the slow path's writable_file_mapping_allowed (Lorenzo
+    Stoakes, v6.5), so it follows that profile fact; 6.1 has no such check.
+    """
+    if not k.profile.longterm_file_write_refused:
+        return True
+    want = FOLL_PIN | FOLL_LONGTERM | FOLL_WRITE
+    if flags & want != want:
+        return True
+    m = k.mem
+    if int(m.flags[folio]) & k.pf.mask("PG_slab"):
+        warn_on_once(k, "mm/gup.c folio_fast_pin_allowed slab folio")
+        return False
+    if folio_test_large(m, folio) and int(m.dtor[folio + 1]) == HUGETLB_PAGE_DTOR:
+        return True
+    mapping = int(m.mapping[folio])
+    if not mapping:
+        return False
+    if mapping & PAGE_MAPPING_FLAGS:
+        return bool(mapping & PAGE_MAPPING_ANON)
+    space = k.mappings.get(mapping >> 2)
+    return space is not None and space.fs.is_shmem

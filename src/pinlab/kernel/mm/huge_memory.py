@@ -398,7 +398,7 @@ def follow_trans_huge_pmd(
     head = pte_pfn(pmd)
     if flags & FOLL_WRITE and not can_follow_write(k, pmd, head, vma, flags):
         return None
-    if not pte_write(pmd) and gup_must_unshare(k, flags, head):
+    if not pte_write(pmd) and gup_must_unshare(k, flags, head, vma):
         return -errno.EMLINK
     page = head + ((address >> PAGE_SHIFT) & ((1 << HPAGE_PMD_ORDER) - 1))
     refused = yield from gup_page_hook(k, vma, page, flags)

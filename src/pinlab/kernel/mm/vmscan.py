@@ -19,12 +19,11 @@ from pinlab.kernel.fs.jbd2 import JOURNAL_KEY
 from pinlab.kernel.mm.filemap import filemap_release_folio, folio_mapping
 from pinlab.kernel.mm.page_alloc import free_folio, free_reads, free_writes, order_keys
 from pinlab.kernel.mm.page_ref import page_ref_count, set_page_count
-from pinlab.kernel.mm.rmap import (
+from pinlab.kernel.mm.rmap import PageAnon, page_mapped
+from pinlab.kernel.mm.rmap_4_4 import (
     SWAP_AGAIN,
     SWAP_FAIL,
-    PageAnon,
     page_keys_of,
-    page_mapped,
     page_referenced,
     try_to_unmap,
 )
@@ -42,6 +41,8 @@ PAGEREF_RECLAIM_CLEAN = 1
 PAGEREF_KEEP = 2
 PAGEREF_ACTIVATE = 3
 _PAGE = ("flags", "refcount", "mapcount", "mapping", "index", "private")
+# the zone's ZONE_WRITEBACK / ZONE_DIRTY bits (Kernel.zone_flags)
+ZONE_KEY: frozenset[Hashable] = frozenset({("zone", "flags")})
 
 
 def _has(k: Kernel, page: int, flag: str) -> bool:
@@ -67,7 +68,7 @@ def _reads(page: int) -> frozenset[Hashable]:
 
 
 def _require_4_4(k: Kernel, function: str) -> None:
-    if k.profile.name != "4.4":
+    if k.profile.consumers != "4.4":
         raise Unmodelled(function, f"only v4.4.178 reclaim is modelled, not {k.profile.name}'s")
 
 
@@ -104,7 +105,7 @@ def page_check_references(k: Kernel, page: int) -> Generator[Yield, None, int]:
 def __remove_mapping(k: Kernel, page: int) -> Generator[Yield, None, bool]:
     """v4.4.178 mm/vmscan.c:620 __remove_mapping: under tree_lock, freeze the count at 2 (the
     page cache's and the isolation's) or fail; a dirty page is unfrozen and kept (:656-659);
-    else __delete_from_page_cache (:686).  Shadow entries (workingset_eviction) are not
+    else __delete_from_page_cache (:689).  Shadow entries (workingset_eviction) are not
     modelled.  The frozen page is freed by shrink_page_list."""
     mapping = folio_mapping(k, page)
     assert mapping is not None
@@ -136,7 +137,7 @@ def shrink_page_list(
     Returns (reclaimed, nr_unqueued_dirty, nr_writeback) for the one page; the page is
     unlocked either way; a kept page is activated where the kernel goes to activate_locked.
     """
-    yield Point("trylock_page", reads=_reads(page), writes=_page(page))
+    yield Point("trylock_page", reads=_reads(page) | ZONE_KEY, writes=_page(page))
     if _has(k, page, "PG_locked"):
         return False, False, False
     _set(k, page, "PG_locked")
@@ -144,13 +145,13 @@ def shrink_page_list(
         raise Unmodelled("shrink_page_list", "an unevictable page (cull_mlocked)")
     if PageAnon(k, page):
         raise Unmodelled("shrink_page_list", "an anonymous page (add_to_swap)")
-    # page_check_dirty_writeback (:849): ext4's aops have no is_dirty_writeback
+    # page_check_dirty_writeback (:860): ext4's aops have no is_dirty_writeback
     dirty, writeback = _has(k, page, "PG_dirty"), _has(k, page, "PG_writeback")
     unqueued_dirty = dirty and not writeback
     why = yield from _shrink_locked(k, page, kswapd, writeback)
     if why == "free":
-        _clear(k, page, "PG_locked")  # __clear_page_locked (:1185)
-        free_folio(k, page)  # free_hot_cold_page_list (:1225)
+        _clear(k, page, "PG_locked")  # __clear_page_locked (:1198)
+        free_folio(k, page)  # free_hot_cold_page_list (:1232)
         return True, unqueued_dirty, writeback
     if why == "activate":
         _set(k, page, "PG_active")
@@ -180,7 +181,7 @@ def _shrink_locked(
             return "activate"
         if ret == SWAP_AGAIN:
             return "keep"
-    yield Point("PageDirty", reads=_reads(page), writes=_page(page))
+    yield Point("PageDirty", reads=_reads(page) | ZONE_KEY, writes=_page(page))
     if _has(k, page, "PG_dirty"):
         if not kswapd or "ZONE_DIRTY" not in k.zone_flags:
             _set(k, page, "PG_reclaim")  # :1102-1114, NR_VMSCAN_IMMEDIATE not modelled
@@ -193,6 +194,8 @@ def _shrink_locked(
         yield Point("try_to_release_page", reads=footprint | _reads(page), writes=footprint)
         if not filemap_release_folio(k, page):
             return "activate"
+        if folio_mapping(k, page) is None and page_ref_count(k.mem, page) == 1:
+            raise Unmodelled("shrink_page_list", "freeing a page truncated under reclaim (:1170)")
     if folio_mapping(k, page) is None:
         return "keep"
     removed = yield from __remove_mapping(k, page)
@@ -228,7 +231,7 @@ def isolate_lru_page(k: Kernel, page: int, active: bool) -> Generator[Yield, Non
 
 def shrink_inactive_list(k: Kernel, page: int, cpu: int) -> Generator[Yield, None, bool]:
     """v4.4.178 mm/vmscan.c:1579 shrink_inactive_list taking one page: drain this CPU's LRU
-    batch, isolate, shrink_page_list, put back; then the zone flags (:1670-1681)."""
+    batch, isolate, shrink_page_list, put back; then the zone flags (:1672-1694)."""
     _require_4_4(k, "shrink_inactive_list")
     yield from lru_add_drain(k, cpu)
     if not (yield from isolate_lru_page(k, page, False)):
@@ -236,6 +239,8 @@ def shrink_inactive_list(k: Kernel, page: int, cpu: int) -> Generator[Yield, Non
     reclaimed, unqueued_dirty, writeback = yield from shrink_page_list(k, page, kswapd=True)
     if not reclaimed:
         yield from putback_page(k, page)
+    if writeback or unqueued_dirty:
+        yield Point("zone flags", writes=ZONE_KEY)
     if writeback:
         k.zone_flags.add("ZONE_WRITEBACK")
     if unqueued_dirty:
@@ -267,6 +272,8 @@ def kswapd_reclaim_page(
     shrink_inactive_list.  Stops once the page is reclaimed (True) or off the LRU."""
     for _ in range(passes):
         yield Point("kswapd shrink_list", reads=_reads(page))
+        if PageAnon(k, page):
+            raise Unmodelled("shrink_page_list", "an anonymous page")
         flags = int(k.mem.flags[page])
         if not flags & k.pf.mask("PG_lru") or folio_mapping(k, page) is None:
             return False
