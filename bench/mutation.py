@@ -187,6 +187,7 @@ EXPLORE_FAST = (
     EX + "test_resume.py",
     EX + "test_sleep_cache.py",
     EX + "test_canon_walk_edges.py",
+    EX + "test_levels_caps.py",
 )
 EXPLORE_SLOW = ("tests/scenarios/test_harness.py", "tests/anchors/test_spin.py")
 
