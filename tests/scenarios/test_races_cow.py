@@ -17,7 +17,7 @@ from functools import cache
 
 import numpy as np
 
-from pinlab.explore import FinalCheck, GenThread, Options, Result, explore
+from pinlab.explore import FinalCheck, GenThread
 from pinlab.interleave import Yield, run_to_completion
 from pinlab.kernel.fs import vfs_fsync, vfs_write
 from pinlab.kernel.mm.gup import page_array, pin_user_pages
@@ -55,7 +55,7 @@ from pinlab.kernel.process import (
 )
 from pinlab.kernel.state import BootParams, Kernel, boot
 from pinlab.kernel.uaccess import user_access
-from pinlab.scenarios.harness import kernel_program
+from tests.scenarios.searching import search
 
 PAGE = 4096
 ADDR = 0x7F00_0000_0000
@@ -70,11 +70,6 @@ def _task(k: Kernel) -> Task:
 
 def _mm(k: Kernel) -> MmStruct:
     return k.mms[_task(k).mm]
-
-
-def _search(name: str, make: object, threads: tuple[GenThread, ...], finals=()) -> Result:  # type: ignore[no-untyped-def]
-    prog = kernel_program(name, make, threads, finals=finals)  # type: ignore[arg-type]
-    return explore(prog, Options(strategy="dfs", cache=True, shrink=False))
 
 
 def _ptes(k: Kernel) -> Counter[int]:
@@ -141,7 +136,7 @@ def test_wp_page_copy_recheck_maps_one_copy_for_two_racing_stores() -> None:
         FinalCheck("mapcount-is-the-ptes", _mapcount_is_the_ptes),
         FinalCheck("child-keeps-old-page", _child_keeps_the_old_page),
     )
-    res = _search("wp-copy-recheck", _cow_kernel, threads, finals)
+    res = search("wp-copy-recheck", _cow_kernel, threads, finals)
     assert not res.errors and not res.unmodelled, res
     assert not res.violated, res.counterexamples
     assert res.complete, res.limits_hit
@@ -179,7 +174,7 @@ def dontneed(k: Kernel) -> Generator[Yield, None, None]:
 def test_finish_mkwrite_fault_recheck_sees_a_zapped_pte() -> None:
     threads = (GenThread("store", store_1), GenThread("dontneed", dontneed))
     finals = (FinalCheck("mapcount-is-the-ptes", _mapcount_is_the_ptes),)
-    res = _search("mkwrite-recheck", _shared_file_kernel, threads, finals)
+    res = search("mkwrite-recheck", _shared_file_kernel, threads, finals)
     assert not res.errors and not res.unmodelled, res
     assert not res.violated, res.counterexamples
     assert res.complete, res.limits_hit
@@ -255,7 +250,7 @@ def truncate_file(k: Kernel) -> Generator[Yield, None, None]:
 def test_fork_puts_the_preallocated_page_a_zapped_pte_did_not_use() -> None:
     threads = (GenThread("fork", fork_parent), GenThread("truncate", truncate_file))
     finals = (FinalCheck("frame-without-holder", _no_frame_left_without_holder),)
-    res = _search("fork-prealloc", _pinned_cow_kernel, threads, finals)
+    res = search("fork-prealloc", _pinned_cow_kernel, threads, finals)
     assert not res.errors and not res.unmodelled, res
     assert not res.violated, res.counterexamples
     assert res.complete, res.limits_hit
