@@ -886,7 +886,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("pct_priorities_overlap_change_points", EXP + "walk.py",
            "prio = list(range(d, d + n))", "prio = list(range(d - 1, d - 1 + n))", WALK),
     Mutant("pct_change_points_off_by_one", EXP + "walk.py",
-           "range(1, max(self.k, d) + 1)", "range(1, max(self.k, d))", WALK),
+           "range(1, max(k, d) + 1)", "range(1, max(k, d))", WALK),
     Mutant("pct_priority_never_changes", EXP + "walk.py",
            "if step in changes:\n                    prio[tid] = changes[step]", "pass", WALK),
     Mutant("pct_run_length_not_learnt", EXP + "walk.py",

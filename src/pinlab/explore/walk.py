@@ -22,6 +22,15 @@ from pinlab.explore.system import System
 DEFAULT_MAX_STEPS = 10_000
 
 
+def pct_plan(rng: random.Random, n: int, d: int, k: int) -> tuple[list[int], dict[int, int]]:
+    """One PCT run's draws: each thread's starting priority, and each change point's step
+    with the priority the thread running there drops to."""
+    prio = list(range(d, d + n))
+    rng.shuffle(prio)
+    points = rng.sample(range(1, max(k, d) + 1), d - 1)
+    return prio, {p: j + 1 for j, p in enumerate(points)}
+
+
 class Walk:
     """Runs many seeded schedules from the initial state."""
 
@@ -67,11 +76,7 @@ class Walk:
         prio: list[int] = []
         changes: dict[int, int] = {}
         if pct:
-            d = self.opts.pct_depth
-            prio = list(range(d, d + n))
-            rng.shuffle(prio)
-            points = rng.sample(range(1, max(self.k, d) + 1), d - 1)
-            changes = {p: j + 1 for j, p in enumerate(points)}
+            prio, changes = pct_plan(rng, n, self.opts.pct_depth, self.k)
         node = sys.root()
         path: list[Move] = []
         if self._state(node, path):
