@@ -145,11 +145,19 @@ def read_runs(data_files: Sequence[Path], spawn_files: Sequence[Path]) -> CoverM
     return cover
 
 
-def snippet_lines(text: str, snippet: str) -> range:
-    """The line numbers (1-based) the one occurrence of ``snippet`` in ``text`` spans."""
+def snippet_lines(text: str, snippet: str) -> list[int]:
+    """The line numbers (1-based) the one occurrence of ``snippet`` in ``text`` spans, with
+    the first line of each statement they belong to: coverage records a statement that
+    spans lines (a module-level tuple, a call over several lines) at its first line only."""
+    from coverage.python import PythonParser
+
     start = text.index(snippet)
     first = text.count("\n", 0, start) + 1
-    return range(first, first + snippet.strip("\n").count("\n") + 1)
+    spanned = range(first, first + snippet.strip("\n").count("\n") + 1)
+    parser = PythonParser(text=text)
+    parser.parse_source()
+    heads = {parser.first_line(n) for n in spanned}
+    return sorted(heads | set(spanned))
 
 
 def select(

@@ -53,13 +53,17 @@ def test_select_without_spawners_of_its_files_is_empty_for_unexecuted_lines() ->
 @pytest.mark.parametrize(
     ("snippet", "want"),
     [
-        ("b = 2\n", range(2, 3)),
-        ("    c = 3\n    d = 4", range(4, 6)),
-        ("d = 4\n", range(5, 6)),
+        ("b = 2\n", [2]),
+        ("    c = 3\n    d = 4", [4, 5]),
+        ("d = 4\n", [5]),
+        # inside a statement over several lines: coverage records its first line only
+        ('    "y",\n', [6, 8]),
+        ("g(\n", [10]),
+        ("    2)", [10, 11]),
     ],
 )
-def test_snippet_lines(snippet: str, want: range) -> None:
-    text = "a = 1\nb = 2\nif a:\n    c = 3\n    d = 4\n"
+def test_snippet_lines(snippet: str, want: list[int]) -> None:
+    text = 'a = 1\nb = 2\nif a:\n    c = 3\n    d = 4\nT = (\n    "x",\n    "y",\n)\ng(\n    2)\n'
     assert snippet_lines(text, snippet) == want
 
 

@@ -9,6 +9,7 @@ Rows are facts of the 4.4.178, 5.7.14 and 6.1.192 trees, each with its citation
 from __future__ import annotations
 
 from collections.abc import Generator
+from functools import partial
 from typing import Any, NamedTuple
 
 import pytest
@@ -352,13 +353,13 @@ def test_57_cow_faults_recheck_the_pmd_after_lock_page() -> None:
     assert seen == {(True, True, (1, 1), (1, 1), False, (1, 2, 7))}
 
 
-# --- v4.4: the fault after do_huge_pmd_anonymous_page fell back ----------------------------
+# --- the fault after do_huge_pmd_anonymous_page fell back ----------------------------------
 
 
-def _one_thp_block() -> Kernel:
-    """A 4.4 task with an empty THP-sized region and one free order-9 block: of two THP
+def _one_thp_block(profile: str) -> Kernel:
+    """A task with an empty THP-sized region and one free order-9 block: of two THP
     faults at once, one falls back (alloc_hugepage_vma NULL, VM_FAULT_FALLBACK)."""
-    k = boot("4.4", BootParams(normal_mb=8))
+    k = boot(profile, BootParams(normal_mb=8))
     task = P.new_task(k)
     run(P.sys_mmap(k, task, None, 2 * PMD_SIZE, RW, ANON))
     blocks = []
@@ -368,12 +369,32 @@ def _one_thp_block() -> Kernel:
     return k
 
 
-def test_44_fault_after_a_thp_fallback_retries_over_a_new_huge_pmd() -> None:
-    """v4.4 mm/memory.c __handle_mm_fault: after VM_FAULT_FALLBACK (:3410-3411) a none PMD
-    gets a PTE table (__pte_alloc :3451, populated only if still none, :581), then
-    pmd_trans_unstable (:3464) returns 0 if the PMD is huge: the other thread's THP is
-    mapped by then, so the fault ends and the store is retried into that THP.  Either the
-    THP or the PTE table wins the PMD, never both."""
+FALLBACK_ROWS = [
+    (
+        "4.4",
+        "v4.4.178 mm/memory.c __handle_mm_fault: after VM_FAULT_FALLBACK (:3410-3411) "
+        "__pte_alloc (:3451, populated only if still none, :581), then pmd_trans_unstable "
+        "(:3464) returns 0 if the PMD is huge",
+    ),
+    (
+        "5.7",
+        "v5.7.14 mm/memory.c do_anonymous_page: pte_alloc (:3331; __pte_alloc :423 populates "
+        "under the PMD lock only if still none), then pmd_trans_unstable (:3335) returns 0; "
+        "handle_pte_fault :4186 returns 0 on a PMD that became huge",
+    ),
+    (
+        "6.1",
+        "v6.1.192 mm/memory.c do_anonymous_page: pte_alloc (:4158; pmd_install :440-444), "
+        "then pmd_trans_unstable (:4162) returns 0; handle_pte_fault :4999",
+    ),
+]
+
+
+@pytest.mark.parametrize(("profile", "cite"), FALLBACK_ROWS, ids=[r[0] for r in FALLBACK_ROWS])
+def test_fault_after_a_thp_fallback_retries_over_a_new_huge_pmd(profile: str, cite: str) -> None:
+    """The fault that fell back gets a PTE table only if the PMD is still none, and ends
+    with 0 if the PMD is huge by then: the other thread's THP is mapped, so the store is
+    retried into that THP.  Either the THP or the PTE table wins the PMD, never both."""
     seen: set[tuple[Any, ...]] = set()
 
     def record(k: Kernel) -> bool:
@@ -394,12 +415,12 @@ def test_44_fault_after_a_thp_fallback_retries_over_a_new_huge_pmd() -> None:
         return True
 
     program = kernel_program(
-        "thp-4.4-fallback-race",
-        _one_thp_block,
+        f"thp-{profile}-fallback-race",
+        partial(_one_thp_block, profile),
         (GenThread("store-0", writer_0), GenThread("store-tail", writer_tail)),
         finals=(FinalCheck("record", record),),
         checked=True,
     )
     result = explore(program, Options(strategy="dfs"))
     assert result.complete and not result.errors and not result.violated, result.errors[:1]
-    assert seen == {(True, False, TAIL, (1, 2)), (False, True, None, (1, 2))}
+    assert seen == {(True, False, TAIL, (1, 2)), (False, True, None, (1, 2))}, cite

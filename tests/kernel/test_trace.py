@@ -33,9 +33,10 @@ from pinlab.kernel.mm.gup_grab import _pin_folio, node_stat_mod_folio, try_get_f
 from pinlab.kernel.mm.gup_put import gup_put_folio
 from pinlab.kernel.mm.gup_unpin import unpin_user_page
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_write_lock, pte_lock
-from pinlab.kernel.mm.memory import do_anonymous_page, handle_pte_fault
+from pinlab.kernel.mm.memory import do_anonymous_page
 from pinlab.kernel.mm.mmap import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE
 from pinlab.kernel.mm.pgtable import PAGE_SIZE, PMD_SIZE, get_pte, pte_pfn
+from pinlab.kernel.mm.pte_alloc import pte_alloc
 from pinlab.kernel.mm.swap import folio_add_lru, lru_add_drain
 from pinlab.kernel.mm.types import Task
 from pinlab.kernel.state import BootParams, Kernel, boot, kernel_copy, kernel_digest
@@ -181,8 +182,9 @@ ROWS = [
         FinalCheck("A stores last", a_stores_last),
         (
             (mmap_read_lock, r"\+lock mmap mm1: read:1"),
-            # do_anonymous_page allocates the page before taking the PTE lock
-            (handle_pte_fault, rf"\+page {PFN}: refcount:1 mapcount:0 index:0x0 flags:"),
+            # do_anonymous_page allocates the page in the step that installed the PTE
+            # table under the PMD lock (pte_alloc), before taking the PTE lock
+            (pte_alloc, rf"\+page {PFN}: refcount:1 mapcount:0 index:0x0 flags:"),
             (pte_lock, rf"\+lock ptl mm1 {ADDR}: held"),
             (do_anonymous_page, rf"page {PFN}: mapcount: 0 -> 1, \+mapping: anon_vma\d+"),
             (folio_add_lru, rf"page {PFN}: refcount: 1 -> 2"),

@@ -25,7 +25,7 @@ from pinlab.kernel.mm.huge_memory_4_4 import (
 )
 from pinlab.kernel.mm.huge_pmd_4_4 import do_huge_pmd_wp_page as do_huge_pmd_wp_page_4_4
 from pinlab.kernel.mm.huge_pmd_5_7 import do_huge_pmd_wp_page as do_huge_pmd_wp_page_5_7
-from pinlab.kernel.mm.locking import pte_lock, pte_unlock
+from pinlab.kernel.mm.locking import folio_lock, folio_trylock, folio_unlock, pte_lock, pte_unlock
 from pinlab.kernel.mm.memmap import TRANSHUGE_PAGE_DTOR
 from pinlab.kernel.mm.page_alloc import (
     __GFP_COMP,
@@ -35,7 +35,7 @@ from pinlab.kernel.mm.page_alloc import (
     free_reads,
     page_keys,
 )
-from pinlab.kernel.mm.page_ref import page_ref_add, put_page
+from pinlab.kernel.mm.page_ref import folio_get, folio_put, page_ref_add, put_page
 from pinlab.kernel.mm.pgtable import (
     _PAGE_ACCESSED,
     _PAGE_DIRTY,
@@ -104,6 +104,10 @@ def hugepage_vma_check(k: Kernel, mm: MmStruct, vma: VmArea) -> bool:
 
     Only anonymous VMAs qualify: shmem_huge defaults to never and
     READ_ONLY_THP_FOR_FS is off in Debian's config; fsdax PMD faults are not modelled.
+    v5.7.14's fault path tests __transparent_hugepage_enabled (mm/memory.c:4316,
+    include/linux/huge_mm.h:133-159), which has no VM_NO_KHUGEPAGED test; this one serves
+    5.7 too because no anonymous VMA carries those flags (VM_HUGETLB comes with a
+    hugetlbfs file, VM_IO, VM_PFNMAP, VM_MIXEDMAP and VM_DONTEXPAND with a driver's mmap).
     """
     if vma.vm_flags & VM_NOHUGEPAGE or mm.flags >> MMF_DISABLE_THP & 1:
         return False
@@ -273,21 +277,34 @@ def do_huge_pmd_wp_page(
     if not is_huge_zero_pmd(k, orig):
         yield from pte_lock(k, mm, haddr)
         page = pte_pfn(orig)
-        yield Point(
-            "wp huge pmd",
-            reads=_folio_footprint(page) | _folio_reads(page) | {pmd_key(mm.id, haddr)},
-            # page_move_anon_rmap
-            writes=frozenset(
-                {pmd_key(mm.id, haddr), ("page", page, "flags"), ("page", page, "mapping")}
-            ),
-        )
+        yield _wp_point("wp huge pmd", mm, haddr, page)
         if mm.pgtable.pmd.get(slot, 0) != orig:
             pte_unlock(k, mm, haddr)
             return 0
-        reuse = k.profile.page_anon_exclusive and PageAnonExclusive(k, page)
-        if not reuse and int(k.mem.refcount[page]) == 1:
-            page_move_anon_rmap(k, page, vma)
-            reuse = True
+        # :1349 the early check under the PMD lock alone
+        reuse = PageAnonExclusive(k, page)
+        if not reuse:
+            if not folio_trylock(k, page):
+                # :1352-1364 hold the THP, sleep for its lock, retake the PMD lock
+                folio_get(k, page)
+                pte_unlock(k, mm, haddr)
+                yield from folio_lock(k, page)
+                yield from pte_lock(k, mm, haddr)
+                yield _wp_point("wp huge pmd relocked", mm, haddr, page)
+                if mm.pgtable.pmd.get(slot, 0) != orig:
+                    pte_unlock(k, mm, haddr)
+                    folio_unlock(k, page)
+                    yield Point("wp huge pmd put", writes=folio_put_footprint(k, page))
+                    folio_put(k, page)
+                    return 0
+                folio_put(k, page)
+            # :1367-1384 the recheck, then reuse only without other references (the model
+            # has no swap cache, so folio_test_swapcache is false)
+            reuse = PageAnonExclusive(k, page)
+            if not reuse and int(k.mem.refcount[page]) == 1:
+                page_move_anon_rmap(k, page, vma)
+                reuse = True
+            folio_unlock(k, page)
         if reuse:
             if not unshare:
                 entry = maybe_mkwrite(orig | _PAGE_ACCESSED | _PAGE_DIRTY, vma)
@@ -297,6 +314,24 @@ def do_huge_pmd_wp_page(
         pte_unlock(k, mm, haddr)
     yield from split_huge_pmd(k, mm, vma, haddr)
     return VM_FAULT_FALLBACK
+
+
+def _wp_point(label: str, mm: MmStruct, haddr: int, page: int) -> Point:
+    """The point before do_huge_pmd_wp_page's step under the PMD lock: it reads the THP
+    and the PMD, and writes the PMD, the folio's lock, refcount and rmap
+    (page_move_anon_rmap)."""
+    return Point(
+        label,
+        reads=_folio_footprint(page) | _folio_reads(page) | {pmd_key(mm.id, haddr)},
+        writes=frozenset(
+            {
+                pmd_key(mm.id, haddr),
+                ("page", page, "flags"),
+                ("page", page, "mapping"),
+                ("page", page, "refcount"),
+            }
+        ),
+    )
 
 
 def split_huge_pmd(

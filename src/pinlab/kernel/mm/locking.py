@@ -73,6 +73,15 @@ def folio_lock(
     k.mem.flags[folio] |= bit
 
 
+def folio_trylock(k: Kernel, folio: int) -> bool:
+    """v6.1 include/linux/pagemap.h folio_trylock: set PG_locked unless it is set already."""
+    bit = k.pf.mask("PG_locked")
+    if int(k.mem.flags[folio]) & bit:
+        return False
+    k.mem.flags[folio] |= bit
+    return True
+
+
 def folio_unlock(k: Kernel, folio: int) -> None:
     """v6.1 mm/filemap.c folio_unlock."""
     k.mem.flags[folio] &= ~k.pf.mask("PG_locked") & 0xFFFF_FFFF_FFFF_FFFF

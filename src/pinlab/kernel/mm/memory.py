@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Generator, Hashable
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from pinlab.interleave import Point, Yield
 from pinlab.kernel.mm.filemap import folio_put_footprint
 from pinlab.kernel.mm.huge_memory import (
@@ -22,8 +20,7 @@ from pinlab.kernel.mm.huge_memory import (
     hugepage_vma_check,
     pmd_none,
 )
-from pinlab.kernel.mm.huge_memory_4_4 import pmd_trans_huge as pmd_trans_huge_4_4
-from pinlab.kernel.mm.huge_memory_4_4 import pmd_trans_splitting, wait_split_huge_page
+from pinlab.kernel.mm.huge_memory_4_4 import pmd_trans_splitting
 from pinlab.kernel.mm.huge_pmd_4_4 import transparent_hugepage_enabled
 from pinlab.kernel.mm.locking import folio_unlock, pte_lock, pte_unlock
 from pinlab.kernel.mm.memmap import compound_head, peek_head
@@ -56,6 +53,7 @@ from pinlab.kernel.mm.pgtable import (
     set_pte_at,
 )
 from pinlab.kernel.mm.pgtable import get_pte as read_pte
+from pinlab.kernel.mm.pte_alloc import pte_alloc
 from pinlab.kernel.mm.rmap import linear_page_index, page_add_file_rmap, page_add_new_anon_rmap
 from pinlab.kernel.mm.swap import folio_add_lru_vma
 from pinlab.kernel.mm.types import (
@@ -207,7 +205,7 @@ def __handle_mm_fault(
 
     v4.4 mm/memory.c:3390 tests transparent_hugepage_enabled (:3408, under its THP scheme:
     profile.thp_tail_refs_in_mapcount) and, once the PMD was none or huge, goes through
-    _pte_level_4_4 first (profile.fault_pte_alloc_early).  A PMD that was a PTE table
+    pte_alloc first (profile.fault_pte_alloc_early).  A PMD that was a PTE table
     stays one while the fault holds mmap_sem for read (:3466-3470: only khugepaged, with
     it held for write, makes a table huge; free_pgtables too needs it), so for it the
     recheck always passes and is not modelled.
@@ -237,7 +235,7 @@ def __handle_mm_fault(
             else:
                 yield from huge_pmd_set_accessed(k, mm, address, flags, pmd)
                 return 0
-    if early and not table and not (yield from _pte_level_4_4(k, mm, vma, address)):
+    if early and not table and not (yield from pte_alloc(k, mm, vma, address)):
         return 0
     return (yield from handle_pte_fault(k, mm, vma, address, flags, cpu))
 
@@ -248,34 +246,6 @@ def thp_fault_4_4(k: Kernel, vma: VmArea) -> bool:
     return transparent_hugepage_enabled(k, vma) and vma_is_anonymous(vma)
 
 
-def _pte_level_4_4(
-    k: Kernel, mm: MmStruct, vma: VmArea, address: int
-) -> Generator[Yield, None, bool]:
-    """v4.4 mm/memory.c:3450-3465: whether the fault goes on to handle_pte_fault.
-
-    A none PMD gets a PTE table (__pte_alloc :3451, :555: populated under the PMD
-    lock if still none, :581; a PMD being split is waited out, :588-591); then a PMD
-    that is none or huge (pmd_trans_unstable :3464, include/asm-generic/pgtable.h:737,
-    :695; v4.4 pmd_trans_huge is _PAGE_PSE alone) ends the fault with 0, to be
-    retried: a THP another thread installed after this one fell back is not
-    overlaid with a PTE table.
-    """
-    slot = address >> PMD_SHIFT
-    key = pmd_key(mm.id, address)
-    if pmd_none(mm.pgtable, address):
-        yield from pte_lock(k, mm, address)
-        yield Point("__pte_alloc", reads=frozenset({key}), writes=frozenset({key}))
-        pmd = get_pmd(mm.pgtable, address)
-        if pmd_none(mm.pgtable, address):
-            mm.pgtable.pte[slot] = np.zeros(PTRS_PER_PTE, np.uint64)
-        pte_unlock(k, mm, address)
-        if pmd_trans_splitting(pmd):
-            yield from wait_split_huge_page(k, vma.anon_vma)
-    yield Point("pmd_trans_unstable", reads=frozenset({key}))
-    pmd = get_pmd(mm.pgtable, address)
-    return not pmd_none(mm.pgtable, address) and not pmd_trans_huge_4_4(pmd)
-
-
 def handle_pte_fault(
     k: Kernel, mm: MmStruct, vma: VmArea, address: int, flags: int, cpu: int
 ) -> Generator[Yield, None, int]:
@@ -284,6 +254,10 @@ def handle_pte_fault(
 
     key = pte_key(mm.id, address)
     yield Point("pte read", reads=pte_footprint(mm.id, address))
+    if not k.profile.fault_pte_alloc_early and pmd_trans_huge(get_pmd(mm.pgtable, address)):
+        # v6.1.192 mm/memory.c:4999, v5.7.14 :4186: a huge PMD another fault installed
+        # since __handle_mm_fault read it; the fault is retried
+        return 0
     orig = read_pte(mm.pgtable, address)
     if orig == 0:
         if vma_is_anonymous(vma):
@@ -324,6 +298,11 @@ def do_anonymous_page(
     """v6.1 mm/memory.c do_anonymous_page: zero page on read, fresh exclusive page on write."""
     if vma.vm_flags & VM_SHARED:
         return VM_FAULT_SIGBUS
+    # a write fault allocates its page in the same step: its writes are not declared
+    if not k.profile.fault_pte_alloc_early and not (
+        yield from pte_alloc(k, mm, vma, address, None if flags & FAULT_FLAG_WRITE else frozenset())
+    ):
+        return 0
     key = pte_footprint(mm.id, address)
     if not flags & FAULT_FLAG_WRITE:
         entry = pfn_pte(k.zero_pfn, vma_page_prot(k, vma)) | _PAGE_SPECIAL

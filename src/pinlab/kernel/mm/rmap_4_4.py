@@ -22,7 +22,13 @@ from pinlab.kernel.mm.pgtable import (
     pte_young,
     set_pte_at,
 )
-from pinlab.kernel.mm.rmap import PageAnon, page_mapped, page_mapping_id, page_remove_rmap
+from pinlab.kernel.mm.rmap import (
+    PageAnon,
+    page_mapcount,
+    page_mapped,
+    page_mapping_id,
+    page_remove_rmap,
+)
 from pinlab.kernel.mm.types import VM_LOCKED, VmArea, find_vma
 
 if TYPE_CHECKING:
@@ -81,6 +87,7 @@ def page_referenced(
     yield Point("page_referenced", reads=reads)
     if not page_mapped(k, page):
         return 0, 0
+    mapcount = page_mapcount(k, page)  # :958 pra.mapcount
     if PageAnon(k, page):
         raise Unmodelled("page_referenced", "an anonymous page (rmap_walk_anon)")
     if not is_locked:
@@ -91,17 +98,19 @@ def page_referenced(
         k.mem.flags[page] |= k.pf.mask("PG_locked")
     # the page is unlocked after the walk's last step, before the caller yields again
     unlock = frozenset() if is_locked else page_keys_of(page, ("flags",))
-    referenced, vm_flags = yield from _page_referenced_walk(k, page, unlock)
+    referenced, vm_flags = yield from _page_referenced_walk(k, page, unlock, mapcount)
     if not is_locked:
         k.mem.flags[page] &= ~k.pf.mask("PG_locked") & 0xFFFF_FFFF_FFFF_FFFF
     return referenced, vm_flags
 
 
 def _page_referenced_walk(
-    k: Kernel, page: int, then_writes: frozenset[Hashable]
+    k: Kernel, page: int, then_writes: frozenset[Hashable], mapcount: int
 ) -> Generator[Yield, None, tuple[int, int]]:
-    """rmap_walk_file with page_referenced_one (v4.4.178 mm/rmap.c:851); ``then_writes``:
-    what the caller writes after the walk, before it yields again (footprint only)."""
+    """rmap_walk_file with page_referenced_one (v4.4.178 mm/rmap.c:851): the walk stops once
+    it has met as many mappings as page_mapcount counted before it (:922-924); a mapping
+    a fault adds meanwhile is not looked at.  ``then_writes``: what the caller writes after
+    the walk, before it yields again (footprint only)."""
 
     referenced, vm_flags = 0, 0
     for mm_id, address in file_rmap_ptes(k, page):
@@ -119,7 +128,10 @@ def _page_referenced_walk(
                 set_pte_at(mm.pgtable, address, pte_mkold(pte))
                 referenced += 1
                 vm_flags |= vma.vm_flags
+            mapcount -= 1
         pte_unlock(k, mm, address)
+        if not mapcount:
+            break
     return referenced, vm_flags
 
 

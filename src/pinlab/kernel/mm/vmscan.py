@@ -149,6 +149,18 @@ def shrink_page_list(
     dirty, writeback = _has(k, page, "PG_dirty"), _has(k, page, "PG_writeback")
     unqueued_dirty = dirty and not writeback
     why = yield from _shrink_locked(k, page, kswapd, writeback)
+    if why == "put":
+        # :1170-1185 buffers gone, no mapping (truncate could not invalidate it), only the
+        # isolation reference: unlock, then put_page_testzero; a speculative reference
+        # taken in between frees the page later, off the LRU.  Reclaimed either way.
+        _clear(k, page, "PG_locked")
+        keys = _page(page) | free_writes(k, page)
+        yield Point("put_page_testzero", reads=keys | free_reads(page) | _reads(page), writes=keys)
+        value = page_ref_count(k.mem, page) - 1
+        set_page_count(k.mem, page, value)
+        if value == 0:
+            free_folio(k, page)
+        return True, unqueued_dirty, writeback
     if why == "free":
         _clear(k, page, "PG_locked")  # __clear_page_locked (:1198)
         free_folio(k, page)  # free_hot_cold_page_list (:1232)
@@ -162,8 +174,9 @@ def shrink_page_list(
 def _shrink_locked(
     k: Kernel, page: int, kswapd: bool, writeback: bool
 ) -> Generator[Yield, None, str]:
-    """shrink_page_list from the writeback test to __remove_mapping: "free", "activate" or
-    "keep" (keep_locked)."""
+    """shrink_page_list from the writeback test to __remove_mapping: "free", "put" (a page
+    whose buffers went and that has no mapping, :1170), "activate" or "keep"
+    (keep_locked)."""
     if writeback:
         if kswapd and _has(k, page, "PG_reclaim") and "ZONE_WRITEBACK" in k.zone_flags:
             return "keep"  # case 1 (:1007-1011)
@@ -195,7 +208,7 @@ def _shrink_locked(
         if not filemap_release_folio(k, page):
             return "activate"
         if folio_mapping(k, page) is None and page_ref_count(k.mem, page) == 1:
-            raise Unmodelled("shrink_page_list", "freeing a page truncated under reclaim (:1170)")
+            return "put"
     if folio_mapping(k, page) is None:
         return "keep"
     removed = yield from __remove_mapping(k, page)
