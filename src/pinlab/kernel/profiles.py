@@ -325,6 +325,11 @@ class Profile:
     # A spurious write fault on a huge PMD also makes it dirty: 5.7.14 mm/huge_memory.c
     # :1248-1249, 6.1 touch_pmd; 4.4.178 :1002 huge_pmd_set_accessed only makes it young.
     thp_access_dirties: bool = True
+    # Splitting a dirty huge PMD dirties its 512 PTEs too: v6.5 mm/huge_memory.c:2250-2252
+    # (__split_huge_pmd_locked :2074); 6.1.192 (:2179-2182, and the sparc64 note :2255)
+    # and 5.7.14 (:2302-2303) set only PG_dirty; 4.4.178's own split always dirties them
+    # (:1900).
+    thp_split_dirties_ptes: bool = False
     # Whose reclaim (mm/vmscan.c shrink_page_list, mm/rmap.c try_to_unmap), buffer release,
     # PG_reclaim rotate and ext4 data=journal code the model runs: "4.4" (read from the
     # 4.4.178 tree); None: not modelled yet, and reaching it is `unmodelled`.
@@ -549,6 +554,7 @@ P6_5 = Profile(
     fork_huge_zero_fresh=False,
     fault_pte_alloc_early=False,
     thp_access_dirties=True,
+    thp_split_dirties_ptes=True,
     consumers=None,
 )
 

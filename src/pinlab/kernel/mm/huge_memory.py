@@ -135,7 +135,11 @@ def mm_get_huge_zero_page(k: Kernel, mm: MmStruct) -> int | None:
 
 def get_huge_zero_page(k: Kernel) -> int | None:
     """v5.7.14 mm/huge_memory.c:80 (v4.4 :176, v6.1 :156) get_huge_zero_page: allocated zeroed on
-    first use.  (huge_zero_refcount is not modelled.)  v4.4 callers take it with this
+    first use.  huge_zero_refcount is not modelled: besides put_huge_zero_page's BUG_ON on
+    reaching zero (v6.1 :196, v5.7.14 :113, v4.4 :209), which its own accounting never lets
+    happen, only the shrinker reads it, to free the page under memory pressure (v6.1
+    :223-234, v5.7.14 :140-146, v4.4 :216-222), and the model runs no shrinker: the page,
+    once allocated, stays.  v4.4 callers take it with this
     alone: no per-mm MMF_HUGE_ZERO_PAGE (v4.4 include/linux/sched.h:504-509 ends at bit
     20; v5.7.14 include/linux/sched/coredump.h:71 has it)."""
     if k.huge_zero_pfn < 0:
@@ -347,7 +351,8 @@ def split_huge_pmd(
 
 
 def __split_huge_pmd_locked(k: Kernel, mm: MmStruct, vma: VmArea, haddr: int) -> None:
-    """v6.1 mm/huge_memory.c __split_huge_pmd_locked for anon THPs and the huge zero page."""
+    """v6.1 mm/huge_memory.c __split_huge_pmd_locked for anon THPs and the huge zero page
+    (v6.5 also dirties the PTEs of a dirty PMD: profile.thp_split_dirties_ptes)."""
     from pinlab.kernel.mm.memory import maybe_mkwrite, vma_page_prot
 
     pt = mm.pgtable
@@ -377,6 +382,8 @@ def __split_huge_pmd_locked(k: Kernel, mm: MmStruct, vma: VmArea, haddr: int) ->
         entry &= ~_PAGE_RW
     if not pmd & _PAGE_ACCESSED:
         entry &= ~_PAGE_ACCESSED
+    if k.profile.thp_split_dirties_ptes:
+        entry |= pmd & _PAGE_DIRTY
     table[:] = (base + np.uint64(page)) << np.uint64(12) | np.uint64(entry)
     pt.pte[slot] = table
     if anon_exclusive:
