@@ -1,9 +1,9 @@
 """v6.1's write fault on a PMD-mapped THP that is not exclusive takes the THP's lock.
 
 v6.1.192 mm/huge_memory.c do_huge_pmd_wp_page: PageAnonExclusive reuses at once under the
-PMD lock (:1349); else folio_trylock (:1352), or hold the folio, drop the PMD lock, sleep
-in folio_lock, retake the PMD lock and check the PMD again (:1353-1364); then the recheck
-(:1367) and reuse only with no other reference (:1379-1384, page_move_anon_rmap under the
+PMD lock (:1353); else folio_trylock (:1356), or hold the folio, drop the PMD lock, sleep
+in folio_lock, retake the PMD lock and check the PMD again (:1357-1368); then the recheck
+(:1371) and reuse only with no other reference (:1381-1390, page_move_anon_rmap under the
 folio lock).  Values come out of the model.
 """
 
@@ -59,7 +59,7 @@ def _zap(k: Kernel) -> Generator[Yield, None, None]:
 
 
 def test_61_thp_fault_rechecks_the_pmd_after_sleeping_for_the_folio_lock() -> None:
-    """:1358-1363: the fault slept for the folio lock holding the THP; if the PMD was zapped
+    """:1357-1366: the fault slept for the folio lock holding the THP; if the PMD was zapped
     meanwhile it returns 0 and the store is retried from the top, as a fresh THP fault.
     Without the recheck it would go on with the PMD it read before: drop its hold (the
     THP's last reference: freed), find the folio not reusable and fall back to the PTE

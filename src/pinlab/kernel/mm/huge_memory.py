@@ -285,11 +285,11 @@ def do_huge_pmd_wp_page(
         if mm.pgtable.pmd.get(slot, 0) != orig:
             pte_unlock(k, mm, haddr)
             return 0
-        # :1349 the early check under the PMD lock alone
+        # :1353 the early check under the PMD lock alone
         reuse = PageAnonExclusive(k, page)
         if not reuse:
             if not folio_trylock(k, page):
-                # :1352-1364 hold the THP, sleep for its lock, retake the PMD lock
+                # :1356-1368 hold the THP, sleep for its lock, retake the PMD lock
                 folio_get(k, page)
                 pte_unlock(k, mm, haddr)
                 yield from folio_lock(k, page)
@@ -302,7 +302,7 @@ def do_huge_pmd_wp_page(
                     folio_put(k, page)
                     return 0
                 folio_put(k, page)
-            # :1367-1384 the recheck, then reuse only without other references (the model
+            # :1370-1389 the recheck, then reuse only without other references (the model
             # has no swap cache, so folio_test_swapcache is false)
             reuse = PageAnonExclusive(k, page)
             if not reuse and int(k.mem.refcount[page]) == 1:

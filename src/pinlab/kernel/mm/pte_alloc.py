@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 
 
 def pmd_trans_unstable(k: Kernel, mm: MmStruct, address: int) -> bool:
-    """v6.1 include/linux/pgtable.h pmd_trans_unstable (v5.7.14, v4.4.178
-    include/asm-generic/pgtable.h:737, :695): the PMD is none or huge (v4.4's pmd_trans_huge
-    is _PAGE_PSE alone)."""
+    """v6.1 include/linux/pgtable.h pmd_trans_unstable (v5.7.14
+    include/asm-generic/pgtable.h:1060, :1003; v4.4.178 :737, :695): the PMD is none or
+    huge (v4.4's pmd_trans_huge is _PAGE_PSE alone)."""
     huge = pmd_trans_huge_4_4 if k.profile.thp_tail_refs_in_mapcount else pmd_trans_huge
     return pmd_none(mm.pgtable, address) or huge(get_pmd(mm.pgtable, address))
 
@@ -42,10 +42,13 @@ def pte_alloc(
     __pte_alloc :466 -> pmd_install :440-444; v5.7.14 :423-451; v4.4.178 :555-591, which
     also waits out a PMD being split).  The unlocked pmd_trans_unstable read after it
     (v6.1.192 do_anonymous_page :4158-4163, v5.7.14 :3331-3336, v4.4.178
-    __handle_mm_fault :3451-3465) is part of the same step: once the lock was dropped the
-    PMD is a table, which stays one under mmap_lock, or it was huge, and then it reads
-    huge or none, both unstable.  ``then``: what the caller writes after this returns,
-    before it yields again (footprint only; None: unknown).
+    __handle_mm_fault :3450-3465) is its own step only when the PMD is huge by then:
+    another thread may split it into a table (or zap it) first.  A table stays one under
+    mmap_lock, so then the read is part of the step before.  v6.5 differs: no such read,
+    the PMD is checked when the PTE is mapped under its lock, after the page is allocated
+    (v6.5 mm/memory.c:4068-4125); the model runs 6.1's order for it.  ``then``: what the
+    caller writes after this returns, before it yields again (footprint only; None:
+    unknown).
     """
     slot = address >> PMD_SHIFT
     key = pmd_key(mm.id, address)
@@ -60,5 +63,6 @@ def pte_alloc(
         pte_unlock(k, mm, address)
         if k.profile.thp_tail_refs_in_mapcount and pmd_trans_splitting(pmd):
             yield from wait_split_huge_page(k, vma.anon_vma)
-            yield Point("pmd_trans_unstable", reads=frozenset({key}))
+    if pmd_trans_unstable(k, mm, address):
+        yield Point("pmd_trans_unstable", reads=frozenset({key}), writes=then)
     return not pmd_trans_unstable(k, mm, address)

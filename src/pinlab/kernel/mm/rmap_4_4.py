@@ -45,7 +45,9 @@ def _require_4_4(k: Kernel, function: str) -> None:
 
 def file_rmap_ptes(k: Kernel, page: int) -> list[tuple[int, int]]:
     """rmap_walk_file's hits (v4.4.178 mm/rmap.c:1729): (mm id, address) of each VMA of the
-    page's file (its i_mmap) covering the page's index, in mm then VMA order."""
+    page's file (its i_mmap) covering the page's index, in mm then VMA order (the kernel's
+    interval tree orders by vm_pgoff, then insertion: VMAs are not numbered by insertion
+    in the model)."""
     as_id = page_mapping_id(k, page)
     index = int(k.mem.index[page])
     hits: list[tuple[int, int]] = []
@@ -108,9 +110,11 @@ def _page_referenced_walk(
     k: Kernel, page: int, then_writes: frozenset[Hashable], mapcount: int
 ) -> Generator[Yield, None, tuple[int, int]]:
     """rmap_walk_file with page_referenced_one (v4.4.178 mm/rmap.c:851): the walk stops once
-    it has met as many mappings as page_mapcount counted before it (:922-924); a mapping
-    a fault adds meanwhile is not looked at.  ``then_writes``: what the caller writes after
-    the walk, before it yields again (footprint only)."""
+    it has met as many mappings as page_mapcount counted before it (:922-924), so a mapping
+    a fault adds meanwhile can take the place of one counted.  Which one depends on the
+    walk's order: the model's is file_rmap_ptes' (mm, then address), the kernel's the
+    i_mmap interval tree's (vm_pgoff, then insertion).  ``then_writes``: what the caller
+    writes after the walk, before it yields again (footprint only)."""
 
     referenced, vm_flags = 0, 0
     for mm_id, address in file_rmap_ptes(k, page):
