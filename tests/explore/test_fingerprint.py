@@ -155,3 +155,34 @@ def test_replay_in_a_fresh_process_with_another_hash_seed() -> None:
             check=True,
         )
         assert proc.stdout.split() == [fingerprint(p), "('final',", "'two", "words", "taken')"]
+
+
+def test_memo_tables_filled_by_a_search_leave_the_fingerprint_alone() -> None:
+    """The kernel's digest and the explorer's keys cache per type and per pickled field
+    (kernel/walk.py, explore/canon.py): what a search met before must not change a
+    program's fingerprint, or a schedule found after other searches would not replay in a
+    fresh process."""
+    import dataclasses
+
+    from pinlab.explore.canon import _FIELD_NAMES
+    from pinlab.kernel import walk
+    from pinlab.kernel.state import BootParams, boot
+    from pinlab.scenarios.harness import kernel_program
+
+    def make() -> Any:
+        return boot("6.1", BootParams(normal_mb=4))
+
+    def idle(k: Any) -> Generator[Yield, None, None]:
+        yield Point("idle")
+
+    program = kernel_program("memo", make, (GenThread("idle", idle),))
+    before = fingerprint(program)
+
+    @dataclasses.dataclass
+    class Met:
+        x: int
+
+    walk._FOUND[Met] = walk._FOUND.get(Met, walk._canon_of(Met))
+    walk._REMEMBERED[b"met"] = ("met",)
+    _FIELD_NAMES[Met] = ("x",)
+    assert fingerprint(program) == before

@@ -13,6 +13,8 @@ import types
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
+from pinlab.memo import Memo
+
 # object identity -> its key in the world (the world itself included): what a local
 # referring into the world is frozen as, instead of a copy of the object
 Refs = Mapping[int, Hashable]
@@ -40,7 +42,7 @@ class Kind(enum.Enum):
 _BY_VALUE = frozenset({tuple, frozenset, set, types.FunctionType, types.BuiltinFunctionType})
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_FIELD_NAMES: Memo[type, tuple[str, ...]] = Memo()
 
 
 def _field_names(t: type) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ import types
 from typing import Any
 
 from pinlab.explore.program import MachineProgram, Program
+from pinlab.memo import Memo
 
 Json = Any
 
@@ -62,6 +63,8 @@ class _Encoder:
             return self.function(v)
         if isinstance(v, types.MethodType):
             return ["method", self.value(v.__self__), self.value(v.__func__)]
+        if isinstance(v, Memo):
+            return ["memo"]  # a cache: its contents depend on what ran before
         if isinstance(v, list):
             return ["list", [self.value(x) for x in v]]
         if isinstance(v, set):

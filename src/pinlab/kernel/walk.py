@@ -26,11 +26,12 @@ from typing import Any
 import numpy as np
 
 from pinlab.kernel.mm.memmap import Memmap, memmap_digest_parts
+from pinlab.memo import Memo
 
 ROLE = "role"
 _SCALARS = frozenset({int, str, bool, float, bytes, type(None)})
-_FIELDS: dict[type, tuple[str, ...]] = {}
-_ROLES: dict[type, dict[str, str]] = {}
+_FIELDS: Memo[type, tuple[str, ...]] = Memo()
+_ROLES: Memo[type, dict[str, str]] = Memo()
 
 
 class StateError(TypeError):
@@ -79,7 +80,7 @@ def canon(v: Any, full: bool) -> Hashable:
     t = type(v)
     if t in _SCALARS:
         return v  # type: ignore[no-any-return]
-    f = _CANON.get(t)
+    f = _CANON.get(t) or _FOUND.get(t)
     if f is None:
         f = _canon_of(t)
     return f(v, full)
@@ -98,7 +99,7 @@ def _canon_of(t: type) -> Callable[[Any, bool], Hashable]:
         f = _function
     else:
         raise StateError(f"a {t.__qualname__} has no plain-data form")
-    _CANON[t] = f
+    _FOUND[t] = f
     return f
 
 
@@ -118,7 +119,7 @@ def _items(v: Any, pairs: Any, full: bool) -> list[Hashable]:
         if t in _SCALARS:
             out.append(x)
             continue
-        f = _CANON.get(t)
+        f = _CANON.get(t) or _FOUND.get(t)
         try:
             out.append((f or _canon_of(t))(x, full))
         except StateError as err:
@@ -184,6 +185,8 @@ _CANON: dict[type, Callable[[Any, bool], Hashable]] = {
     np.ndarray: _array,
     Memmap: _memmap,
 }
+# the types met since, by _canon_of
+_FOUND: Memo[type, Callable[[Any, bool], Hashable]] = Memo()
 
 
 def state_parts(k: Any, full: bool) -> Iterator[tuple[str, Hashable]]:
@@ -205,7 +208,7 @@ def state_parts(k: Any, full: bool) -> Iterator[tuple[str, Hashable]]:
 # pickled field -> its canonical form: most steps change few fields, and pickling (in C)
 # costs a fraction of walking; equal bytes are equal values, so this is exact, and a
 # field pickled in another order is walked again, to the same canonical form
-_REMEMBERED: dict[bytes, Hashable] = {}
+_REMEMBERED: Memo[bytes, Hashable] = Memo()
 _REMEMBER_AT_MOST = 1 << 14
 
 

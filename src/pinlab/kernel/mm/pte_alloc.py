@@ -46,7 +46,7 @@ def pte_alloc(
     another thread may split it into a table (or zap it) first.  A table stays one under
     mmap_lock, so then the read is part of the step before.  v6.5 differs: no such read,
     the PMD is checked when the PTE is mapped under its lock, after the page is allocated
-    (v6.5 mm/memory.c:4068-4125); the model runs 6.1's order for it.  ``then``: what the
+    (v6.5 mm/memory.c:4074-4126); the model runs 6.1's order for it.  ``then``: what the
     caller writes after this returns, before it yields again (footprint only; None:
     unknown).
     """
