@@ -175,3 +175,12 @@ def select(
     nodes += [n for n in cover.spawners if n.split("::")[0] in files and n not in nodes]
     rank = {f: i for i, f in enumerate(files)}
     return sorted(nodes, key=lambda n: rank.get(n.split("::")[0], len(rank)))
+
+
+def not_found(output: str, copy: Path) -> set[str]:
+    """The test ids pytest reported as "not found", relative to ``copy``, without
+    parameters."""
+    prefix = f"{copy}/"
+    found = re.findall(r"^ERROR: not found: (\S+)", output, re.M)
+    # pytest names a parametrised test it cannot find without its parameters
+    return {f.removeprefix(prefix).split("[")[0] for f in found}

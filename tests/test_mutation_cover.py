@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from bench.mutation_cover import CoverMap, select, snippet_lines
+from bench.mutation_cover import CoverMap, not_found, select, snippet_lines
 
 GUP = "src/pinlab/kernel/mm/gup.py"
 FILES = ("tests/kernel/test_gup.py", "tests/kernel/test_fork.py")
@@ -70,3 +72,17 @@ def test_snippet_lines(snippet: str, want: list[int]) -> None:
 def test_map_round_trips_through_json() -> None:
     again = CoverMap.from_json(COVER.to_json())
     assert again == COVER
+
+
+def test_not_found_ids_lose_their_parameters() -> None:
+    """pytest names a parametrised test it cannot find by its function: the bench must
+    match it against the measured ids with parameters (whose draw may differ per run)."""
+    output = (
+        "ERROR: not found: /copy/tests/anchors/test_spin.py::test_match[hillf-K2]\n"
+        "(no match in any of [<Module test_spin.py>])\n"
+        "ERROR: not found: /copy/tests/kernel/test_gup.py::test_pin\n"
+    )
+    assert not_found(output, Path("/copy")) == {
+        "tests/anchors/test_spin.py::test_match",
+        "tests/kernel/test_gup.py::test_pin",
+    }
