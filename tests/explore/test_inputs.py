@@ -322,6 +322,10 @@ def test_cli_refuses_an_unwritable_json_target_before_searching(tmp_path):  # ty
     assert "Traceback" not in proc.stderr and time.monotonic() - started < 10
 
 
+def _hear_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_cli_ctrl_c_prints_what_was_found_and_exits_130(tmp_path):  # type: ignore[no-untyped-def]
     out = tmp_path / "r.json"
     big = ("pinbias", "-D", "K=4", "-D", "R=16", "-D", "BIAS=16")
@@ -331,6 +335,9 @@ def test_cli_ctrl_c_prints_what_was_found_and_exits_130(tmp_path):  # type: igno
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        # a test run started in the background (`cmd &` without job control) ignores
+        # SIGINT, and a child would inherit that: this one must hear Ctrl-C
+        preexec_fn=_hear_sigint,
     )
     time.sleep(2.0)
     proc.send_signal(signal.SIGINT)
