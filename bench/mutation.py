@@ -22,9 +22,12 @@ back to every covering file).  A mutant whose lines no test executes survives wi
 a run.  --select files runs every covering test file instead.
 
 A mutant is killed when pytest fails (any non-zero exit but 5, "no tests ran"; the exit
-codes are reported, a negative one being a signal).  A run over --timeout is a
-"timeout": killed if pytest-timeout stopped a test (its per-test limit is set below
---timeout so that it can), else "hung", which counts as a survivor.  Each run's
+codes are reported, a negative one being a signal).  Each test has pytest-timeout's
+limit of half --timeout (its thread method, as in pyproject.toml, which ends the run:
+Hypothesis would catch the signal method's alarm), and a run may go on that long past
+--timeout, so that a test that starts within --timeout and hangs is always stopped by
+its own limit first: the run fails, a kill.  A run stopped by the bench is "hung",
+which counts as a survivor.  Each run's
 address space is capped (--memory): a mutant that makes a search explode fails with
 MemoryError instead of calling the OOM killer onto a shared machine.  Mutants listed in
 tests/mutation-equivalent.md (with the argument why nothing observable changes) are
@@ -97,9 +100,9 @@ from mutation_cover import (
 
 ROOT = Path(__file__).resolve().parents[1]
 EQUIVALENT_MD = ROOT / "tests" / "mutation-equivalent.md"
-# pytest-timeout's per-test limit is this share of --timeout, so that a test a mutant
-# makes hang is stopped (and fails) before the whole run is
-PER_TEST_SHARE = 0.8
+# pytest-timeout's per-test limit is this share of --timeout; a run's own limit is
+# --timeout plus that, so a hang late in a run still meets the test's limit first
+PER_TEST_SHARE = 0.5
 SELF_CHECK_MARK = "pinlab-mutation-self-check"
 BASELINE_TIMEOUT = 4 * 3600.0
 
@@ -1139,13 +1142,14 @@ class Runner:
         shutil.rmtree(copy / ".hypothesis", ignore_errors=True)  # no examples carried over
         cmd = [self.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra]
         cmd += ["--continue-on-collection-errors"] if baseline else ["-x"]
-        cmd += ["-o", f"timeout={self.per_test}", "--hypothesis-seed=0"]
+        cmd += ["-o", f"timeout={self.per_test}", "-o", "timeout_method=thread"]
+        cmd += ["--hypothesis-seed=0"]
         for node in sorted(self.deselect):
             cmd += ["--deselect", node]
         tests = [t for t in tests if t.split("::")[0] not in self.broken_files]
         tests = [t for t in tests if t not in self.deselect]
         # the baseline runs every test of many mutants, measured: its limit is per test only
-        limit = BASELINE_TIMEOUT if baseline else self.timeout
+        limit = BASELINE_TIMEOUT if baseline else self.timeout + self.per_test
         return self.run([*cmd, *tests], copy, env, limit)
 
     def run(
@@ -1198,22 +1202,16 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 # "FAILED <node id> - <message>" in pytest's short summary (ids may hold spaces)
 FAILED_LINE = re.compile(r"^(FAILED|ERROR) (.+?)(?: - .*)?$", re.M)
+# pytest-timeout's thread method prints this line and ends the run with exit status 1
+TIMEOUT_BANNER = re.compile(r"^\++ Timeout \++$", re.M)
 
 
 def judge(mutant: Mutant, res: RunResult) -> Outcome:
     """Killed, survived, timeout or hung, from a pytest run of the mutant."""
     failed = [m.group(2) for m in FAILED_LINE.finditer(res.output)]
     if res.code is None:
-        # a test pytest-timeout stopped shows as a failure before the run was cut off
-        stopped = "Timeout" in res.output and bool(failed)
-        return Outcome(
-            mutant,
-            "timeout" if stopped else "hung",
-            killed=stopped,
-            seconds=res.seconds,
-            detail=f"over {res.seconds:.0f} s",
-            failed=failed,
-        )
+        # pytest-timeout ends the run itself, so a run the bench had to stop is a hang
+        return Outcome(mutant, "hung", seconds=res.seconds, detail=f"over {res.seconds:.0f} s")
     if res.code == 0:
         return Outcome(mutant, "survived", exit_code=0, seconds=res.seconds)
     if res.code == 5:
@@ -1222,7 +1220,8 @@ def judge(mutant: Mutant, res: RunResult) -> Outcome:
         # a measured test id that pytest cannot address again: the bench's fault, no kill
         return Outcome(mutant, "error", exit_code=4, seconds=res.seconds, detail="test not found")
     detail = "" if res.code == 1 else _last_error(res.output)
-    return Outcome(mutant, "killed", True, res.code, res.seconds, detail=detail, failed=failed)
+    status = "timeout" if TIMEOUT_BANNER.search(res.output) else "killed"
+    return Outcome(mutant, status, True, res.code, res.seconds, detail=detail, failed=failed)
 
 
 def _last_error(output: str) -> str:
@@ -1542,7 +1541,7 @@ def report(console: Console, outcomes: list[Outcome], interrupted: bool, seconds
     stale = [o for o in outcomes if o.status == "stale"]
     codes: dict[str, int] = {}
     for o in killed:
-        key = "timeout" if o.exit_code is None else str(o.exit_code)
+        key = "timeout" if o.status == "timeout" else str(o.exit_code)
         codes[key] = codes.get(key, 0) + 1
     console.print()
     console.print(
