@@ -129,6 +129,7 @@ def _test_files(folder: str, pattern: str = "test_*.py", leave: tuple[str, ...] 
 KERNEL_FAST = (
     *_test_files(K, leave=("test_frames.py",)),
     *_test_files("tests/scenarios/", "test_races_*.py"),
+    *_test_files("tests/designs/"),
     RK + "test_model_paths.py",
     RK + "test_model_probes.py",
     RK + "test_model_thread.py",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -19,6 +20,11 @@ ROWS = [
     (["no-such-command"], 2, r"pinlab: error: No such command.*no-such-command\W*"),
     (["dump-page", "--bogus"], 2, r"pinlab: error: No such option.*--bogus\W*"),
     (["--help"], 0, None),
+    (
+        ["designs", "legacy-get", "no-such-design"],
+        2,
+        r"pinlab: error: unknown design 'no-such-design' \(known: legacy-get, .*page-ext-flag\)",
+    ),
 ]
 
 
@@ -31,3 +37,15 @@ def test_entry_point(args: list[str], status: int, line: str | None) -> None:
     else:
         assert len(run.stderr.splitlines()) == 1 and run.stdout == ""
         assert re.fullmatch(line, run.stderr.strip()), run.stderr
+
+
+def test_designs_lists_every_design_with_its_costs() -> None:
+    from pinlab.designs import DESIGNS
+
+    env = {**os.environ, "COLUMNS": "300"}  # one line per design
+    run = subprocess.run([PINLAB, "designs"], capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    text = run.stdout
+    for name in DESIGNS:
+        assert re.search(rf"│ {re.escape(name)} +│", text), name
+    assert "n/a" in text and "0%" in text  # legacy-get tracks nothing; the flags never misfire

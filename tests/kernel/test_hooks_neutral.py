@@ -68,6 +68,14 @@ def own_longterm_pinnable(k: Kernel, page: int) -> bool:
     return longterm_pinnable_test(k, page)
 
 
+def own_gup_returned(k: Kernel, page: int) -> None:
+    return None
+
+
+def own_unmap_refused(k: Kernel, page: int) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class HookRow:
     field: str
@@ -81,6 +89,8 @@ HOOKS = [
     HookRow("gup_page", own_gup_page),
     HookRow("fork_must_copy", own_fork_must_copy),
     HookRow("longterm_pinnable", own_longterm_pinnable),
+    HookRow("gup_returned", own_gup_returned),
+    HookRow("unmap_refused", own_unmap_refused),
 ]
 
 # Operation lists: (op, region, page index).  Region 0: four small pages; region 1: a

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from pinlab.cli.designs import designs_cmd
 from pinlab.cli.explore import anchor
 from pinlab.cli.kernel import kernel_group
 from pinlab.cli.model import dump_page_cmd, vmstat_cmd
@@ -28,6 +29,7 @@ app.add_command(anchor)
 app.add_command(kernel_group)
 app.add_command(dump_page_cmd)
 app.add_command(vmstat_cmd)
+app.add_command(designs_cmd)
 
 
 def main() -> None:

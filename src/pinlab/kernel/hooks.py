@@ -9,8 +9,8 @@ fork's order of steps).  Each names the function that is the profile's own body
 for it, which a hook calling it leaves unchanged, step by step
 (tests/kernel/test_hooks_neutral.py).  A hook is a
 plain module-level function (kernel/walk.py digests hooks by qualified name).
-Consumers added later (writeback, reclaim/try_to_unmap, general migration,
-truncate) bring their own hook points with them.
+The consumers (writeback, reclaim and try_to_unmap, migration, truncate) gain
+their hook points as the designs that patched them arrive (pinlab.designs).
 """
 
 from __future__ import annotations
@@ -59,3 +59,13 @@ class Hooks:
     # include/linux/mm.h, called from try_grab_folio and mm/gup.c).  Own body:
     # gup_grab.longterm_pinnable_test.
     longterm_pinnable: Callable[[Kernel, int], bool] | None = None
+    # __get_user_pages as it returns, and v4.4 arch/x86 get_user_pages_fast after its
+    # walk: called once per page the call returns, each its own step, after the whole
+    # walk ("[PATCH 2/2] mm: set PG_dma_pinned on get_user_pages*()", June 2018: the
+    # loop at __get_user_pages' out: label and the one after gup-fast's walk).  Own
+    # body: nothing.
+    gup_returned: Callable[[Kernel, int], None] | None = None
+    # v4.4.178 mm/rmap.c try_to_unmap_one, on entry, before it looks up the PTE (the
+    # same patch's mm/rmap.c hunk, after v4.18's huge-PMD split block, which 4.4 does
+    # not have): True fails the rmap walk (v4.4: SWAP_FAIL).  Own body: return False.
+    unmap_refused: Callable[[Kernel, int], bool] | None = None

@@ -89,6 +89,10 @@ class Kernel:
     # The zone's reclaim flags (v4.4.178 include/linux/mmzone.h:534 zone_flags: ZONE_DIRTY,
     # ZONE_WRITEBACK), set by shrink_inactive_list (mm/vmscan.c:1672-1694); one zone.
     zone_flags: set[str] = field(default_factory=set)
+    # v4.4.178 include/linux/page_ext.h:42-50 struct page_ext.flags, by pfn, only where a bit
+    # is set.  No modelled kernel feature sets one (Debian's configs build no page_owner or
+    # debug-guard users of it); a design may (pinlab.designs.page_ext_flag).
+    page_ext: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ from pinlab.kernel.mm.gup_page import (
     can_follow_write,
     gup_must_unshare,
     gup_page_hook,
+    gup_returned_hook,
     store_pages,
     vm_fault_to_errno,
 )
@@ -367,6 +368,7 @@ def __get_user_pages(
                 k, mm, vma, start, foll_flags, page == -errno.EMLINK, locked
             )
             if ret:  # -EBUSY / -EAGAIN: mmap_lock dropped or retry later, no error
+                yield from gup_returned_hook(k, pages, i)
                 return i if i else (0 if ret in (-errno.EBUSY, -errno.EAGAIN) else ret)
         if page == -errno.EEXIST:
             # a present entry without a struct page: only a walk without pages[] goes on
@@ -383,4 +385,5 @@ def __get_user_pages(
         i += page_increm
         start += page_increm * PAGE_SIZE
         nr_pages -= page_increm
+    yield from gup_returned_hook(k, pages, i)
     return i if i else ret

@@ -130,6 +130,16 @@ def gup_page_hook(k: Kernel, vma: VmArea, page: int, flags: int) -> Generator[Yi
     return hook(k, vma, page, flags)
 
 
+def gup_returned_hook(k: Kernel, pages: Pages | None, nr: int) -> Generator[Yield, None, None]:
+    """The gup_returned design hook on pages[0:nr], a step per page, after the walk."""
+    hook = k.hooks.gup_returned
+    if hook is None or pages is None:
+        return
+    for j in range(nr):
+        yield "gup_returned"
+        hook(k, int(pages[j]))
+
+
 def vm_fault_to_errno(vm_fault: int, foll_flags: int) -> int:
     """v6.1 include/linux/mm.h vm_fault_to_errno."""
     # memory.py's fault paths sit above the walkers that import this module

@@ -47,7 +47,8 @@ _PFN_MASK = np.uint64(PTE_PFN_MASK)
 
 def range_ok(k: Kernel, flags: int) -> bool:
     """Whether a whole-range grab may stand in for the slow path at all."""
-    if k.fine_grained or k.hooks.pin_record is not None or k.hooks.gup_page is not None:
+    h = k.hooks
+    if k.fine_grained or any(x is not None for x in (h.pin_record, h.gup_page, h.gup_returned)):
         return False
     if flags & FOLL_TOUCH:
         return False

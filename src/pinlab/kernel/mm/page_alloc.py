@@ -228,6 +228,11 @@ def _reset_pages(k: Kernel, pfn: int, nr: int) -> None:
     m.mapping[sl] = 0
     m.index[sl] = 0
     m.private[sl] = 0
+    # a design's page_ext bits live as long as the allocation, like the page flags cleared
+    # above (v4.4.178 mm/page_alloc.c:817-818 free_pages_check)
+    if k.page_ext:
+        for page in range(pfn, pfn + nr):
+            k.page_ext.pop(page, None)
     m.data[sl] = 0
 
 

@@ -151,6 +151,17 @@ SWAP_FAIL = 2
 SWAP_MLOCK = 3
 
 
+def unmap_refused_hook(k: Kernel, page: int) -> Generator[Yield, None, bool]:
+    """The unmap_refused design hook on entry to try_to_unmap_one, before the PTE lock."""
+    hook = k.hooks.unmap_refused
+    if hook is None:
+        return False
+    yield Point(
+        "try_to_unmap_one:design", reads=page_keys_of(page, ("flags",)) | {("design", page)}
+    )
+    return hook(k, page)
+
+
 def try_to_unmap(k: Kernel, page: int) -> Generator[Yield, None, int]:
     """v4.4.178 mm/rmap.c:1550 try_to_unmap(TTU_UNMAP) of a locked page-cache page.
 
@@ -170,6 +181,9 @@ def try_to_unmap(k: Kernel, page: int) -> Generator[Yield, None, int]:
     ret = SWAP_AGAIN
     for mm_id, address in file_rmap_ptes(k, page):
         mm = k.mms[mm_id]
+        if (yield from unmap_refused_hook(k, page)):
+            ret = SWAP_FAIL
+            break
         yield from pte_lock(k, mm, address)
         key = pte_footprint(mm_id, address)
         # the page is locked and isolated by reclaim, which holds a reference: no free here

@@ -19,7 +19,7 @@ from pinlab.interleave import Point, Unmodelled, Violation, Yield
 from pinlab.kernel.arch.x86.irqflags import local_irq_disable, local_irq_enable
 from pinlab.kernel.mm.gup import get_user_pages_unlocked
 from pinlab.kernel.mm.gup_flags import FOLL_GET, FOLL_WRITE
-from pinlab.kernel.mm.gup_page import Pages
+from pinlab.kernel.mm.gup_page import Pages, gup_returned_hook
 from pinlab.kernel.mm.memmap import HUGETLB_PAGE_DTOR, PAGE_MAPPING_ANON, compound_head
 from pinlab.kernel.mm.page_ref import page_ref_add
 from pinlab.kernel.mm.pgtable import (
@@ -254,6 +254,7 @@ def get_user_pages_fast(
         done = yield from gup_pud_range(k, mm, start, end, write, out)
         yield from local_irq_enable(k, mm)
         nr = out.nr
+        yield from gup_returned_hook(k, pages, nr)
         if done:
             return nr
     end &= U64
