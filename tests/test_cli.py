@@ -21,6 +21,26 @@ ROWS = [
     (["dump-page", "--bogus"], 2, r"pinlab: error: No such option.*--bogus\W*"),
     (["--help"], 0, None),
     (
+        ["compare", "--designs", "legacy-get,nope"],
+        2,
+        r"pinlab: error: --designs: unknown name 'nope' \(known: legacy-get, .*\)",
+    ),
+    (
+        ["compare", "--scenarios", "nope"],
+        2,
+        r"pinlab: error: --scenarios: unknown name 'nope' \(known: reclaim-vs-gup, .*\)",
+    ),
+    (
+        ["replay", "nope", "--design", "legacy-get", "--schedule", "x"],
+        2,
+        r"pinlab: error: unknown scenario 'nope' \(known: reclaim-vs-gup, .*\)",
+    ),
+    (
+        ["replay", "reclaim-vs-gup", "--design", "legacy-get", "--schedule", "x"],
+        2,
+        r"pinlab: error: not a schedule .*",
+    ),
+    (
         ["designs", "legacy-get", "no-such-design"],
         2,
         r"pinlab: error: unknown design 'no-such-design' \(known: legacy-get, .*page-ext-flag\)",

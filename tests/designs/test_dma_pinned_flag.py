@@ -1,17 +1,10 @@
 """The 2018 flag designs on 4.4: where the flag is set, what try_to_unmap does with it, and
-the race the search finds between gup's late SetPageDmaPinned and reclaim's early test.
-
-The page: an ext4 (data=journal, as in seed 002) MAP_SHARED page, its block on disk, that
-the user has written (writable and dirty PTE, buffers attached), whose PTE an earlier
-reclaim scan made old
-(page_referenced run once in the setup), so that the next scan unmaps it unless
-something stops it.  The driver: get_user_pages(FOLL_WRITE) under mmap_sem, the
-device's write, put_page.  Nothing below names which design keeps the page mapped.
+the race the search finds between gup's late SetPageDmaPinned and reclaim's early test
+(the scenario pinlab.scenarios.reclaim_vs_gup, whose setup is described there).
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from dataclasses import dataclass
 from functools import partial
 
@@ -19,68 +12,34 @@ import pytest
 
 from pinlab.designs import DESIGNS, boot_design, get_design
 from pinlab.designs.costs import false_positive_rate
-from pinlab.explore import GenThread, Options, explore
+from pinlab.explore import Options, WorldProgram, explore
 from pinlab.explore.replay import replay
-from pinlab.interleave import Point, Violation, Yield, run_to_completion
+from pinlab.interleave import run_to_completion
 from pinlab.kernel.arch.x86.mm.gup import get_user_pages_fast
 from pinlab.kernel.mm.debug import dump_page
-from pinlab.kernel.mm.filemap import folio_put_footprint
 from pinlab.kernel.mm.gup import get_user_pages, page_array
 from pinlab.kernel.mm.gup_flags import FOLL_WRITE
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
-from pinlab.kernel.mm.mmap import (
-    MAP_ANONYMOUS,
-    MAP_FIXED,
-    MAP_PRIVATE,
-    MAP_SHARED,
-    PROT_READ,
-    PROT_WRITE,
-)
+from pinlab.kernel.mm.mmap import MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, PROT_READ, PROT_WRITE
 from pinlab.kernel.mm.page_ref import folio_put
-from pinlab.kernel.mm.pgtable import get_pte, pte_pfn, pte_present
-from pinlab.kernel.mm.rmap_4_4 import page_referenced
 from pinlab.kernel.mm.swap import lru_add_drain
-from pinlab.kernel.mm.types import MmStruct
 from pinlab.kernel.mm.vmscan import kswapd_reclaim_page
-from pinlab.kernel.process import ext4_create, fd_install, fget, new_task, sys_mmap, sys_munmap
+from pinlab.kernel.process import new_task, sys_mmap, sys_munmap
 from pinlab.kernel.state import BootParams, Kernel
 from pinlab.kernel.uaccess import user_access
 from pinlab.scenarios.harness import kernel_program
+from pinlab.scenarios.reclaim_vs_gup import (
+    ADDR,
+    HAZARD,
+    PAGE,
+    THREADS,
+    file_page,
+    make_kernel,
+    mapped_at_addr,
+    user_mm,
+)
 
-PAGE = 4096
-ADDR = 0x7F00_0000_0000
-DMA = 99
-ON_DISK = 7  # the file's block, written before this page cache existed
 TRACKING = ("dma-pinned-flag-2018", "page-ext-flag")
-
-
-def aged_page_kernel(design: str) -> Kernel:
-    """The setup above, on the design's kernel."""
-    k = boot_design(get_design(design), BootParams(normal_mb=4))
-    k.ext4_data = "journal"
-    task = new_task(k)
-    file = ext4_create(k, PAGE)
-    k.mappings[file.mapping].store[0] = ON_DISK
-    fid = fd_install(k, file)
-    prot, flags = PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED
-    assert run_to_completion(sys_mmap(k, task, ADDR, PAGE, prot, flags, fget(k, fid))) == ADDR
-    run_to_completion(user_access(k, task, ADDR, True, 5))
-    run_to_completion(lru_add_drain(k, 0))
-    run_to_completion(page_referenced(k, file_page(k), False))
-    return k
-
-
-def file_page(k: Kernel) -> int:
-    return next(iter(k.mappings.values())).i_pages[0]
-
-
-def user_mm(k: Kernel) -> MmStruct:
-    return next(iter(k.mms.values()))
-
-
-def mapped_at_addr(k: Kernel, page: int) -> bool:
-    pte = get_pte(user_mm(k).pgtable, ADDR)
-    return pte_present(pte) and pte_pfn(pte) == page
 
 
 def pin(k: Kernel, fast: bool = False) -> int:
@@ -107,7 +66,7 @@ def tracked(k: Kernel, design: str, page: int) -> bool:
 def test_every_page_gup_returns_is_marked_and_stays_marked_until_freed(
     design: str, fast: bool
 ) -> None:
-    k = aged_page_kernel(design)
+    k = make_kernel(design)
     page = file_page(k)
     assert not tracked(k, design, page)
     assert pin(k, fast) == page
@@ -134,10 +93,10 @@ def test_the_mark_goes_when_the_page_is_freed(design: str) -> None:
 
 
 def test_dump_page_names_the_new_flag_on_the_patched_kernel() -> None:
-    k = aged_page_kernel("dma-pinned-flag-2018")
+    k = make_kernel("dma-pinned-flag-2018")
     page = pin(k)
     assert "dma_pinned" in dump_page(k, page)[1]
-    legacy = aged_page_kernel("legacy-get")
+    legacy = make_kernel("legacy-get")
     assert "dma_pinned" not in dump_page(legacy, pin(legacy))[1]
 
 
@@ -159,7 +118,7 @@ SEQUENTIAL = [
 def test_reclaim_after_the_pin_returned(row: Row) -> None:
     """try_to_unmap_one's early SWAP_FAIL keeps the page mapped, with its buffers, and
     activates it (v4.4.178 mm/vmscan.c:1076-1077); without it the page is unmapped."""
-    k = aged_page_kernel(row.design)
+    k = make_kernel(row.design)
     page = pin(k)
     run_to_completion(kswapd_reclaim_page(k, page, 1, 0))
     assert mapped_at_addr(k, page) == row.stays_mapped
@@ -168,30 +127,8 @@ def test_reclaim_after_the_pin_returned(row: Row) -> None:
         assert k.mem.flags[page] & k.pf.mask("PG_private")
 
 
-def driver(k: Kernel) -> Generator[Yield, None, None]:
-    """get_user_pages, the device's write into the page the user maps, put_page."""
-    mm, pages = user_mm(k), page_array(1)
-    yield from mmap_read_lock(k, mm)
-    got = yield from get_user_pages(k, mm, ADDR, 1, FOLL_WRITE, pages)
-    mmap_read_unlock(k, mm)
-    if got != 1:
-        return
-    page = int(pages[0])
-    yield Point("device DMA", reads=None, writes=None)
-    if not mapped_at_addr(k, page):
-        raise Violation("pinned page unmapped", f"pfn {page} left the user's page table")
-    k.mem.data[page] = DMA
-    yield Point("put_page", writes=folio_put_footprint(k, page))
-    folio_put(k, page)
-
-
-def kswapd(k: Kernel) -> Generator[Yield, None, None]:
-    yield from kswapd_reclaim_page(k, file_page(k), 1, 0)
-
-
-def _program(design: str):  # type: ignore[no-untyped-def]
-    threads = (GenThread("driver", driver), GenThread("kswapd", kswapd))
-    return kernel_program(f"flag-race-{design}", partial(aged_page_kernel, design), threads)
+def _program(design: str) -> WorldProgram:
+    return kernel_program(f"reclaim-vs-gup-{design}", partial(make_kernel, design), THREADS)
 
 
 @pytest.mark.parametrize("design", sorted(DESIGNS))
@@ -201,7 +138,7 @@ def test_search_finds_reclaim_unmapping_a_page_gup_has_returned(design: str) -> 
     prog = _program(design)
     res = explore(prog, Options(strategy="dfs", cache=True))
     assert not res.errors and not res.unmodelled, (res.errors, res.unmodelled)
-    assert [cx.name for cx in res.counterexamples] == ["pinned page unmapped"]
+    assert [cx.name for cx in res.counterexamples] == [HAZARD]
     steps = [(s.thread, s.where) for s in replay(prog, res.counterexamples[0].schedule).steps]
 
     def at(thread: str, label: str) -> int:

@@ -1,22 +1,20 @@
 """``pinlab anchor``: run the race explorer on the SPIN-equivalent anchor programs.
 
-Imports nothing of pinlab but the explorer and the anchors (lazily) and the shared
-BadInput, so that ``python -m pinlab.anchors`` starts fast (:mod:`pinlab.anchors.__main__`).
+Imports nothing of pinlab but the explorer, the anchors (lazily) and the shared cli
+helpers, so that ``python -m pinlab.anchors`` starts fast (:mod:`pinlab.anchors.__main__`).
 The exit status of a search or a replay is :func:`pinlab.explore.result.exit_code`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import click
 
 from pinlab.cli.errors import BadInput
+from pinlab.cli.files import check_writable, write_atomic
 
 
 def _defines(values: tuple[str, ...]) -> dict[str, int]:
@@ -30,26 +28,6 @@ def _defines(values: tuple[str, ...]) -> dict[str, int]:
         except ValueError:
             raise BadInput(f"-D {name}: {value!r} is not an integer") from None
     return out
-
-
-def _check_writable(path: str) -> None:
-    """Refuse a --json target that cannot be written, before the search, not after."""
-    target = Path(path)
-    parent = target.parent
-    if target.is_dir():
-        raise BadInput(f"--json {path}: is a directory")
-    if not parent.is_dir():
-        raise BadInput(f"--json {path}: directory {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise BadInput(f"--json {path}: directory {str(parent)!r} is not writable")
-
-
-def _write_atomic(path: str, text: str) -> None:
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, target)
 
 
 class _Progress:
@@ -164,7 +142,7 @@ def anchor(
     except ValueError as err:
         raise BadInput(str(err)) from None
     if json_file:
-        _check_writable(json_file)
+        check_writable(json_file)
     if schedule is not None:
         try:
             rep = replay(program, schedule)
@@ -172,7 +150,7 @@ def anchor(
             raise BadInput(str(err)) from None
         click.echo(rep.render())
         if json_file:
-            _write_atomic(
+            write_atomic(
                 json_file,
                 json.dumps(
                     {
@@ -241,7 +219,7 @@ def _explore(
         _print_findings(result)
     click.echo(result.verdict)
     if json_file:
-        _write_atomic(json_file, json.dumps(data, indent=2, sort_keys=True))
+        write_atomic(json_file, json.dumps(data, indent=2, sort_keys=True))
     result.interrupted = result.interrupted or interrupted
     return exit_code(result)
 

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from pinlab.cli.compare import compare_cmd, replay_cmd
 from pinlab.cli.designs import designs_cmd
 from pinlab.cli.explore import anchor
 from pinlab.cli.kernel import kernel_group
@@ -30,6 +31,8 @@ app.add_command(kernel_group)
 app.add_command(dump_page_cmd)
 app.add_command(vmstat_cmd)
 app.add_command(designs_cmd)
+app.add_command(compare_cmd)
+app.add_command(replay_cmd)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Reports: the compare matrix as data and as text."""
