@@ -43,7 +43,7 @@ ROWS = [
     (
         ["designs", "legacy-get", "no-such-design"],
         2,
-        r"pinlab: error: unknown design 'no-such-design' \(known: legacy-get, .*page-ext-flag\)",
+        r"pinlab: error: unknown design 'no-such-design' \(known: legacy-get, .*\)",
     ),
 ]
 

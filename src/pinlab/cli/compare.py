@@ -109,6 +109,8 @@ def compare_cmd(
     tasks = [Task(d, s, deadline) for d in designs for s in scenarios]
     cells, interrupted = _run(tasks, workers or os.cpu_count() or 1)
     console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 160)  # a log keeps the matrix on one line per row
     console.print(_matrix(cells, designs, scenarios))
     for c in cells:
         if c.verdict == "violated":

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
-from pinlab.designs import dma_pinned_flag_2018, legacy_get, page_ext_flag
+from pinlab.designs import (
+    dma_pinned_flag_2018,
+    foll_pin_5_7,
+    foll_pin_6_1,
+    foll_pin_bias_v4,
+    legacy_get,
+    page_ext_flag,
+)
 from pinlab.designs.base import Costs, Design, boot_design
 
 DESIGNS: dict[str, Design] = {
-    d.name: d for d in (legacy_get.DESIGN, dma_pinned_flag_2018.DESIGN, page_ext_flag.DESIGN)
+    d.name: d
+    for d in (
+        legacy_get.DESIGN,
+        dma_pinned_flag_2018.DESIGN,
+        page_ext_flag.DESIGN,
+        foll_pin_bias_v4.DESIGN,
+        foll_pin_5_7.DESIGN,
+        foll_pin_6_1.DESIGN,
+    )
 }
 
 

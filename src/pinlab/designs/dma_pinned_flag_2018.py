@@ -32,6 +32,7 @@ and sends shrink_page_list to activate_locked (mm/vmscan.c:1076-1077).
 from __future__ import annotations
 
 from pinlab.designs.base import Costs, Design
+from pinlab.designs.drivers import GET
 from pinlab.kernel.hooks import Hooks
 from pinlab.kernel.state import Kernel
 
@@ -55,7 +56,7 @@ DESIGN = Design(
     idea="a page flag set on every page gup returns, kept until the page is freed; "
     "try_to_unmap_one returns early on it",
     base="4.4",
-    gup="get_user_pages",
+    gup=GET,
     release="set_page_dirty_lock + put_page",
     # one new bit of page->flags on 64-bit (the patch's page-flags.h hunk); nothing else
     costs=Costs(page_bits=1, pin_bytes=0, always_on_bytes_per_page=0),

@@ -9,6 +9,7 @@ can tell it from any other.  No hooks, no state, no cost.
 from __future__ import annotations
 
 from pinlab.designs.base import Costs, Design
+from pinlab.designs.drivers import GET
 
 DESIGN = Design(
     name="legacy-get",
@@ -16,7 +17,7 @@ DESIGN = Design(
     source="seed 002: the 4.4 kernel of the customer bug, before any design",
     idea="plain get_user_pages references; nothing records a pin",
     base="4.4",
-    gup="get_user_pages",
+    gup=GET,
     release="set_page_dirty_lock + put_page",
     costs=Costs(page_bits=0, pin_bytes=0, always_on_bytes_per_page=0),
 )

@@ -25,6 +25,7 @@ names no bit, and which one has no observable effect.
 from __future__ import annotations
 
 from pinlab.designs.base import Costs, Design
+from pinlab.designs.drivers import GET
 from pinlab.kernel.hooks import Hooks
 from pinlab.kernel.state import Kernel
 
@@ -48,7 +49,7 @@ DESIGN = Design(
     idea="dma-pinned-flag-2018's flag, kept in page_ext: no struct page bit, "
     "page_ext on for every page",
     base="4.4",
-    gup="get_user_pages",
+    gup=GET,
     release="set_page_dirty_lock + put_page",
     costs=Costs(page_bits=0, pin_bytes=0, always_on_bytes_per_page=8),
     hooks=Hooks(gup_returned=set_page_ext_dma_pinned, unmap_refused=page_ext_dma_pinned),

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from pinlab.explore import GenThread, WorldProgram
+from pinlab.explore import GenThread, Invariant, WorldProgram
 from pinlab.kernel.state import Kernel
-from pinlab.scenarios import ext4_bug_2018, reclaim_vs_gup
+from pinlab.scenarios import ext4_bug_2018, hugepage_1g_overflow, reclaim_vs_gup
 from pinlab.scenarios.harness import kernel_program
 
 
@@ -24,13 +24,15 @@ class Scenario:
     violations: tuple[str, ...]
     bounds: str
     make_kernel: Callable[[str], Kernel]
-    threads: tuple[GenThread, ...]
+    threads: Callable[[str], tuple[GenThread, ...]]
     quick: bool  # part of `pinlab compare --quick`
+    invariants: tuple[Invariant, ...] = ()
 
     def program(self, design: str) -> WorldProgram:
         """The search program of this scenario under `design`."""
         make = partial(self.make_kernel, design)
-        return kernel_program(f"{self.name}/{design}", make, self.threads)
+        name = f"{self.name}/{design}"
+        return kernel_program(name, make, self.threads(design), self.invariants)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -44,8 +46,20 @@ SCENARIOS: dict[str, Scenario] = {
             (reclaim_vs_gup.HAZARD,),
             reclaim_vs_gup.BOUNDS,
             reclaim_vs_gup.make_kernel,
-            reclaim_vs_gup.THREADS,
+            reclaim_vs_gup.threads,
             quick=True,
+        ),
+        Scenario(
+            "hugepage-1g-overflow",
+            "8 whole pins of a 1 GiB hugetlb page by one thread, every pin held",
+            hugepage_1g_overflow.PROFILES,
+            hugepage_1g_overflow.HAZARD,
+            (hugepage_1g_overflow.HAZARD,),
+            hugepage_1g_overflow.BOUNDS,
+            hugepage_1g_overflow.make_kernel,
+            hugepage_1g_overflow.threads,
+            quick=True,
+            invariants=hugepage_1g_overflow.INVARIANTS,
         ),
         Scenario(
             "ext4-bug-2018",
@@ -55,7 +69,7 @@ SCENARIOS: dict[str, Scenario] = {
             ("BUG_ON page_buffers",),
             ext4_bug_2018.BOUNDS,
             ext4_bug_2018.make_kernel,
-            ext4_bug_2018.THREADS,
+            ext4_bug_2018.threads,
             quick=False,
         ),
     )

@@ -109,3 +109,8 @@ THREADS = (
     GenThread("flusher", flusher),
     GenThread("kjournald", kjournald),
 )
+
+
+def threads(design: str) -> tuple[GenThread, ...]:
+    """The threads, the same under every design (its hooks do the rest)."""
+    return THREADS

@@ -96,3 +96,8 @@ def kswapd(k: Kernel) -> Generator[Yield, None, None]:
 
 
 THREADS = (GenThread("driver", driver), GenThread("kswapd", kswapd))
+
+
+def threads(design: str) -> tuple[GenThread, ...]:
+    """The threads, the same under every design (its hooks do the rest)."""
+    return THREADS
