@@ -184,6 +184,11 @@ THP = kernel("test_fault.py", "test_mmap.py", "test_fork.py", "test_gup.py", "te
 LONGTERM = kernel("test_gup.py", "test_gup_fast.py", "test_vmstat.py", "test_gup_hooks.py")
 WB = kernel(RACES, "test_filemap.py", "test_dirty_folio.py", "test_process.py")
 TRUNC = kernel(RACES, "test_truncate_cleanup.py", "test_filemap.py", "test_invariants.py")
+DESIGN_TESTS = kernel(
+    "tests/designs/test_dma_pinned_flag.py",
+    "tests/designs/test_verdicts.py",
+    "test_hooks_neutral.py",
+)
 SEARCH = explorer("explore/test_classics.py", "explore/test_reduction.py", "explore/test_state.py")
 # breadth-first search of state machines on arrays
 LEVELS = tuple(
@@ -545,6 +550,17 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("reclaim_44_truncated_put_ignores_new_ref", MM + "vmscan.py",
            "        if value == 0:\n            free_folio(k, page)\n        return True",
            "        free_folio(k, page)\n        return True", kernel("test_reclaim_44.py")),
+    # --- design hooks (kernel/hooks.py): where a design's tracking and response plug in --------
+    Mutant("unmap_refused_ignored", MM + "rmap_4_4.py",
+           "            ret = SWAP_FAIL\n            break\n        yield from pte_lock",
+           "            pass\n        yield from pte_lock", DESIGN_TESTS),
+    Mutant("gup_fast_44_marks_nothing", "kernel/arch/x86/mm/gup.py",
+           "        yield from gup_returned_hook(k, pages, nr)\n", "", DESIGN_TESTS),
+    Mutant("gup_marks_one_page_short", MM + "gup_page.py",
+           "    for j in range(nr):\n        yield \"gup_returned\"",
+           "    for j in range(nr - 1):\n        yield \"gup_returned\"", DESIGN_TESTS),
+    Mutant("page_ext_outlives_the_page", MM + "page_alloc.py",
+           "            k.page_ext.pop(page, None)\n", "            pass\n", DESIGN_TESTS),
     Mutant("handle_pte_fault_huge_pmd_not_retried", MM + "memory.py",
            "and pmd_trans_huge(get_pmd(mm.pgtable, address)):", "and False:", FAULT),
     Mutant("pte_alloc_unstable_check_dropped", MM + "pte_alloc.py",
