@@ -40,14 +40,21 @@ def _positives(design: str, order: int) -> list[int]:
     return [r for r in PLAIN_REFS if check(*unpinned_folio(get_design(design), order, r))]
 
 
+def _over_the_bias(design: str, order: int) -> list[int]:
+    """The plain reference counts that take the folio's _refcount to GUP_PIN_COUNTING_BIAS
+    (1024, v5.7 and v6.1 include/linux/mm.h) or past, from the count it starts with."""
+    k, folio = unpinned_folio(get_design(design), order, 0)
+    start = int(k.mem.refcount[folio])
+    return [r for r in PLAIN_REFS if start + r >= 1024]
+
+
 def test_bias_designs_call_many_plain_references_a_pin_exact_counts_do_not() -> None:
-    """GUP_PIN_COUNTING_BIAS is 1024 (v5.7 include/linux/mm.h): from about 1024 plain
-    references a small page reads as pinned under every bias design; a THP does too under
-    the v4 posting, never under v5.7's and v6.1's exact compound count; a flag never."""
+    """Under every bias design a small page with enough plain references reads as pinned; a
+    THP does too under the v4 posting, never under v5.7's and v6.1's exact compound
+    count; a flag never does."""
     for design in ("foll-pin-bias-v4", "foll-pin-5.7", "foll-pin-6.1"):
-        assert _positives(design, 0)[-3:] == [1024, 2047, 4096], design
-        assert 0 not in _positives(design, 0) and 1 not in _positives(design, 0)
-    assert _positives("foll-pin-bias-v4", 9)[-3:] == [1024, 2047, 4096]
+        assert _positives(design, 0) == _over_the_bias(design, 0) != [], design
+    assert _positives("foll-pin-bias-v4", 9) == _over_the_bias("foll-pin-bias-v4", 9) != []
     assert _positives("foll-pin-5.7", 9) == _positives("foll-pin-6.1", 9) == []
     for design in ("dma-pinned-flag-2018", "page-ext-flag"):
         assert all(_positives(design, order) == [] for order in ORDERS)

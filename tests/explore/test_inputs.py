@@ -363,6 +363,7 @@ def test_entry_module_loads_only_the_explorer_and_the_anchors():  # type: ignore
     assert {m for m in ours if m.startswith("pinlab.cli.")} <= {
         "pinlab.cli.explore",
         "pinlab.cli.errors",
+        "pinlab.cli.files",
     }
 
 

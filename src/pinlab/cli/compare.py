@@ -12,6 +12,7 @@ from dataclasses import asdict
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -21,7 +22,7 @@ from pinlab.designs import DESIGNS, Design, get_design
 from pinlab.explore.replay import replay
 from pinlab.explore.result import ERROR, HOLDS, INCONCLUSIVE, INTERRUPTED, VIOLATED
 from pinlab.explore.schedule import ScheduleError
-from pinlab.report.compare import Cell, Task, design_costs, run_cell
+from pinlab.report.compare import Cell, DesignCosts, Task, design_costs, run_cell
 from pinlab.scenarios.catalog import SCENARIOS, Scenario, get_scenario
 
 # `--quick`: at most this many designs, against the quick scenarios
@@ -51,8 +52,11 @@ def _exit_status(cells: list[Cell], interrupted: bool) -> int:
     return INCONCLUSIVE if verdicts & {"incomplete", "unmodelled"} else HOLDS
 
 
-def _matrix(cells: list[Cell], designs: list[str], scenarios: list[str]) -> Table:
-    costs = {d["name"]: d["costs"] for d in design_costs() if d["name"] in designs}
+def _matrix(
+    cells: list[Cell], costs: list[DesignCosts], designs: list[str], scenarios: list[str]
+) -> Table:
+    """One row per design: its cells, then its costs."""
+    by_design = {c.name: c for c in costs}
     table = Table(title="designs x hazard scenarios")
     table.add_column("design", no_wrap=True)
     for s in scenarios:
@@ -61,16 +65,14 @@ def _matrix(cells: list[Cell], designs: list[str], scenarios: list[str]) -> Tabl
         table.add_column(col, justify="right")
     by = {(c.design, c.scenario): c for c in cells}
     for d in designs:
-        cost = costs[d]
-        assert isinstance(cost, dict)
-        rate = cost["false_positive_rate"]
+        cost, rate = by_design[d].costs, by_design[d].false_positive_rate
         row = [by[(d, s)].verdict if (d, s) in by else "-" for s in scenarios]
         table.add_row(
             d,
             *row,
-            str(cost["page_bits"]),
-            str(cost["pin_bytes"]),
-            str(cost["always_on_bytes_per_page"]),
+            str(cost.page_bits),
+            str(cost.pin_bytes),
+            str(cost.always_on_bytes_per_page),
             "n/a" if rate is None else f"{rate:.0%}",
         )
     return table
@@ -108,23 +110,29 @@ def compare_cmd(
     deadline = None if time_limit is None else time.time() + time_limit
     tasks = [Task(d, s, deadline) for d in designs for s in scenarios]
     cells, interrupted = _run(tasks, workers or os.cpu_count() or 1)
-    console = Console()
+    costs = design_costs(designs)
+    console = Console(highlight=False)
     if not console.is_terminal:
         console.width = max(console.width, 160)  # a log keeps the matrix on one line per row
-    console.print(_matrix(cells, designs, scenarios))
+    console.print(_matrix(cells, costs, designs, scenarios))
     for c in cells:
+        where = escape(f"{c.design} × {c.scenario}")
         if c.verdict == "violated":
             console.print(
-                f"[red]{c.design} × {c.scenario}[/red]: {c.detail}; replay with: "
-                f"pinlab replay {c.scenario} --design {c.design} --schedule '{c.schedule}'",
+                f"[red]{where}[/red]: {escape(c.detail)}; replay with: pinlab replay "
+                f"{c.scenario} --design {c.design} --schedule '{escape(c.schedule or '')}'",
                 soft_wrap=True,
             )
         elif c.verdict in ("incomplete", "unmodelled", "error"):
-            console.print(f"{c.design} × {c.scenario}: {c.verdict}: {c.detail}", soft_wrap=True)
+            console.print(f"{where}: {c.verdict}: {escape(c.detail)}", soft_wrap=True)
     if interrupted:
         console.print(f"interrupted: {len(cells)} of {len(tasks)} cells done")
     if json_file is not None:
-        data = {"cells": [asdict(c) for c in cells], "designs": design_costs()}
+        data = {
+            "cells": [asdict(c) for c in cells],
+            "designs": [asdict(c) for c in costs],
+            "interrupted": interrupted,
+        }
         write_atomic(json_file, json.dumps(data, indent=2, sort_keys=True) + "\n")
     sys.exit(_exit_status(cells, interrupted))
 
@@ -172,8 +180,9 @@ def _run(tasks: list[Task], workers: int) -> tuple[list[Cell], bool]:
 def replay_cmd(scenario: str, design_name: str, schedule: str) -> None:
     """Replay a counterexample of SCENARIO under --design and print its steps.
 
-    Exit 1 when it reaches the scenario's hazard again, 0 when it does not, 4 when a step
-    raises a pinlab error, 2 on bad input (a schedule made for another program included).
+    Exit 1 when it ends in a violation again (the one compare printed), 0 when it does
+    not, 4 when a step raises a pinlab error, 2 on bad input (a schedule made for another
+    program included).
     """
     try:
         design: Design = get_design(design_name)
@@ -194,5 +203,4 @@ def replay_cmd(scenario: str, design_name: str, schedule: str) -> None:
         click.echo(f"{kind}: {name}: {detail}")
     if run.errored:
         sys.exit(ERROR)
-    hit = any(name.startswith(scen.violations) for _, name, _, _ in run.violations)
-    sys.exit(VIOLATED if hit else HOLDS)
+    sys.exit(VIOLATED if run.violated else HOLDS)

@@ -24,7 +24,7 @@ def designs_cmd(names: tuple[str, ...]) -> None:
     except KeyError as err:
         raise BadInput(str(err.args[0])) from None
     table = Table(title="pin-tracking designs")
-    for col in ("design", "year", "patches", "source", "idea"):
+    for col in ("design", "year", "patches", "source", "idea", "driver calls"):
         table.add_column(col, overflow="fold")
     for col in ("page bits", "bytes/pin", "always-on B/page", "false +"):
         table.add_column(col, justify="right")
@@ -37,6 +37,7 @@ def designs_cmd(names: tuple[str, ...]) -> None:
             d.base,
             d.source,
             d.idea,
+            f"{d.gup}; {d.release}",
             str(c.page_bits),
             str(c.pin_bytes),
             str(c.always_on_bytes_per_page),

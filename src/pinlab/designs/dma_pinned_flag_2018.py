@@ -3,7 +3,9 @@
 John Hubbard, "[PATCH 2/2] mm: set PG_dma_pinned on get_user_pages*()", 16 Jun 2018
 (../shared/seeds/002_78cd4012e2cb9fa3.txt quotes its cover text and rmap.c hunk;
 message 20180617012510.20139-3-jhubbard@nvidia.com has the whole diff, against v4.18-rc1).
-Applied here to the 4.4 kernel of the customer bug it fixes.
+It applies on top of patch 1/2, which sends every return of __get_user_pages through
+its out: label.  Applied here to the 4.4 kernel of the customer bug it fixes; in 4.4's
+enum pageflags (x86-64, THP, no idle tracking) the new flag follows PG_compound_lock.
 
 =============================  ======================================  ==============
 kernel function                what the patch does there                hook
@@ -20,9 +22,10 @@ try_to_unmap_one               if (PageDmaPinned(page)) return false;   unmap_re
                                after the huge-PMD split block
 =============================  ======================================  ==============
 
-The flag is set with set_bit (PAGEFLAG(DmaPinned, dma_pinned, PF_ANY)) on the page
-itself, never cleared by put_page; 4.4 clears every page flag when a page is freed
-(v4.4.178 mm/page_alloc.c:817-818), which is the patch's "until the page is freed".
+The flag is set with set_bit on the page itself (PAGEFLAG(DmaPinned, dma_pinned,
+PF_ANY)), never cleared by put_page; 4.4 clears a freed page's flags, all but
+PG_hwpoison (v4.4.178 mm/page_alloc.c:817-818, include/linux/page-flags.h:612-613),
+which is the patch's "until the page is freed".
 try_to_unmap_one's test is a plain read before the PTE lock; gup sets the flag only
 after its walk has taken the reference and dropped the PTE lock.  In 4.4 a false from
 try_to_unmap_one is SWAP_FAIL, which ends the rmap walk (v4.4.178 mm/rmap.c:1729-1730)

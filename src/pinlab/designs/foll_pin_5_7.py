@@ -10,7 +10,7 @@ the 5.7 profile itself; this design adds no hooks.
 ==========================  ==================================================
 kernel function             what v5.7 does there (in the profile)
 ==========================  ==================================================
-try_grab_compound_head /    FOLL_PIN: +1 to hpage_pinned_refcount and +refs to
+try_grab_compound_head /    FOLL_PIN: +refs to hpage_pinned_refcount and to
 try_grab_page               _refcount for order >= 2; else + refs * 1024
 put_compound_head /         the same taken off
 unpin_user_page

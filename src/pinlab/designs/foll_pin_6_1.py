@@ -9,7 +9,8 @@ there:
 kernel function (v6.1.192)      response
 ==============================  ==================================================
 copy_present_pte /              fork copies a maybe-pinned anon page to the child
-page_needs_cow_for_dma          at once (mm/memory.c, include/linux/mm.h; v5.9)
+page_needs_cow_for_dma          at once (mm/memory.c, include/linux/mm.h; the early
+                                COW of pinned pages began in v5.9, 70e806e4e645)
 gup_must_unshare,               a read-only pin of a shared anon page unshares it
 PageAnonExclusive               first (mm/gup.c, mm/internal.h; v5.19)
 check_and_migrate_movable_pages FOLL_LONGTERM pins move off ZONE_MOVABLE and CMA

@@ -12,7 +12,9 @@ kernel function                what the design does there               hook
 __get_user_pages,              set the page_ext bit on every page       gup_returned
 get_user_pages_fast            returned, after the walk
 try_to_unmap_one               return early when the bit is set         unmap_refused
-free of the page               the bit goes with the allocation         (page_alloc)
+free of the page               the bit goes with the allocation, as     (page_alloc)
+                               the flag design's does (an assumption:
+                               the thread does not say)
 =============================  ======================================  ==============
 
 Cost: v4.4.178 allocates sizeof(struct page_ext) for every page once page_ext is

@@ -13,9 +13,10 @@ pickle, and give the same result whichever worker runs them.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+import traceback
+from dataclasses import dataclass
 
-from pinlab.designs import DESIGNS, get_design
+from pinlab.designs import Costs, get_design
 from pinlab.designs.costs import false_positive_rate
 from pinlab.explore import Options, explore
 from pinlab.scenarios.catalog import get_scenario
@@ -50,7 +51,16 @@ class Cell:
 
 
 def run_cell(task: Task) -> Cell:
-    """Search one cell and judge it."""
+    """Search one cell and judge it; a pinlab bug outside the search is an ``error`` cell."""
+    try:
+        return _search_cell(task)
+    except Exception as err:  # the setup or the judging: a bug in pinlab, reported, not raised
+        where = traceback.extract_tb(err.__traceback__)[-1]
+        detail = f"{type(err).__name__} at {where.filename}:{where.lineno}: {err}"
+        return Cell(task.design, "", task.scenario, "", "error", "", detail=detail)
+
+
+def _search_cell(task: Task) -> Cell:
     design, scenario = get_design(task.design), get_scenario(task.scenario)
     cell = Cell(
         design.name,
@@ -90,11 +100,20 @@ def run_cell(task: Task) -> Cell:
     return cell
 
 
-def design_costs() -> list[dict[str, object]]:
-    """Each design's declared memory costs and measured false-positive rate."""
-    out: list[dict[str, object]] = []
-    for d in DESIGNS.values():
-        costs: dict[str, object] = asdict(d.costs)
-        costs["false_positive_rate"] = false_positive_rate(d)
-        out.append({"name": d.name, "profile": d.profile().name, "costs": costs})
+@dataclass(slots=True)
+class DesignCosts:
+    """A design's declared memory costs and measured false-positive rate."""
+
+    name: str
+    profile: str
+    costs: Costs
+    false_positive_rate: float | None
+
+
+def design_costs(names: list[str]) -> list[DesignCosts]:
+    """The costs of the designs `names`."""
+    out = []
+    for name in names:
+        d = get_design(name)
+        out.append(DesignCosts(d.name, d.profile().name, d.costs, false_positive_rate(d)))
     return out

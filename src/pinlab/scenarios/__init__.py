@@ -1,1 +1,1 @@
-"""Kernel programs for the race explorer: the harness, and (to come) named scenarios."""
+"""Kernel threads for the race explorer: the harness, and the named hazard scenarios."""

@@ -2,10 +2,9 @@
 
 A MAP_HUGETLB | MAP_HUGE_1GB private mapping, written once so its page is faulted in;
 then the design's driver call (pin_user_pages or get_user_pages, FOLL_WRITE) over all
-262,144 subpages, 8 times, under mmap_lock, nothing released.  With the 2020 series'
-bias on the head for every subpage, 8 rounds add 2^31 (seed 003's reason for the exact
-count).  The hazard, `refcount-overflow`: some page's _refcount or pincount has wrapped
-past INT_MAX (negative) in any state.
+262,144 subpages, 8 times, under mmap_lock, nothing released.  The hazard,
+`refcount-overflow`: some page's _refcount or pincount has wrapped past INT_MAX
+(negative) in any state.
 
 Written for the kernels with pin_user_pages.  A 4.4 driver's get_user_pages takes one
 plain reference per subpage (2^21 in all, far from INT_MAX), and the model walks that
