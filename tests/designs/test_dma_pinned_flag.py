@@ -26,17 +26,9 @@ from pinlab.kernel.mm.vmscan import kswapd_reclaim_page
 from pinlab.kernel.process import new_task, sys_mmap, sys_munmap
 from pinlab.kernel.state import BootParams, Kernel
 from pinlab.kernel.uaccess import user_access
+from pinlab.scenarios.ext4_bug_2018 import ADDR, PAGE, file_page, user_mm
 from pinlab.scenarios.harness import kernel_program
-from pinlab.scenarios.reclaim_vs_gup import (
-    ADDR,
-    HAZARD,
-    PAGE,
-    THREADS,
-    file_page,
-    make_kernel,
-    mapped_at_addr,
-    user_mm,
-)
+from pinlab.scenarios.reclaim_vs_gup import HAZARD, THREADS, make_kernel, mapped_at_addr
 
 TRACKING = ("dma-pinned-flag-2018", "page-ext-flag")
 

@@ -40,30 +40,41 @@ PAGE = 4096
 ADDR = 0x7F00_0000_0000
 ON_DISK = 7  # the file's block, written and fsynced before this page cache existed
 DMA = 99  # what the device writes
+STORED = 5  # what the user stores through the mapping, where a scenario has it store
 KSWAPD_PASSES = 3
 FLUSHER_PASSES = 3
 BOUNDS = f"kswapd passes {KSWAPD_PASSES}, flusher passes {FLUSHER_PASSES}, one journal commit"
 
 
-def make_kernel(design: str) -> Kernel:
+def mapped_ext4_page(design: str, write: bool) -> Kernel:
     """4.4 under `design`, ext4 -o data=journal, a one-page file whose block is on disk,
-    mapped MAP_SHARED at ADDR and read-faulted in (no buffers: a fully mapped page is read
-    without them, v4.4.178 fs/ext4/readpage.c ext4_mpage_readpages)."""
+    mapped MAP_SHARED at ADDR by one task, which then loads from it or stores to it."""
     k = boot_design(get_design(design), BootParams(normal_mb=4))
     k.ext4_data = "journal"
     task = new_task(k)
     file = ext4_create(k, PAGE)
     k.mappings[file.mapping].store[0] = ON_DISK
     fid = fd_install(k, file)
-    flags = MAP_SHARED | MAP_FIXED
-    prot = PROT_READ | PROT_WRITE
+    prot, flags = PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED
     assert run_to_completion(sys_mmap(k, task, ADDR, PAGE, prot, flags, fget(k, fid))) == ADDR
-    run_to_completion(user_access(k, task, ADDR, False, 0))
+    run_to_completion(user_access(k, task, ADDR, write, STORED if write else 0))
     return k
 
 
-def _mm(k: Kernel) -> MmStruct:
+def make_kernel(design: str) -> Kernel:
+    """The page read-faulted in (no buffers: a fully mapped page is read without them,
+    v4.4.178 fs/ext4/readpage.c ext4_mpage_readpages)."""
+    return mapped_ext4_page(design, False)
+
+
+def user_mm(k: Kernel) -> MmStruct:
+    """The user's address space."""
     return next(iter(k.mms.values()))
+
+
+def file_page(k: Kernel) -> int:
+    """The file's one page-cache page."""
+    return _mapping(k).i_pages[0]
 
 
 def _mapping(k: Kernel) -> AddressSpace:
@@ -72,7 +83,7 @@ def _mapping(k: Kernel) -> AddressSpace:
 
 def driver(k: Kernel) -> Generator[Yield, None, None]:
     """get_user_pages(FOLL_WRITE) under mmap_sem, the device's store, then completion."""
-    mm = _mm(k)
+    mm = user_mm(k)
     pages = page_array(1)
     yield from mmap_read_lock(k, mm)
     got = yield from get_user_pages(k, mm, ADDR, 1, FOLL_WRITE, pages)
@@ -88,7 +99,7 @@ def driver(k: Kernel) -> Generator[Yield, None, None]:
 
 
 def kswapd(k: Kernel) -> Generator[Yield, None, None]:
-    page = _mapping(k).i_pages[0]
+    page = file_page(k)
     yield from kswapd_reclaim_page(k, page, KSWAPD_PASSES, 0)
 
 

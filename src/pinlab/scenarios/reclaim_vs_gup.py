@@ -15,56 +15,30 @@ from __future__ import annotations
 
 from collections.abc import Generator
 
-from pinlab.designs import boot_design, get_design
 from pinlab.explore import GenThread
 from pinlab.interleave import Point, Violation, Yield, run_to_completion
 from pinlab.kernel.mm.filemap import folio_put_footprint
 from pinlab.kernel.mm.gup import get_user_pages, page_array
 from pinlab.kernel.mm.gup_flags import FOLL_WRITE
 from pinlab.kernel.mm.locking import mmap_read_lock, mmap_read_unlock
-from pinlab.kernel.mm.mmap import MAP_FIXED, MAP_SHARED, PROT_READ, PROT_WRITE
 from pinlab.kernel.mm.page_ref import folio_put
 from pinlab.kernel.mm.pgtable import get_pte, pte_pfn, pte_present
 from pinlab.kernel.mm.rmap_4_4 import page_referenced
 from pinlab.kernel.mm.swap import lru_add_drain
-from pinlab.kernel.mm.types import MmStruct
 from pinlab.kernel.mm.vmscan import kswapd_reclaim_page
-from pinlab.kernel.process import ext4_create, fd_install, fget, new_task, sys_mmap
-from pinlab.kernel.state import BootParams, Kernel
-from pinlab.kernel.uaccess import user_access
+from pinlab.kernel.state import Kernel
+from pinlab.scenarios.ext4_bug_2018 import ADDR, DMA, file_page, mapped_ext4_page, user_mm
 
-PAGE = 4096
-ADDR = 0x7F00_0000_0000
-DMA = 99
-ON_DISK = 7  # the file's block, written before this page cache existed
 HAZARD = "unmapped-while-pinned"
 BOUNDS = "kswapd passes 1"
 
 
 def make_kernel(design: str) -> Kernel:
     """The setup above, on the design's kernel."""
-    k = boot_design(get_design(design), BootParams(normal_mb=4))
-    k.ext4_data = "journal"
-    task = new_task(k)
-    file = ext4_create(k, PAGE)
-    k.mappings[file.mapping].store[0] = ON_DISK
-    fid = fd_install(k, file)
-    prot, flags = PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED
-    assert run_to_completion(sys_mmap(k, task, ADDR, PAGE, prot, flags, fget(k, fid))) == ADDR
-    run_to_completion(user_access(k, task, ADDR, True, 5))
+    k = mapped_ext4_page(design, True)
     run_to_completion(lru_add_drain(k, 0))
     run_to_completion(page_referenced(k, file_page(k), False))
     return k
-
-
-def file_page(k: Kernel) -> int:
-    """The file's one page-cache page."""
-    return next(iter(k.mappings.values())).i_pages[0]
-
-
-def user_mm(k: Kernel) -> MmStruct:
-    """The user's address space."""
-    return next(iter(k.mms.values()))
 
 
 def mapped_at_addr(k: Kernel, page: int) -> bool:
